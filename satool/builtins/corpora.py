@@ -1,0 +1,10 @@
+"""Built-in corpora (registered through the same hook as plugins)."""
+
+from __future__ import annotations
+
+from satool import hookimpl
+
+
+@hookimpl
+def register_corpora(register):
+    pass

@@ -1,0 +1,119 @@
+"""The ``satool`` command: a thin Typer layer over the library.
+
+The app is assembled from the ``register_stages`` hook (built-ins included),
+so a plugin's subcommands appear beside satool's own. Nothing here imports
+torch: ``satool --help`` and shell completion stay fast.
+
+User errors (:class:`satool.errors.SatoolError`, click usage errors) print one
+red line on stderr and exit with a documented code (docs/exit-codes.md);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+import typer.main
+
+from satool.errors import EXIT_INTERRUPTED, EXIT_USAGE, SatoolError
+
+PANEL_ORDER = ("Stages", "Workflow", "Data and plugins", "Plugin stages")
+
+APP_HELP = """\
+Understand the self-attention of self-supervised speech transformers.
+
+A study runs as stages: [bold]pretrain[/] a model (or bring an s3prl checkpoint),
+[bold]extract[/] its attention maps into a cache, then [bold]metric[/] (which heads are
+global, vertical, diagonal), [bold]segment[/] (phone boundaries from attention),
+[bold]relate[/] (phone relation maps), [bold]probe[/] and [bold]prune[/] (which heads matter).
+[bold]satool demo[/] runs them all on a generated corpus and writes an HTML report.
+
+Each stage records what it made in ./satool.toml, so later stages need fewer arguments.
+"""
+
+
+def build_app() -> typer.Typer:
+    """Create the Typer app with every registered stage."""
+    from satool.plugins import get_plugins
+
+    app = typer.Typer(
+        name="satool",
+        help=APP_HELP,
+        rich_markup_mode="rich",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    def _print_version(value: bool) -> None:
+        if value:
+            from satool import __version__
+
+            typer.echo(f"satool {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", is_eager=True, callback=_print_version, help="Print satool's version and exit."
+        ),
+    ) -> None:
+        pass
+
+    stages = get_plugins().stages
+    ordered = sorted(
+        stages,
+        key=lambda e: (
+            PANEL_ORDER.index(e.extra["panel"]) if e.extra["panel"] in PANEL_ORDER else len(PANEL_ORDER)
+        ),
+    )
+    for entry in ordered:
+        panel = entry.extra["panel"]
+        if isinstance(entry.obj, typer.Typer):
+            app.add_typer(entry.obj, name=entry.name, rich_help_panel=panel)
+        else:
+            app.command(name=entry.name, rich_help_panel=panel)(entry.obj)
+    return app
+
+
+def _say_error(message: str) -> None:
+    """One red line on stderr."""
+    from rich.console import Console
+    from rich.text import Text
+
+    line = " ".join(str(message).split())
+    Console(stderr=True, soft_wrap=True, highlight=False).print(
+        Text("satool: error: ", style="bold red") + Text(line, style="red")
+    )
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return the exit code (no sys.exit)."""
+    try:
+        app = build_app()
+        command = typer.main.get_command(app)
+        result = command.main(args=argv, prog_name="satool", standalone_mode=False)
+    except SatoolError as exc:
+        _say_error(str(exc))
+        return exc.exit_code
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            return 0  # `satool corpus` alone: typer has printed the help
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _say_error(exc.format_message() + hint)
+        return getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
+    except (typer.Abort, KeyboardInterrupt):
+        _say_error("interrupted; finished work is kept and a rerun resumes")
+        return EXIT_INTERRUPTED
+    if result == EXIT_INTERRUPTED:
+        _say_error("interrupted; finished work is kept and a rerun resumes")
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(argv))

@@ -1,0 +1,310 @@
+"""Plugin manager: loads built-ins and entry points, owns the registries.
+
+``get_plugins()`` returns the process-wide :class:`Plugins`. Each entry point
+of the ``satool`` group is imported on its own; a plugin that fails to import
+or to register is recorded in ``Plugins.failed`` and reported in one warning
+line, and everything else keeps working. Environment switches:
+
+- ``SATOOL_STRICT_PLUGINS=1``: such a failure raises :class:`PluginError`.
+- ``SATOOL_DISABLE_PLUGIN_AUTOLOAD=1``: load the built-ins only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from satool import hookspecs
+from satool.errors import PluginError, UsageError
+
+ENTRY_POINT_GROUP = "satool"
+BUILTIN_PLUGINS = (
+    "satool.builtins.stages",
+    "satool.builtins.metrics",
+    "satool.builtins.tasks",
+    "satool.builtins.corpora",
+    "satool.builtins.models",
+)
+# Which registry each hook fills.
+HOOK_KIND = {
+    "register_stages": "stages",
+    "register_metrics": "metrics",
+    "register_tasks": "tasks",
+    "register_corpora": "corpora",
+    "register_models": "models",
+}
+
+T = TypeVar("T")
+
+
+@dataclass
+class Registered(Generic[T]):
+    """One registered thing and the plugin that registered it."""
+
+    name: str
+    obj: T
+    plugin: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Names -> registered objects of one kind; rejects duplicates."""
+
+    def __init__(self, kind: str):
+        self.kind = kind  # plural, e.g. "metrics"
+        self._items: dict[str, Registered[T]] = {}
+
+    @property
+    def singular(self) -> str:
+        return {"corpora": "corpus reader", "models": "model loader"}.get(
+            self.kind, self.kind.rstrip("s")
+        )
+
+    def add(self, name: str, obj: T, plugin: str, **extra: Any) -> None:
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise PluginError(f"plugin {plugin!r} registered a {self.singular} with an invalid name {name!r}")
+        if name in self._items:
+            owner = self._items[name].plugin
+            raise PluginError(
+                f"plugin {plugin!r} registered {self.singular} {name!r}, "
+                f"but plugin {owner!r} already registered that name"
+            )
+        self._items[name] = Registered(name, obj, plugin, dict(extra))
+
+    def get(self, name: str) -> T:
+        """The object registered under ``name``; a UsageError listing the known names otherwise."""
+        try:
+            return self._items[name].obj
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "none"
+            raise UsageError(f"unknown {self.singular} {name!r} (known: {known})") from None
+
+    def entry(self, name: str) -> Registered[T]:
+        self.get(name)
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[Registered[T]]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    error: str
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    module: Any
+    builtin: bool
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Plugins:
+    """The loaded plugins and the five registries they fill (lazily)."""
+
+    def __init__(self, *, autoload: bool | None = None, strict: bool | None = None):
+        self.strict = _env_flag("SATOOL_STRICT_PLUGINS") if strict is None else strict
+        if autoload is None:
+            autoload = not _env_flag("SATOOL_DISABLE_PLUGIN_AUTOLOAD")
+        self.pm = pluggy.PluginManager("satool")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        self.failed: list[PluginFailure] = []
+        self._registries: dict[str, Registry] = {}
+        from satool import __version__
+
+        for module_name in BUILTIN_PLUGINS:
+            module = importlib.import_module(module_name)
+            self._add(module_name, module, __version__, builtin=True)
+        if autoload:
+            self._load_entry_points()
+
+    # -- loading -----------------------------------------------------------
+    def _add(self, name: str, module: Any, version: str, builtin: bool) -> None:
+        self.pm.register(module, name=name)
+        self.info[name] = PluginInfo(name, version, module, builtin)
+
+    def _fail(self, name: str, error: BaseException | str) -> None:
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        text = " ".join(str(text).split())  # one line
+        self.failed.append(PluginFailure(name, text))
+        message = f"plugin {name!r} failed and was skipped: {text}"
+        if self.strict:
+            raise PluginError(message + " (SATOOL_STRICT_PLUGINS=1)")
+        print(f"satool: warning: {message}", file=sys.stderr)
+
+    def _load_entry_points(self) -> None:
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in self.info:
+                self._fail(ep.name, "another plugin already uses this name")
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not break satool
+                self._fail(ep.name, exc)
+                continue
+            version = ep.dist.version if ep.dist is not None else "unknown"
+            try:
+                self._add(ep.name, module, version, builtin=False)
+            except Exception as exc:  # e.g. a hookimpl that does not match a hookspec
+                self._fail(ep.name, exc)
+
+    def add_plugin(self, module: Any, name: str, version: str = "local") -> None:
+        """Register a plugin object directly (tests, notebooks). Registries are rebuilt."""
+        self._add(name, module, version, builtin=False)
+        self._registries.clear()
+
+    # -- registries --------------------------------------------------------
+    def registry(self, kind: str) -> Registry:
+        """The registry of ``kind`` ('stages', 'metrics', 'tasks', 'corpora', 'models')."""
+        if kind not in self._registries:
+            hook_name = next(h for h, k in HOOK_KIND.items() if k == kind)
+            self._registries[kind] = self._collect(hook_name, Registry(kind))
+        return self._registries[kind]
+
+    def _collect(self, hook_name: str, registry: Registry) -> Registry:
+        hook = getattr(self.pm.hook, hook_name)
+        # pluggy calls the last registered first; we want built-ins first.
+        for impl in reversed(hook.get_hookimpls()):
+            plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+            if any(f.name == plugin_name for f in self.failed):
+                continue
+            staged: list[tuple[str, Any, dict]] = []
+
+            def register(*args: Any, _staged=staged, _kind=registry.kind, **kwargs: Any) -> None:
+                _staged.append(_registration(_kind, args, kwargs))
+
+            try:
+                impl.function(register=register)
+                scratch = Registry(registry.kind)
+                for name, obj, extra in staged:
+                    if name in registry:
+                        owner = registry.entry(name).plugin
+                        raise PluginError(
+                            f"{registry.singular} {name!r} is already registered by plugin {owner!r}"
+                        )
+                    scratch.add(name, obj, plugin_name, **extra)
+            except Exception as exc:
+                self._fail(plugin_name, exc)
+                continue
+            for entry in scratch:
+                registry.add(entry.name, entry.obj, entry.plugin, **entry.extra)
+        return registry
+
+    @property
+    def stages(self) -> Registry:
+        return self.registry("stages")
+
+    @property
+    def metrics(self) -> Registry:
+        return self.registry("metrics")
+
+    @property
+    def tasks(self) -> Registry:
+        return self.registry("tasks")
+
+    @property
+    def corpora(self) -> Registry:
+        return self.registry("corpora")
+
+    @property
+    def models(self) -> Registry:
+        return self.registry("models")
+
+    # -- description -------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Everything `satool plugins --json` prints (fills every registry)."""
+        registries = {kind: self.registry(kind) for kind in HOOK_KIND.values()}
+        plugins = []
+        for name, info in self.info.items():
+            if any(f.name == name for f in self.failed):
+                continue
+            hooks = sorted(
+                h for h in HOOK_KIND if any(
+                    self.pm.get_name(i.plugin) == name for i in getattr(self.pm.hook, h).get_hookimpls()
+                )
+            )
+            registered = {
+                kind: [e.name for e in reg if e.plugin == name] for kind, reg in registries.items()
+            }
+            plugins.append(
+                {
+                    "name": name,
+                    "version": info.version,
+                    "builtin": info.builtin,
+                    "hooks": hooks,
+                    "registered": {k: v for k, v in registered.items() if v},
+                }
+            )
+        result: dict[str, Any] = {"plugins": plugins}
+        for kind, reg in registries.items():
+            result[kind] = [{"name": e.name, "plugin": e.plugin} for e in reg]
+        result["failed"] = [{"name": f.name, "error": f.error} for f in self.failed]
+        return result
+
+
+def _registration(kind: str, args: tuple, kwargs: dict) -> tuple[str, Any, dict]:
+    """Normalise the arguments of a ``register`` callback into (name, obj, extra)."""
+    if kind == "stages":
+        if len(args) < 2 and "command" not in kwargs:
+            raise PluginError("register(name, command, panel=None) needs a name and a command")
+        name = args[0] if args else kwargs.pop("name")
+        command = args[1] if len(args) > 1 else kwargs.pop("command")
+        panel = args[2] if len(args) > 2 else kwargs.pop("panel", None)
+        if kwargs:
+            raise PluginError(f"register() got unexpected arguments {sorted(kwargs)}")
+        if not callable(command):
+            raise PluginError(f"stage {name!r}: command must be a function or a typer.Typer")
+        return name, command, {"panel": panel or "Plugin stages"}
+    if len(args) != 1 or kwargs:
+        raise PluginError(f"register() for {kind} takes exactly one object")
+    obj = args[0]
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str):
+        raise PluginError(f"registered {kind[:-1]} object {obj!r} has no string 'name'")
+    return name, obj, {}
+
+
+_PLUGINS: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin manager (created on first use)."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        _PLUGINS = Plugins()
+    return _PLUGINS
+
+
+def reset_plugins() -> None:
+    """Forget the process-wide manager (tests that change the environment)."""
+    global _PLUGINS
+    _PLUGINS = None
+
+
+def lookup(kind: str, name: str) -> Any:
+    """Shorthand: ``lookup('metrics', 'globalness')``."""
+    return get_plugins().registry(kind).get(name)
+
