@@ -150,10 +150,9 @@ class Plugins:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         text = " ".join(str(text).split())  # one line
         self.failed.append(PluginFailure(name, text))
-        message = f"plugin {name!r} failed and was skipped: {text}"
         if self.strict:
-            raise PluginError(message + " (SATOOL_STRICT_PLUGINS=1)")
-        print(f"satool: warning: {message}", file=sys.stderr)
+            raise PluginError(f"plugin {name!r} failed: {text} (fatal because SATOOL_STRICT_PLUGINS=1)")
+        print(f"satool: warning: plugin {name!r} failed and was skipped: {text}", file=sys.stderr)
 
     def _load_entry_points(self) -> None:
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -186,8 +185,8 @@ class Plugins:
 
     def _collect(self, hook_name: str, registry: Registry) -> Registry:
         hook = getattr(self.pm.hook, hook_name)
-        # pluggy calls the last registered first; we want built-ins first.
-        for impl in reversed(hook.get_hookimpls()):
+        # In registration order: built-ins first, so a plugin cannot take a built-in's name.
+        for impl in hook.get_hookimpls():
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             if any(f.name == plugin_name for f in self.failed):
                 continue

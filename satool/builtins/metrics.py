@@ -1,4 +1,4 @@
-"""Built-in metrics (registered through the same hook as plugins)."""
+"""Built-in head metrics (SPEC section 3), registered like any plugin's."""
 
 from __future__ import annotations
 
@@ -7,4 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_metrics(register):
-    pass
+    from satool.metrics import BUILTIN_METRICS
+
+    for metric in BUILTIN_METRICS:
+        register(metric)

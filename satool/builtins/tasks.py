@@ -1,4 +1,4 @@
-"""Built-in tasks (registered through the same hook as plugins)."""
+"""Built-in probing tasks (SPEC section 7), registered like any plugin's."""
 
 from __future__ import annotations
 
@@ -7,4 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_tasks(register):
-    pass
+    from satool.probing import BUILTIN_TASKS
+
+    for task in BUILTIN_TASKS:
+        register(task)

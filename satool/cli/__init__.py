@@ -33,10 +33,11 @@ Each stage records what it made in ./satool.toml, so later stages need fewer arg
 """
 
 
-def build_app() -> typer.Typer:
-    """Create the Typer app with every registered stage."""
+def build_app(plugins=None) -> typer.Typer:
+    """Create the Typer app with every stage registered in ``plugins`` (default: the loaded ones)."""
     from satool.plugins import get_plugins
 
+    plugins = plugins or get_plugins()
     app = typer.Typer(
         name="satool",
         help=APP_HELP,
@@ -62,7 +63,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         pass
 
-    stages = get_plugins().stages
+    stages = plugins.stages
     ordered = sorted(
         stages,
         key=lambda e: (
@@ -89,10 +90,10 @@ def _say_error(message: str) -> None:
     )
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, plugins=None) -> int:
     """Run the command line and return the exit code (no sys.exit)."""
     try:
-        app = build_app()
+        app = build_app(plugins)
         command = typer.main.get_command(app)
         result = command.main(args=argv, prog_name="satool", standalone_mode=False)
     except SatoolError as exc:

@@ -1,0 +1,118 @@
+"""Head metrics: globalness, verticality, diagonality, weight (SPEC section 3).
+
+A metric maps one utterance's attention maps ``attn[layer, head, query, key]``
+(float32, rows sum to 1 or are all zero for pruned heads) to one value per head
+``[layer, head]``; values are accumulated over a corpus (mean over utterances,
+E_u in the paper). Metrics are plugins: register a :class:`HeadMetric` through
+the ``register_metrics`` hook and it works in ``satool metric`` and
+``satool prune --by NAME``.
+
+Conventions for degenerate maps (documented in docs/metrics.md):
+- entropy uses the natural log and 0 log 0 = 0, so an all-zero row (a pruned
+  head) has entropy 0; its column mean is all zero and also has entropy 0;
+- T = 1: every metric is defined (G = V = D = 0, W = the single weight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+PruneOrder = Literal["highest", "lowest"]
+
+
+@dataclass(frozen=True)
+class HeadMetric:
+    """A per-head score computed from attention maps.
+
+    Attributes:
+        name: identifier used on the command line (``--by NAME``).
+        per_utterance: ``fn(attn, meta) -> values``; ``attn`` is float32
+            ``[layer, head, query, key]`` at the model's step rate, ``meta`` the
+            utterance's metadata (speaker, step labels, ... see
+            :func:`satool.cache.open_cache`); returns float ``[layer, head]``.
+        prune_first: which heads ``satool prune --by NAME`` removes first:
+            ``"highest"`` values or ``"lowest"`` values.
+        description: one line for ``--help`` and reports.
+        reduce: how per-utterance values become a corpus value: ``"mean"``
+            (E_u, the paper's choice), ``"max"`` or ``"min"``.
+        needs_labels: True if ``per_utterance`` reads step labels from meta;
+            utterances without alignments are then skipped for this metric.
+    """
+
+    name: str
+    per_utterance: Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+    prune_first: PruneOrder
+    description: str = ""
+    reduce: Literal["mean", "max", "min"] = "mean"
+    needs_labels: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.prune_first not in ("highest", "lowest"):
+            raise ValueError(f"metric {self.name!r}: prune_first must be 'highest' or 'lowest'")
+        if self.reduce not in ("mean", "max", "min"):
+            raise ValueError(f"metric {self.name!r}: reduce must be 'mean', 'max' or 'min'")
+
+
+def _xlogx_sum(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """sum over ``axis`` of p * log(p) with 0 log 0 = 0 (float32 in, float64 out)."""
+    logp = np.zeros_like(p)
+    np.log(p, out=logp, where=p > 0)
+    logp *= p
+    return logp.sum(axis=axis, dtype=np.float64)
+
+
+def globalness(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+    """G = (1/T) sum_q H(A[q]): mean entropy of the attention rows. ``[layer, head]``."""
+    return -_xlogx_sum(attn).mean(axis=-1)
+
+
+def verticality(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+    """V = -H((1/T) sum_q A[q]): negative entropy of the mean row. ``[layer, head]``."""
+    mean_row = attn.mean(axis=-2, dtype=np.float64).astype(np.float32)
+    return _xlogx_sum(mean_row)
+
+
+def diagonality(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+    """D = -(1/T^2) sum_q sum_k |q - k| A[q, k]: how close weights sit to the diagonal."""
+    steps = attn.shape[-1]
+    distance = np.abs(np.arange(steps)[:, None] - np.arange(steps)[None, :]).astype(np.float32)
+    total = np.tensordot(attn, distance, axes=([-2, -1], [0, 1]))
+    return -np.asarray(total, dtype=np.float64) / float(steps * steps)
+
+
+def weight(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
+    """W = max_{q,k} A[q, k]: the largest weight (baseline importance of prior work)."""
+    return attn.max(axis=(-2, -1)).astype(np.float64)
+
+
+BUILTIN_METRICS = (
+    HeadMetric(
+        "globalness",
+        globalness,
+        prune_first="highest",
+        description="mean entropy of a head's attention rows (high = attends broadly)",
+    ),
+    HeadMetric(
+        "verticality",
+        verticality,
+        prune_first="highest",
+        description="negative entropy of the mean attention row (high = all queries look at the same keys)",
+    ),
+    HeadMetric(
+        "diagonality",
+        diagonality,
+        prune_first="highest",
+        description="negative mean query-key distance, normalised by T^2 (high = attends near itself)",
+    ),
+    HeadMetric(
+        "weight",
+        weight,
+        prune_first="lowest",
+        description="largest attention weight (prior work's importance; prune the lowest first)",
+    ),
+)

@@ -1,0 +1,39 @@
+"""Shared fixtures: run the CLI in a subprocess or in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_satool(*args: str, env: dict | None = None, cwd: str | Path | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m satool ARGS`` in a fresh process and capture its output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "200")
+    return subprocess.run(
+        [sys.executable, "-m", "satool", *map(str, args)],
+        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def satool_cli():
+    return run_satool
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugins():
+    """Each test sees a freshly loaded plugin manager."""
+    from satool.plugins import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()

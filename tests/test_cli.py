@@ -1,0 +1,117 @@
+"""The command line: panels, no torch at --help, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+from satool import errors
+
+STAGES = ["pretrain", "extract", "metric", "segment", "relate", "prune", "probe"]
+OTHERS = ["demo", "report", "corpus", "plugins"]
+
+
+def _panel(help_text: str, title: str) -> str:
+    match = re.search(rf"╭─ {title} ─+╮\n(.*?)╰", help_text, re.S)
+    assert match, f"panel {title!r} missing from --help:\n{help_text}"
+    return match.group(1)
+
+
+def test_help_lists_stages_in_panels(satool_cli):
+    result = satool_cli("--help")
+    assert result.returncode == 0, result.stderr
+    stages = _panel(result.stdout, "Stages")
+    for name in STAGES:
+        assert re.search(rf"│ {name}\s", stages), name
+    rest = _panel(result.stdout, "Workflow") + _panel(result.stdout, "Data and plugins")
+    for name in OTHERS:
+        assert re.search(rf"│ {name}\s", rest), name
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from satool.cli import run\n"
+        "assert run(['--help']) == 0\n"
+        "assert run(['plugins', '--json']) == 0\n"
+        "heavy = [m for m in ('torch', 'torchaudio', 'h5py', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_unknown_option_is_one_red_line(satool_cli):
+    result = satool_cli("extract", "--no-such-option")
+    assert result.returncode == errors.EXIT_USAGE
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("satool: error: No such option: --no-such-option")
+    assert "Traceback" not in result.stderr
+
+
+def test_user_error_is_one_line_with_its_code(capsys):
+    from satool.cli import run
+    from satool.errors import InputError
+    from satool.plugins import Plugins
+
+    from satool import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_stages(register):
+            def broken_input(path: str) -> None:
+                raise InputError("not a corpus", path=path)
+
+            register("check", broken_input)
+
+    plugins = Plugins(autoload=False)
+    plugins.add_plugin(Plugin, "test-plugin")
+    code = run(["check", "/nowhere"], plugins=plugins)
+    assert code == errors.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.strip() == "satool: error: /nowhere: not a corpus"
+
+
+def test_bug_keeps_traceback(capsys):
+    import pytest
+
+    from satool import hookimpl
+    from satool.cli import run
+    from satool.plugins import Plugins
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_stages(register):
+            def bug() -> None:
+                raise ZeroDivisionError("a real bug")
+
+            register("bug", bug)
+
+    plugins = Plugins(autoload=False)
+    plugins.add_plugin(Plugin, "test-plugin")
+    with pytest.raises(ZeroDivisionError):
+        run(["bug"], plugins=plugins)
+
+
+def test_version(satool_cli):
+    from satool import __version__
+
+    result = satool_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"satool {__version__}"
+
+
+def test_exit_codes_documented():
+    doc = (REPO / "docs" / "exit-codes.md").read_text()
+    codes = {name: getattr(errors, name) for name in dir(errors) if name.startswith("EXIT_")}
+    for name, value in codes.items():
+        assert re.search(rf"\|\s*{value}\s*\|", doc), f"exit code {value} ({name}) not in docs/exit-codes.md"
+    for cls in errors.ALL_ERRORS:
+        assert cls.__name__ in doc, cls.__name__

@@ -1,0 +1,215 @@
+"""Plugins: entry points, isolation of broken plugins, one test per hook, docs coverage."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from satool import errors, hookimpl, hookspecs
+from satool.plugins import Plugins
+
+# --------------------------------------------------------------------------
+# Fake installed distributions for entry-point tests.
+
+
+def make_distribution(root: Path, dist: str, entry_point: str, module: str, source: str) -> None:
+    """Create an importable module plus a dist-info declaring a 'satool' entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[satool]\n{entry_point} = {module}\n")
+
+
+GOOD = """
+from satool import hookimpl
+from satool.metrics import HeadMetric
+import numpy as np
+
+@hookimpl
+def register_metrics(register):
+    register(HeadMetric("first-row", lambda a, m: a[..., 0, 0], prune_first="lowest"))
+"""
+BROKEN_IMPORT = "raise RuntimeError('cannot import me')\n"
+BROKEN_HOOK = """
+from satool import hookimpl
+
+@hookimpl
+def register_metrics(register):
+    raise ValueError('boom inside the hook')
+"""
+BAD_SIGNATURE = """
+from satool import hookimpl
+
+@hookimpl
+def register_metrics(register, something_unknown):
+    pass
+"""
+DUPLICATE = """
+from satool import hookimpl
+from satool.metrics import HeadMetric
+
+@hookimpl
+def register_metrics(register):
+    register(HeadMetric("globalness", lambda a, m: a[..., 0, 0], prune_first="lowest"))
+"""
+
+
+@pytest.fixture
+def plugin_dir(tmp_path):
+    make_distribution(tmp_path, "satool-good", "good", "good_plugin", GOOD)
+    make_distribution(tmp_path, "satool-broken-import", "broken-import", "broken_import", BROKEN_IMPORT)
+    make_distribution(tmp_path, "satool-broken-hook", "broken-hook", "broken_hook", BROKEN_HOOK)
+    make_distribution(tmp_path, "satool-bad-signature", "bad-signature", "bad_signature", BAD_SIGNATURE)
+    make_distribution(tmp_path, "satool-duplicate", "duplicate", "duplicate_plugin", DUPLICATE)
+    return tmp_path
+
+
+def _env(plugin_dir, **extra):
+    import os
+
+    path = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH", "")]))
+    return {"PYTHONPATH": path, **extra}
+
+
+def test_plugins_json_lists_example_plugin(satool_cli):
+    result = satool_cli("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert set(data) == {"plugins", "stages", "metrics", "tasks", "corpora", "models", "failed"}
+    phonetics = next(p for p in data["plugins"] if p["name"] == "phonetics")
+    assert phonetics["version"] == "0.1.0"
+    assert phonetics["hooks"] == ["register_metrics", "register_tasks"]
+    assert {"name": "silence-focus", "plugin": "phonetics"} in data["metrics"]
+    assert {"name": "boundary", "plugin": "phonetics"} in data["tasks"]
+    for stage in ("pretrain", "extract", "metric", "segment", "relate", "prune", "probe"):
+        assert {"name": stage, "plugin": "satool.builtins.stages"} in data["stages"]
+    assert data["failed"] == []
+
+
+def test_broken_plugins_are_reported_and_everything_else_works(satool_cli, plugin_dir):
+    result = satool_cli("plugins", "--json", env=_env(plugin_dir))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    failed = {f["name"]: f["error"] for f in data["failed"]}
+    assert failed["broken-import"] == "RuntimeError: cannot import me"
+    assert failed["broken-hook"] == "ValueError: boom inside the hook"
+    assert "something_unknown" in failed["bad-signature"]
+    assert "'globalness'" in failed["duplicate"] and "satool.builtins.metrics" in failed["duplicate"]
+    metrics = {m["name"]: m["plugin"] for m in data["metrics"]}
+    assert metrics["first-row"] == "good"
+    assert metrics["globalness"] == "satool.builtins.metrics"
+    # one warning line per failed plugin, naming it
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("satool: warning:")]
+    assert len(warnings) == 4, result.stderr
+    for name in failed:
+        assert any(f"plugin {name!r}" in w for w in warnings)
+    # and other commands keep working
+    help_result = satool_cli("--help", env=_env(plugin_dir))
+    assert help_result.returncode == 0 and "extract" in help_result.stdout
+
+
+def test_strict_plugins_makes_failure_fatal(satool_cli, plugin_dir):
+    result = satool_cli("plugins", env=_env(plugin_dir, SATOOL_STRICT_PLUGINS="1"))
+    assert result.returncode == errors.EXIT_PLUGIN
+    # entry points load in name order; the first failure stops the command
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[0]
+    ] and result.stderr.startswith("satool: error: plugin 'bad-signature' failed: ")
+    assert "SATOOL_STRICT_PLUGINS=1" in result.stderr
+
+
+def test_disable_autoload_loads_builtins_only(satool_cli, plugin_dir):
+    result = satool_cli("plugins", "--json", env=_env(plugin_dir, SATOOL_DISABLE_PLUGIN_AUTOLOAD="1"))
+    data = json.loads(result.stdout)
+    assert all(p["builtin"] for p in data["plugins"])
+    assert data["failed"] == [] and "silence-focus" not in [m["name"] for m in data["metrics"]]
+
+
+def test_unknown_name_lists_known_ones():
+    plugins = Plugins(autoload=False)
+    with pytest.raises(errors.UsageError, match=r"unknown metric 'nope' \(known: diagonality, globalness"):
+        plugins.metrics.get("nope")
+
+
+# --------------------------------------------------------------------------
+# One test per hook (test_hook_<name>); test_every_hook_has_test_and_docs checks it.
+
+
+def _with(hook_name: str, body):
+    plugin = type("Plugin", (), {hook_name: staticmethod(hookimpl(body))})
+    plugins = Plugins(autoload=False)
+    plugins.add_plugin(plugin, "test-plugin")
+    return plugins
+
+
+def test_hook_register_stages(capsys):
+    from satool.cli import run
+
+    def register_stages(register):
+        def hello(name: str = "world") -> None:
+            """Say hello."""
+            print(f"hello {name}")
+
+        register("hello", hello, "Greetings")
+
+    plugins = _with("register_stages", register_stages)
+    assert run(["hello", "--name", "satool"], plugins=plugins) == 0
+    assert capsys.readouterr().out == "hello satool\n"
+    assert run(["--help"], plugins=plugins) == 0
+    assert "Greetings" in capsys.readouterr().out
+    assert plugins.stages.entry("hello").plugin == "test-plugin"
+
+
+def test_hook_register_metrics():
+    from satool.metrics import HeadMetric
+
+    def register_metrics(register):
+        register(HeadMetric("self", lambda a, m: np.einsum("lhqq->lh", a) / a.shape[-1], prune_first="lowest"))
+
+    plugins = _with("register_metrics", register_metrics)
+    metric = plugins.metrics.get("self")
+    attn = np.broadcast_to(np.eye(3, dtype=np.float32), (1, 2, 3, 3))
+    np.testing.assert_allclose(metric.per_utterance(attn, {}), [[1.0, 1.0]])
+
+
+def test_hook_register_tasks():
+    from satool.probing import ProbeScore, ProbeTask
+
+    class Constant(ProbeTask):
+        name = "constant"
+
+        def evaluate(self, train, test, **kwargs):
+            return ProbeScore("constant", 1.0, 0.5, "accuracy", True, 0, 0)
+
+    plugins = _with("register_tasks", lambda register: register(Constant()))
+    assert plugins.tasks.get("constant").evaluate(None, None).score == 1.0
+    assert "phone" in plugins.tasks  # built-ins stay
+
+
+def test_duplicate_registration_names_both_plugins():
+    from satool.metrics import HeadMetric
+
+    plugins = _with(
+        "register_metrics",
+        lambda register: register(HeadMetric("weight", lambda a, m: a.max(), prune_first="lowest")),
+    )
+    metrics = plugins.metrics  # the duplicate is reported, not fatal
+    assert metrics.entry("weight").plugin == "satool.builtins.metrics"
+    assert plugins.failed[0].name == "test-plugin"
+    assert "already registered by plugin 'satool.builtins.metrics'" in plugins.failed[0].error
+
+
+def test_every_hook_has_test_and_docs():
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    tests = Path(__file__).read_text()
+    for hook in hookspecs.HOOK_NAMES:
+        assert re.search(rf"^### `{hook}", doc, re.M), f"{hook} not documented in docs/plugins.md"
+        assert f"def test_hook_{hook}(" in tests, f"{hook} has no test_hook_{hook}"
+        assert getattr(hookspecs, hook).__doc__, f"{hook} has no docstring"
