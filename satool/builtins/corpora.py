@@ -1,4 +1,4 @@
-"""Built-in corpora (registered through the same hook as plugins)."""
+"""Built-in corpus readers, registered like any plugin's."""
 
 from __future__ import annotations
 
@@ -7,4 +7,10 @@ from satool import hookimpl
 
 @hookimpl
 def register_corpora(register):
-    pass
+    from satool.corpus.audiodir import AudioDirReader
+    from satool.corpus.librispeech import LibriSpeechReader
+    from satool.corpus.timit import TimitReader
+
+    register(LibriSpeechReader())
+    register(TimitReader())
+    register(AudioDirReader())

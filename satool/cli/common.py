@@ -28,3 +28,45 @@ def _json_default(value: Any) -> Any:
     except ImportError:  # pragma: no cover
         pass
     return str(value)
+
+
+class _Progress:
+    """A rich progress bar on stderr; ``advance(n)`` moves it, ``update(**fields)`` changes text."""
+
+    def __init__(self, total: int | None, description: str):
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=console, transient=False,
+        )
+        self._task = self._progress.add_task(description, total=total, info="")
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def info(self, text: str) -> None:
+        self._progress.update(self._task, info=text)
+
+    def total(self, total: int, completed: int | None = None) -> None:
+        self._progress.update(self._task, total=total, completed=completed)
+
+
+def progress_bar(total: int | None, description: str) -> _Progress:
+    """``with progress_bar(n, 'extract') as bar: bar.advance()``."""
+    return _Progress(total, description)
+
+
+def parse_csv(value: str | None) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c'] (None or '' -> [])."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]

@@ -1,15 +1,113 @@
-"""`satool corpus` commands: inspect and generate corpora."""
+"""`satool corpus`: inspect, check and generate corpora."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from satool.errors import UsageError
+from satool.cli.common import console, print_json, progress_bar
 
-app = typer.Typer(help="Inspect corpora and generate the built-in synthetic one.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and check corpora; generate the built-in synthetic one.",
+    no_args_is_help=True, rich_markup_mode="rich",
+)
+
+ALIGNMENTS = typer.Option(
+    None, "--alignments", "-a", help="Directory of MFA TextGrids (any layout, matched by utterance id)."
+)
+LAYOUT = typer.Option(None, "--layout", help="Reader to use instead of auto-detection (see 'satool plugins').")
 
 
 @app.command()
-def info(path: str) -> None:
-    """Show what satool detects in a corpus directory."""
-    raise UsageError("'satool corpus info' is not implemented yet (issue 3)")
+def info(
+    path: Path = typer.Argument(..., help="Corpus directory (LibriSpeech, TIMIT, or any folder of audio)."),
+    alignments: Path | None = ALIGNMENTS,
+    layout: str | None = LAYOUT,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show what satool detects: layout, splits, utterances, speakers, hours, phones, alignments.
+
+    Reads every audio header and alignment once (a progress bar shows how far).
+    """
+    from satool.corpus import open_corpus
+    from satool.corpus.summary import summarise
+
+    corpus = open_corpus(path, alignments, layout)
+    with progress_bar(len(corpus.utterances), "reading headers") as bar:
+        summary = summarise(corpus, bar.advance)
+    if as_json:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    out.print(f"[bold]{summary['root']}[/]: layout [bold]{summary['layout']}[/], "
+              f"{summary['utterances']} utterances, {summary['speakers']} speakers, "
+              f"{summary['hours']:.2f} h, {summary['aligned_utterances']} aligned")
+    table = Table("split", "utterances", "speakers", "hours", "aligned")
+    for name, s in summary["splits"].items():
+        table.add_row(name, str(s["utterances"]), str(s["speakers"]), f"{s['hours']:.2f}", str(s["aligned"]))
+    out.print(table)
+    inventory = summary["phone_inventory"]
+    out.print(f"phone set [bold]{summary['phone_set']}[/]: {len(inventory)} phones seen")
+    if inventory:
+        out.print("  " + " ".join(f"{p}:{n}" for p, n in inventory.items()))
+    if summary["phones_missing"]:
+        out.print(f"  never seen: {' '.join(summary['phones_missing'])}")
+    for line in summary["problems"] + summary["notes"]:
+        out.print(f"[yellow]problem:[/] {line}")
+
+
+@app.command()
+def check(
+    path: Path = typer.Argument(..., help="Corpus directory."),
+    alignments: Path | None = ALIGNMENTS,
+    layout: str | None = LAYOUT,
+    require_alignment: bool = typer.Option(False, help="Count utterances without alignment as bad."),
+    as_json: bool = typer.Option(False, "--json", help="Print the bad utterances as JSON."),
+) -> None:
+    """Load every utterance (audio and alignment) and list the ones stages would skip."""
+    from satool.corpus import open_corpus
+
+    corpus = open_corpus(path, alignments, layout)
+    skipped: list = []
+    good = 0
+    with progress_bar(len(corpus.utterances), "checking") as bar:
+        for _ in corpus.iter_loaded(corpus.utterances, skipped, require_alignment=require_alignment):
+            good += 1
+            bar.advance()
+        bar.advance(len(skipped))
+    if as_json:
+        print_json({"good": good, "bad": [{"utterance": s.utterance_id, "reason": s.reason} for s in skipped]})
+        return
+    for s in skipped:
+        console.print(f"[yellow]bad:[/] {s.utterance_id}: {s.reason}", highlight=False)
+    console.print(f"{good} good, {len(skipped)} bad utterances", highlight=False)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Output directory (created)."),
+    speakers: int = typer.Option(40, min=2, help="Number of distinct voices."),
+    utterances_per_speaker: int = typer.Option(30, min=3, help="Sentences per speaker (split 70/10/20)."),
+    seed: int = typer.Option(0, help="Same seed, same corpus (byte for byte)."),
+    heldout_speakers: int = typer.Option(0, min=0, help="Extra speakers in a speaker-disjoint 'test-unseen' split."),
+) -> None:
+    """Generate a phone-aligned multi-speaker English corpus offline with eSpeak NG.
+
+    Writes LibriSpeech layout (16 kHz FLAC + .trans.txt), an MFA-style TextGrid
+    and a TIMIT-style .PHN per utterance, and manifest.json. Needs the optional
+    extra: pip install 'satool[synth]' (eSpeak NG, GPL-3.0).
+    """
+    from satool.synth import synthesize_corpus
+
+    total = (speakers + heldout_speakers) * utterances_per_speaker
+    with progress_bar(total, "synthesising") as bar:
+        manifest = synthesize_corpus(
+            out, speakers=speakers, utterances_per_speaker=utterances_per_speaker, seed=seed,
+            heldout_speakers=heldout_speakers, progress=lambda done, total: bar.total(total, done),
+        )
+    hours = manifest.get("total_hours", manifest.get("hours", 0.0))
+    console.print(f"wrote {out} ({hours:.2f} h); see {out / 'manifest.json'}", highlight=False)

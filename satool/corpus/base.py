@@ -1,0 +1,152 @@
+"""What every corpus reader produces: utterances, splits, audio and alignments.
+
+A :class:`CorpusReader` (registered through the ``register_corpora`` hook)
+recognises a directory layout and opens it as a :class:`Corpus`: a list of
+:class:`Utterance` records plus the phone set its alignments use. Loading is
+lazy, one utterance at a time; :meth:`Corpus.load` validates audio against its
+alignment and raises :class:`~satool.errors.InputError` naming the file, so a
+stage can skip a bad utterance, list it, and keep going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from satool.alignment import Alignment, read_alignment
+from satool.audio import SAMPLE_RATE, load_audio
+from satool.errors import InputError, UsageError
+from satool.phones import PhoneSet
+
+MAX_ALIGNMENT_MISMATCH_S = 0.05
+FRAME_SHIFT_S = 0.01
+HOP_SAMPLES = 160
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recording: where it is and who speaks."""
+
+    id: str
+    split: str
+    speaker: str
+    audio: Path
+    alignment: Path | None = None
+    transcript: str | None = None
+
+
+@dataclass
+class LoadedUtterance:
+    """An utterance's samples and, when aligned, its labels at the 10 ms frame rate."""
+
+    utterance: Utterance
+    wave: np.ndarray  # float32 [sample] at 16 kHz
+    alignment: Alignment | None
+    frame_labels: np.ndarray | None  # int16 [frame], ids into Corpus.phone_set, -1 = none
+    boundaries: np.ndarray | None  # float64 [boundary] seconds, inside the utterance
+
+    @property
+    def n_frames(self) -> int:
+        """Number of 10 ms feature frames (centred STFT): 1 + samples // 160."""
+        return 1 + len(self.wave) // HOP_SAMPLES
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.wave) / SAMPLE_RATE
+
+
+@dataclass
+class Skipped:
+    utterance_id: str
+    reason: str
+
+
+@dataclass
+class Corpus:
+    """A corpus as opened by a reader."""
+
+    root: Path
+    layout: str
+    phone_set: PhoneSet
+    utterances: list[Utterance]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({u.split for u in self.utterances})
+
+    def select(self, split: str | Iterable[str] | None = None, max_utts: int | None = None) -> list[Utterance]:
+        """Utterances of ``split`` (all splits if None), in a stable order."""
+        if split is None:
+            chosen = list(self.utterances)
+        else:
+            wanted = {split} if isinstance(split, str) else set(split)
+            unknown = wanted - set(self.splits)
+            if unknown:
+                raise UsageError(
+                    f"{self.root}: no split {', '.join(sorted(unknown))} (splits: {', '.join(self.splits)})"
+                )
+            chosen = [u for u in self.utterances if u.split in wanted]
+        return chosen[:max_utts] if max_utts is not None else chosen
+
+    def load(self, utt: Utterance, *, require_alignment: bool = False,
+             max_seconds: float | None = None) -> LoadedUtterance:
+        """Read and check one utterance (InputError naming the file on any problem)."""
+        wave = load_audio(utt.audio, max_seconds=max_seconds)
+        if utt.alignment is None:
+            if require_alignment:
+                raise InputError("no alignment found for this utterance", path=utt.audio)
+            return LoadedUtterance(utt, wave, None, None, None)
+        alignment = read_alignment(utt.alignment)
+        alignment.check_phones(self.phone_set)
+        duration = len(wave) / SAMPLE_RATE
+        truncated = max_seconds is not None and duration >= max_seconds - 1e-3
+        if not truncated and abs(alignment.end - duration) > MAX_ALIGNMENT_MISMATCH_S:
+            raise InputError(
+                f"alignment ends at {alignment.end:.3f} s but the audio lasts {duration:.3f} s "
+                f"(more than {MAX_ALIGNMENT_MISMATCH_S * 1000:.0f} ms apart)",
+                path=utt.alignment,
+            )
+        n_frames = 1 + len(wave) // HOP_SAMPLES
+        labels = alignment.frame_labels(n_frames, self.phone_set, FRAME_SHIFT_S)
+        return LoadedUtterance(utt, wave, alignment, labels, alignment.boundaries(duration))
+
+    def iter_loaded(self, utterances: Iterable[Utterance], skipped: list[Skipped], *,
+                    require_alignment: bool = False, strict: bool = False,
+                    max_seconds: float | None = None) -> Iterator[LoadedUtterance]:
+        """Load utterances one by one; bad ones are appended to ``skipped`` (or raise if ``strict``)."""
+        for utt in utterances:
+            try:
+                yield self.load(utt, require_alignment=require_alignment, max_seconds=max_seconds)
+            except InputError as exc:
+                if strict:
+                    raise
+                skipped.append(Skipped(utt.id, str(exc)))
+
+
+class CorpusReader(Protocol):
+    """What a ``register_corpora`` plugin registers."""
+
+    name: str
+    description: str
+
+    def detect(self, path: Path) -> float:
+        """0 = not this layout ... 1 = certainly this layout."""
+
+    def open(self, path: Path, alignments: Path | None = None) -> Corpus:
+        """Scan ``path`` (and the alignment directory, if given)."""
+
+
+def index_alignments(directory: Path, suffixes: tuple[str, ...] = (".textgrid",)) -> dict[str, Path]:
+    """Alignment files under ``directory`` (any depth) by utterance id (file stem)."""
+    if not directory.is_dir():
+        raise InputError("alignment directory not found", path=directory)
+    found: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*")):
+        if path.suffix.lower() in suffixes and path.is_file():
+            found.setdefault(path.stem, path)
+    return found

@@ -1,0 +1,103 @@
+"""TextGrid and PHN readers: conventions and bad input (plus fuzzing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from satool import testing
+from satool.alignment import read_phn, read_textgrid
+from satool.errors import InputError
+from satool.phones import ARPABET_SET, IGNORE
+
+
+def test_frame_label_at_frame_centre(tmp_path):
+    path = tmp_path / "a.TextGrid"
+    testing.write_textgrid(path, [(0.0, 0.015, ""), (0.015, 0.03, "AA1"), (0.03, 0.05, "B")])
+    labels = read_textgrid(path).frame_labels(7, ARPABET_SET)
+    # centres 0, .01, .02, .03, .04, .05 (end: nothing), .06 (past the end)
+    names = [ARPABET_SET.names[i] if i != IGNORE else "-" for i in labels]
+    assert names == ["sil", "sil", "AA", "B", "B", "-", "-"]
+
+
+def test_gap_is_unlabelled_and_boundaries_include_gap_edges(tmp_path):
+    path = tmp_path / "gap.TextGrid"
+    testing.write_textgrid(path, [(0.0, 0.1, "AA1"), (0.2, 0.3, "B")])
+    alignment = read_textgrid(path)
+    labels = alignment.frame_labels(30, ARPABET_SET)
+    assert (labels[11:20] == IGNORE).all() and labels[5] == ARPABET_SET.names.index("AA")
+    np.testing.assert_allclose(alignment.boundaries(), [0.1, 0.2])
+
+
+def test_overlap_is_an_error(tmp_path):
+    path = tmp_path / "overlap.TextGrid"
+    testing.write_textgrid(path, [(0.0, 0.2, "AA1"), (0.1, 0.3, "B")])
+    with pytest.raises(InputError, match=r"overlap.TextGrid: overlapping intervals: 'AA1' ends at 0.200 s after 'B' starts at 0.100 s"):
+        read_textgrid(path)
+
+
+def test_missing_tier_and_empty(tmp_path):
+    path = tmp_path / "x.TextGrid"
+    path.write_text(
+        'File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 1\n'
+        'tiers? <exists>\nsize = 1\nitem []:\n    item [1]:\n        class = "IntervalTier"\n'
+        '        name = "words"\n        xmin = 0\n        xmax = 1\n        intervals: size = 1\n'
+        '        intervals [1]:\n            xmin = 0\n            xmax = 1\n            text = ""\n'
+    )
+    with pytest.raises(InputError, match=r"x.TextGrid: no 'phones' tier \(tiers: words\)"):
+        read_textgrid(path)
+    (tmp_path / "garbage.TextGrid").write_text("not a textgrid at all")
+    with pytest.raises(InputError, match="garbage.TextGrid: not a readable TextGrid"):
+        read_textgrid(tmp_path / "garbage.TextGrid")
+
+
+def test_phn_non_monotonic_and_malformed(tmp_path):
+    (tmp_path / "a.PHN").write_text("0 1600 h#\n3200 4800 aa\n1600 3200 b\n")
+    with pytest.raises(InputError, match="a.PHN: phone times are not monotonic"):
+        read_phn(tmp_path / "a.PHN")
+    (tmp_path / "b.PHN").write_text("0 1600\n")
+    with pytest.raises(InputError, match="b.PHN: line 1: expected 'start end label'"):
+        read_phn(tmp_path / "b.PHN")
+    (tmp_path / "c.PHN").write_text("")
+    with pytest.raises(InputError, match="c.PHN: no phone intervals"):
+        read_phn(tmp_path / "c.PHN")
+    (tmp_path / "d.PHN").write_text("0 1600 h#\n1600 800 aa\n")
+    with pytest.raises(InputError, match="d.PHN: phone interval 'aa' has bad times"):
+        read_phn(tmp_path / "d.PHN")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list("0123456789 -\nhaxq#.e+")), max_size=200))
+def test_fuzz_phn_reader_only_raises_input_error(tmp_path, text):
+    path = tmp_path / "fuzz.PHN"
+    path.write_text(text)
+    try:
+        alignment = read_phn(path)
+    except InputError:
+        return
+    starts = [p.start for p in alignment.phones]
+    assert starts == sorted(starts) and all(p.end >= p.start for p in alignment.phones)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_textgrid_reader_only_raises_input_error(tmp_path, data):
+    path = tmp_path / "valid.TextGrid"
+    testing.write_textgrid(path, [(0.0, 0.1, ""), (0.1, 0.25, "AA1"), (0.25, 0.4, "B")])
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.sampled_from(list(b'0123456789."= \n-xabz[]')))
+    path.write_bytes(bytes(raw))
+    try:
+        alignment = read_textgrid(path)
+    except InputError:
+        return
+    try:
+        alignment.check_phones(ARPABET_SET)
+    except InputError:
+        return
+    labels = alignment.frame_labels(50, ARPABET_SET)
+    assert labels.min() >= IGNORE and labels.max() < len(ARPABET_SET)
