@@ -16,6 +16,7 @@ All functions take one utterance (no batch axis) and return
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -116,7 +117,7 @@ class FeatureExtractor:
     Construct once and reuse (window and filterbank are cached).
     """
 
-    def __init__(self, config: FeatureConfig | None = None, device: str = "cpu"):
+    def __init__(self, config: FeatureConfig | None = None, device: str = "cpu", mfcc_n_mels: int = 128):
         import torch
         from torchaudio.transforms import MelScale
 
@@ -126,6 +127,7 @@ class FeatureExtractor:
         self._window = torch.hann_window(c.win_length, device=self.device)
         self._mel = MelScale(n_mels=c.n_mels, sample_rate=c.sample_rate, n_stft=c.n_freq).to(self.device)
         self._mfcc = None
+        self._mfcc_n_mels = mfcc_n_mels  # torchaudio's (and s3prl's) default is 128
 
     def _scaled(self, wave):
         import torch
@@ -177,7 +179,8 @@ class FeatureExtractor:
             c = self.config
             self._mfcc = MFCC(
                 sample_rate=c.sample_rate, n_mfcc=c.n_mfcc, log_mels=True,
-                melkwargs={"n_fft": c.n_fft, "hop_length": c.hop_length, "win_length": c.win_length},
+                melkwargs={"n_fft": c.n_fft, "hop_length": c.hop_length, "win_length": c.win_length,
+                           "n_mels": self._mfcc_n_mels},
             ).to(self.device)
         return self._mfcc
 
@@ -205,7 +208,12 @@ def mfcc(wave, *, n_mfcc: int = 13, deltas: int = 2, cmvn: bool = True, sample_r
         sample_rate=sample_rate, n_mfcc=n_mfcc, target_level=None,
         input=FeatureSpec("mfcc", log=False, delta=deltas, cmvn=cmvn),
     )
-    return FeatureExtractor(config)(wave)
+    return _mfcc_extractor(config)(wave)
+
+
+@functools.lru_cache(maxsize=4)
+def _mfcc_extractor(config: FeatureConfig) -> FeatureExtractor:
+    return FeatureExtractor(config, mfcc_n_mels=40)
 
 
 def n_frames(n_samples: int, hop_length: int = 160) -> int:

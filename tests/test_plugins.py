@@ -193,6 +193,35 @@ def test_hook_register_tasks():
     assert "phone" in plugins.tasks  # built-ins stay
 
 
+def test_hook_register_corpora(tmp_path):
+    import soundfile
+
+    from satool import testing
+    from satool.corpus import Corpus, Utterance, open_corpus
+    from satool.phones import ARPABET_SET
+
+    class ListReader:
+        """A corpus given by a file list: 'wav.scp' lines 'UTT SPEAKER PATH'."""
+
+        name = "wav-scp"
+        description = "a wav.scp file listing utterance, speaker, path"
+
+        def detect(self, path):
+            return 1.0 if (path / "wav.scp").exists() else 0.0
+
+        def open(self, path, alignments=None):
+            rows = [line.split() for line in (path / "wav.scp").read_text().splitlines()]
+            return Corpus(path, self.name, ARPABET_SET,
+                          [Utterance(u, "all", s, path / p) for u, s, p in rows])
+
+    soundfile.write(tmp_path / "a.wav", testing.tone_audio([("AA", 0.2)]), 16000)
+    (tmp_path / "wav.scp").write_text("utt1 spk1 a.wav\n")
+    plugins = _with("register_corpora", lambda register: register(ListReader()))
+    corpus = open_corpus(tmp_path, plugins=plugins)  # beats the audio-dir reader
+    assert corpus.layout == "wav-scp" and corpus.utterances[0].speaker == "spk1"
+    assert len(corpus.load(corpus.utterances[0]).wave) == 3200
+
+
 def test_duplicate_registration_names_both_plugins():
     from satool.metrics import HeadMetric
 

@@ -1,0 +1,144 @@
+"""What every model loader provides: waveform in, attention maps and hidden states out.
+
+A :class:`ModelLoader` (registered through the ``register_models`` hook)
+recognises a checkpoint path and loads it as an :class:`AttentionModel`.
+Stages only talk to this interface, so Mockingjay checkpoints (s3prl's and
+satool's own) and other transformers (wav2vec 2.0, HuBERT, WavLM) are
+analysed the same way.
+
+Time axes: the model's attention maps are ``[layer, head, query, key]`` over
+*steps* of ``step_s`` seconds; labels live on 10 ms *frames*. A step covers
+``frames_per_step`` label frames (R = 3 for paper-era Mockingjay, 1 for
+current s3prl checkpoints, 2 for 20 ms wav2vec 2.0-style models).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported lazily at run time
+    import torch
+
+LABEL_FRAME_S = 0.01
+
+
+@dataclass
+class EncodedUtterance:
+    """One utterance through the model.
+
+    Attributes:
+        attentions: float32 ``[layer, head, query, key]`` (softmax output after
+            head/span masking), or None if not requested.
+        hidden_states: float32 ``[state, step, hidden]`` where state 0 is the
+            embedding output when the model has one (see
+            ``AttentionModel.hidden_state_names``), or None.
+        n_steps: number of model steps (query/key axis length).
+    """
+
+    attentions: torch.Tensor | None
+    hidden_states: torch.Tensor | None
+    n_steps: int
+
+
+@dataclass
+class Reconstruction:
+    """Pre-training head output against the un-masked target, for one utterance."""
+
+    l1: float  # mean |prediction - target| over the utterance's target values
+    mean_frame_l1: float  # the same for predicting the utterance's mean target frame
+    n_values: int
+
+
+class AttentionModel(ABC):
+    """A loaded transformer whose attention satool can read and mask."""
+
+    name: str = "model"
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    frames_per_step: int  # 10 ms label frames per model step
+    hidden_state_names: list[str]  # e.g. ["embedding", "layer 1", ...]
+    has_prediction_head: bool = False
+
+    @property
+    def step_s(self) -> float:
+        """Seconds per model step."""
+        return self.frames_per_step * LABEL_FRAME_S
+
+    @abstractmethod
+    def input_features(self, wave: np.ndarray) -> torch.Tensor:
+        """The model's input for a mono 16 kHz waveform: ``[frame, dim]`` (or ``[sample, 1]``)."""
+
+    @abstractmethod
+    def encode(
+        self,
+        features: list[torch.Tensor],
+        *,
+        head_mask: torch.Tensor | None = None,
+        attention_span: int | None = None,
+        want_attentions: bool = True,
+        want_hidden: bool = False,
+    ) -> list[EncodedUtterance]:
+        """Run a batch of utterances (each ``[frame, dim]`` from :meth:`input_features`).
+
+        ``head_mask[layer, head]``: 0 zeroes that head's attention weights, 1
+        keeps them. ``attention_span`` r: weights with |q - k| > r are zeroed.
+        """
+
+    def reconstruction(self, wave: np.ndarray, *, head_mask=None, attention_span=None) -> Reconstruction | None:
+        """L1 of the pre-training head on the un-masked input (None without a head)."""
+        return None
+
+    @abstractmethod
+    def provenance(self) -> dict[str, Any]:
+        """Everything a cache records about the model: type, config, features, sha256."""
+
+    def to(self, device: str) -> AttentionModel:
+        return self
+
+
+class ModelLoader(Protocol):
+    """What a ``register_models`` plugin registers."""
+
+    name: str
+    description: str
+
+    def can_load(self, path: Path) -> bool:
+        """True if ``path`` looks like this loader's checkpoint (cheap: no full load)."""
+
+    def load(self, path: Path, device: str = "cpu") -> AttentionModel:
+        """Load (safely: checkpoints are untrusted) and return the model in eval mode."""
+
+
+def load_model(path: str | Path, device: str = "cpu", plugins=None) -> AttentionModel:
+    """Load ``path`` with the first registered loader that accepts it."""
+    from satool.errors import InputError
+    from satool.plugins import get_plugins
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("checkpoint not found", path=path)
+    loaders = (plugins or get_plugins()).models
+    for entry in loaders:
+        if entry.obj.can_load(path):
+            return entry.obj.load(path, device=resolve_device(device))
+    known = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders)
+    raise InputError(f"no model loader accepts this path (loaders: {known})", path=path)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' if available, else 'mps' if available, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

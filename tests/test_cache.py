@@ -1,0 +1,154 @@
+"""The attention cache: round trip, shards, resume, locks, manifests, disk errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+
+from satool.cache import SCHEMA_VERSION, CacheWriter, open_cache
+from satool.errors import BusyError, EnvironmentProblem, InputError, UsageError
+
+
+def manifest(planned, **extra):
+    return {
+        "model": {"type": "test", "sha256": "0" * 64}, "layers": [1, 2], "heads": [1, 2, 3],
+        "hidden_states": [], "settings": {}, "planned": planned, "frames_per_step": 3,
+        "corpus": {"phone_set": ["AA", "sil"]}, **extra,
+    }
+
+
+def random_maps(rng, steps, layers=2, heads=3):
+    a = rng.random((layers, heads, steps, steps)).astype(np.float32)
+    return a / a.sum(-1, keepdims=True)
+
+
+def write(path, ids, rng, *, shard_bytes=1 << 30, **kwargs):
+    maps = {}
+    with CacheWriter(path, manifest(ids), shard_bytes=shard_bytes, **kwargs) as writer:
+        for i, utt in enumerate(ids):
+            maps[utt] = random_maps(rng, 4 + i)
+            writer.add(utt, attention=maps[utt], meta={
+                "speaker": f"s{i % 2}", "n_steps": 4 + i, "n_frames": 3 * (4 + i) + 1,
+                "frame_labels": np.arange(3 * (4 + i), dtype=np.int16) % 2,
+                "boundaries": np.array([0.03, 0.06]),
+            })
+    return maps
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_round_trip(tmp_path, compression):
+    rng = np.random.default_rng(0)
+    ids = [f"u{i}" for i in range(5)]
+    maps = write(tmp_path / "c", ids, rng, compression=compression, shard_bytes=500)
+    assert len(list((tmp_path / "c").glob("shard-*.h5"))) >= 2  # several shards
+    cache = open_cache(tmp_path / "c")
+    assert cache.utterance_ids == ids and cache.complete
+    assert cache.layers == [1, 2] and cache.heads == [1, 2, 3] and cache.frames_per_step == 3
+    for utt, a in maps.items():
+        np.testing.assert_allclose(cache.attention(utt), a, atol=5e-4)  # float16 on disk
+        np.testing.assert_array_equal(cache.attention(utt, layer=1, head=2), cache.attention(utt)[1, 2])
+        np.testing.assert_array_equal(cache.attention(utt, layer=0), cache.attention(utt)[0])
+        assert cache.attention(utt).dtype == np.float32
+    meta = cache.meta("u3")
+    assert meta["speaker"] == "s1" and meta["n_steps"] == 7 and meta["downsample"] == 3
+    assert meta["frame_labels"].tolist() == (np.arange(21) % 2).tolist()
+    assert meta["phone_set"] == ["AA", "sil"]
+    assert cache.attrs["schema_version"] == SCHEMA_VERSION
+
+
+def test_partial_shard_is_ignored_and_resume_skips_finished(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = ["a", "b", "c", "d"]
+    writer = CacheWriter(tmp_path / "c", manifest(ids))
+    writer.add("a", attention=random_maps(rng, 3), meta={"speaker": "x"})
+    writer.finish_shard()
+    writer.add("b", attention=random_maps(rng, 3), meta={"speaker": "x"})
+    # simulate a crash: the shard holding 'b' is never finished, the lock dies with us
+    writer._lock.release()
+    partial = list((tmp_path / "c").glob("*.partial"))
+    assert len(partial) == 1
+    cache = open_cache(tmp_path / "c")
+    assert cache.utterance_ids == ["a"] and cache.missing_ids == ["b", "c", "d"]
+    with pytest.raises(InputError, match=r"3 of 4 planned utterances are missing"):
+        cache.require_complete()
+    warnings = []
+    cache.require_complete(allow_partial=True, warn=warnings.append)
+    assert "using the 1 finished ones" in warnings[0]
+    resumed = CacheWriter(tmp_path / "c", manifest(ids))
+    assert resumed.done == {"a"}
+    assert not list((tmp_path / "c").glob("*.partial"))  # stale partial removed
+    for utt in ids:
+        resumed.add(utt, attention=random_maps(rng, 3), meta={"speaker": "x"})  # 'a' is skipped
+    resumed.close()
+    assert open_cache(tmp_path / "c").utterance_ids == ids
+    assert not open_cache(tmp_path / "c").duplicate_ids
+
+
+def test_second_writer_is_refused(tmp_path):
+    first = CacheWriter(tmp_path / "c", manifest(["a"]))
+    with pytest.raises(BusyError, match="another satool process is writing this cache"):
+        CacheWriter(tmp_path / "c", manifest(["a"]))
+    first.close()
+    CacheWriter(tmp_path / "c", manifest(["a"])).close()  # free again
+
+
+def test_other_settings_are_refused(tmp_path):
+    CacheWriter(tmp_path / "c", manifest(["a"])).close()
+    with pytest.raises(UsageError, match="made with different layers"):
+        CacheWriter(tmp_path / "c", {**manifest(["a"]), "layers": [1]})
+
+
+def test_not_a_cache_and_wrong_schema(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file.txt").write_text("hi")
+    with pytest.raises(UsageError, match="not a satool cache"):
+        CacheWriter(tmp_path / "x", manifest(["a"]))
+    with pytest.raises(InputError, match="x: not a satool cache"):
+        open_cache(tmp_path / "x")
+    CacheWriter(tmp_path / "c", manifest(["a"])).close()
+    data = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    data["schema_version"] = 99
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="cache schema version 99 is not supported"):
+        open_cache(tmp_path / "c")
+
+
+def test_truncated_shard_is_reported(tmp_path):
+    write(tmp_path / "c", ["a", "b"], np.random.default_rng(2))
+    shard = next((tmp_path / "c").glob("shard-*.h5"))
+    shard.write_bytes(shard.read_bytes()[:300])
+    with pytest.raises(InputError, match=rf"{shard.name}: corrupt cache shard"):
+        open_cache(tmp_path / "c")
+
+
+def test_disk_full_leaves_no_finished_shard(tmp_path, monkeypatch):
+    import os
+
+    ids = ["a", "b"]
+    writer = CacheWriter(tmp_path / "c", manifest(ids))
+    writer.add("a", attention=random_maps(np.random.default_rng(3), 3), meta={})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("satool.cache.os.replace", full)
+    with pytest.raises(EnvironmentProblem, match="cannot write the cache \\(No space left on device\\)"):
+        writer.finish_shard()
+    monkeypatch.undo()
+    writer._lock.release()
+    assert not list((tmp_path / "c").glob("shard-*.h5*"))  # nothing taken for finished
+    assert open_cache(tmp_path / "c").utterance_ids == []
+
+
+def test_read_only_directory(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions; covered by the simulated disk-error test")
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o555)
+    with pytest.raises(EnvironmentProblem, match="cannot write the cache"):
+        CacheWriter(tmp_path / "ro" / "c", manifest(["a"]))
