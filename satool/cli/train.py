@@ -1,10 +1,75 @@
-"""`satool pretrain` command."""
+"""`satool pretrain`: masked acoustic model pre-training (library: satool.pretrain)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, progress_bar
 
 
-def pretrain() -> None:
-    """Pre-train a Mockingjay model by masked acoustic modelling."""
-    raise UsageError("'satool pretrain' is not implemented yet (issue 4)")
+def pretrain(
+    corpus: Path | None = typer.Argument(
+        None, help="Corpus directory (default: the workspace's corpus, see satool.toml)."
+    ),
+    out: Path = typer.Option(Path("model.ckpt"), "--out", "-o", help="Checkpoint to write (resumed if it exists)."),
+    preset: str = typer.Option("demo", help="Model size: tiny, demo, base (3x12 heads, 768), large (12x12, 768)."),
+    mask_span: int = typer.Option(3, min=1, help="Cnum: consecutive steps per masked span (paper: 3, 6, 9)."),
+    downsample: int = typer.Option(3, min=1, help="R: frames stacked per model step (paper-era models: 3)."),
+    steps: int = typer.Option(3000, min=1, help="Optimiser steps."),
+    batch_size: int = typer.Option(8, min=1, help="Utterances per step (over all processes)."),
+    max_steps_per_utterance: int = typer.Option(250, min=8, help="Random crop length in model steps."),
+    learning_rate: float = typer.Option(2e-4, "--lr", help="Peak learning rate (warm-up 7 %, then linear decay)."),
+    pre_ln: bool = typer.Option(False, "--pre-ln", help="Pre-LN Transformer instead of post-LN."),
+    seed: int = typer.Option(0, help="Same seed, same model (also across interruptions)."),
+    save_every: int = typer.Option(200, min=1, help="Write a resumable checkpoint every N steps."),
+    split: str = typer.Option("train", help="Split to train on (all splits if the corpus has no such split)."),
+    alignments: Path | None = typer.Option(None, help="Alignment directory (not needed for pre-training)."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+) -> None:
+    """Pre-train a Mockingjay model by masked acoustic modelling (SPEC section 1).
+
+    Spans of Cnum steps are masked until ~15 % of steps are chosen (80 % zeroed,
+    10 % replaced by random steps, 10 % kept); the model reconstructs the
+    log-linear spectrogram, L1 on the chosen steps. Interrupted? Run the same
+    command again: it resumes from the last saved step and ends with the same
+    model. Several processes: torchrun --nproc-per-node 2 -m satool pretrain ...
+
+    Writes OUT, OUT.loss.csv and OUT.loss.png; records them in ./satool.toml.
+    """
+    from satool.models.base import resolve_device
+    from satool.pretrain import PretrainSettings, _world
+    from satool.pretrain import pretrain as run_pretrain
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS, e.g. one made by 'satool corpus synth'")
+    settings = PretrainSettings(
+        preset=preset, mask_span=mask_span, downsample=downsample, pre_layer_norm=pre_ln, steps=steps,
+        batch_size=batch_size, max_steps_per_utterance=max_steps_per_utterance, learning_rate=learning_rate,
+        seed=seed, save_every=save_every, split=split,
+    )
+    rank, _ = _world()
+    with progress_bar(steps, "pre-training") as bar:
+        def progress(step: int, loss: float) -> None:
+            bar.total(steps, step)
+            bar.info(f"loss {loss:.3f}")
+
+        result = run_pretrain(
+            corpus, out, settings, alignments=alignments, device=resolve_device(device),
+            progress=progress if rank == 0 else None, log=console.print,
+        )
+    if rank != 0:
+        return
+    workspace.record("pretrain", {"checkpoint": out, "corpus": corpus, "alignments": alignments},
+                     preset=preset, mask_span=mask_span, downsample=downsample, steps=steps)
+    console.print(
+        f"wrote {out} after {result.steps} steps (final loss {result.final_loss:.3f}, "
+        f"{result.frames_per_second:.0f} frames/s)", highlight=False,
+    )
+    if result.heldout_l1 is not None:
+        console.print(
+            f"held-out masked L1 {result.heldout_l1:.3f} vs {result.heldout_mean_frame_l1:.3f} for predicting "
+            "each utterance's mean frame", highlight=False,
+        )

@@ -1,4 +1,4 @@
-"""Phone sets: eSpeak NG (en-us) -> ARPAbet, ARPAbet -> TIMIT, and the 39-class fold.
+"""eSpeak NG (en-us) phonemes -> ARPAbet and TIMIT labels of the synthetic corpus.
 
 Conventions (see docs/synthetic-corpus.md):
 
@@ -15,9 +15,15 @@ Conventions (see docs/synthetic-corpus.md):
   ARPAbet phones; its duration is split by :data:`SPLIT_FIRST`.
 * An eSpeak phoneme missing from :data:`ESPEAK_TO_ARPABET` raises
   :class:`UnknownPhonemeError` naming it, rather than being guessed.
+
+The TIMIT 61 -> 39 fold itself lives in :mod:`satool.phones` (shared with
+the corpus readers); :func:`fold_timit` applies it to one label.
 """
 
 from __future__ import annotations
+
+from satool.phones import ARPABET as _ARPABET
+from satool.phones import TIMIT_39, TIMIT_DELETED, TIMIT_FOLD
 
 # eSpeak NG en-us phoneme mnemonic (stress marks stripped) -> ARPAbet phones
 # without stress. Sources: espeak-ng phsource/ph_english(_us) and CMUdict
@@ -77,29 +83,15 @@ FLAPS = frozenset({"t#", "d#"})
 # Stress marks eSpeak prefixes to a vowel in its phoneme events.
 STRESS_MARKS = {"'": "1", ",": "2"}
 
-ARPABET_VOWELS = frozenset(
-    "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
-)
-ARPABET = frozenset(
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
-    "UH UW V W Y Z ZH".split()
-)
+ARPABET_VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+ARPABET = frozenset(_ARPABET)
 
 # Stop (ARPAbet) -> TIMIT closure symbol of a silent run right before it.
 CLOSURES = {"P": "pcl", "B": "bcl", "T": "tcl", "D": "dcl", "K": "kcl", "G": "gcl", "CH": "tcl", "JH": "dcl"}
 
-# The standard 61 -> 39 folding of TIMIT phones (Lee & Hon 1989, as used by
-# Kaldi's timit recipe): the 39 classes are the keys' images; "q" is deleted.
-TIMIT_FOLD_39: dict[str, str] = {
-    "ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "hv": "hh", "ix": "ih", "el": "l",
-    "em": "m", "en": "n", "nx": "n", "eng": "ng", "zh": "sh", "ux": "uw",
-    "pcl": "sil", "tcl": "sil", "kcl": "sil", "bcl": "sil", "dcl": "sil", "gcl": "sil",
-    "h#": "sil", "pau": "sil", "epi": "sil",
-}
-FOLDED_39 = frozenset(
-    "aa ae ah aw ay b ch d dh dx eh er ey f g hh ih iy jh k l m n ng ow oy p r s sh t th "
-    "uh uw v w y z sil".split()
-)
+# The 39 folded TIMIT classes (Lee & Hon 1989; satool.phones holds the fold):
+# they include dx and not zh.
+FOLDED_39 = frozenset(TIMIT_39)
 
 
 class UnknownPhonemeError(ValueError):
@@ -129,6 +121,6 @@ def to_arpabet(phoneme: str) -> tuple[str, ...]:
 
 def fold_timit(label: str) -> str | None:
     """TIMIT label -> one of the 39 folded classes (None for the deleted "q")."""
-    if label == "q":
+    if label in TIMIT_DELETED:
         return None
-    return TIMIT_FOLD_39.get(label, label)
+    return TIMIT_FOLD.get(label, label)

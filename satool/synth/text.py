@@ -9,6 +9,8 @@ sentences of a corpus so that even a small corpus holds every phone.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # Slot -> words. Only plain alphabetic words (no digits or abbreviations, which
@@ -126,7 +128,8 @@ def make_sentence(rng: np.random.Generator, force: tuple[str, str] | None = None
         if slot[0].isupper():
             word = word[0].upper() + word[1:]
         out.append(word + rest)
-    return "".join(out)
+    # "a apple" -> "an apple" (words starting with u here are said /ju/: "a usual")
+    return re.sub(r"\b([Aa]) (?=[aeioAEIO])", r"\1n ", "".join(out))
 
 
 def transcript(sentence: str) -> list[str]:
