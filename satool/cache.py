@@ -162,6 +162,7 @@ class _OpenShard:
     path: Path  # the .partial file
     file: Any  # h5py.File
     utterances: list[str]
+    skipped: dict[str, str]
     nbytes: int
     opened: float
 
@@ -240,7 +241,7 @@ class CacheWriter:
             raise _disk_error(exc, partial) from None
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["manifest"] = json.dumps(self.manifest, default=_json_default)
-        return _OpenShard(partial, f, [], 0, time.monotonic())
+        return _OpenShard(partial, f, [], {}, 0, time.monotonic())
 
     def _filters(self) -> dict[str, Any]:
         if self.compression == "lzf":
@@ -281,6 +282,14 @@ class CacheWriter:
         if shard.nbytes >= self.shard_bytes or time.monotonic() - shard.opened >= self.shard_seconds:
             self.finish_shard()
 
+    def add_skipped(self, utt_id: str, reason: str) -> None:
+        """Record that ``utt_id`` was skipped (bad input) so it is neither redone nor reported missing."""
+        if utt_id in self.done:
+            return
+        if self._shard is None:
+            self._shard = self._open_shard()
+        self._shard.skipped[utt_id] = reason
+
     def finish_shard(self) -> None:
         """Close, fsync and rename the open shard: its utterances are now finished."""
         shard, self._shard = self._shard, None
@@ -289,6 +298,7 @@ class CacheWriter:
         final = shard.path.with_name(shard.path.name[: -len(PARTIAL_SUFFIX)])
         try:
             shard.file.attrs["utterances"] = json.dumps(shard.utterances)
+            shard.file.attrs["skipped"] = json.dumps(shard.skipped)
             shard.file.close()
             fd = os.open(shard.path, os.O_RDONLY)
             try:
@@ -302,6 +312,7 @@ class CacheWriter:
                 shard.path.unlink()
             raise _disk_error(exc, final) from None
         self.done.update(shard.utterances)
+        self.done.update(shard.skipped)
 
     def _abandon_shard(self) -> None:
         shard, self._shard = self._shard, None
@@ -340,12 +351,13 @@ def finished_shards(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if SHARD_RE.match(p.name))
 
 
-def _shard_utterances(shard: Path) -> list[str]:
+def _shard_contents(shard: Path) -> tuple[list[str], dict[str, str]]:
+    """(stored utterance ids, {skipped id: reason}) of a finished shard."""
     import h5py
 
     try:
         with h5py.File(shard, "r") as f:
-            return json.loads(f.attrs["utterances"])
+            return json.loads(f.attrs["utterances"]), json.loads(f.attrs.get("skipped", "{}"))
     except Exception as exc:
         raise InputError(f"corrupt cache shard ({type(exc).__name__}: {' '.join(str(exc).split())})",
                          path=shard) from None
@@ -354,7 +366,9 @@ def _shard_utterances(shard: Path) -> list[str]:
 def finished_utterances(path: Path) -> set[str]:
     done: set[str] = set()
     for shard in finished_shards(path):
-        done.update(_shard_utterances(shard))
+        stored, skipped = _shard_contents(shard)
+        done.update(stored)
+        done.update(skipped)
     return done
 
 
@@ -376,8 +390,11 @@ class AttentionCache:
         self.attrs: dict[str, Any] = read_manifest(self.path)
         self._where: dict[str, Path] = {}
         duplicates = []
+        self.skipped: dict[str, str] = {}
         for shard in finished_shards(self.path):
-            for utt in _shard_utterances(shard):
+            stored, skipped = _shard_contents(shard)
+            self.skipped.update(skipped)
+            for utt in stored:
                 if utt in self._where:
                     duplicates.append(utt)
                     continue
@@ -386,7 +403,7 @@ class AttentionCache:
         order = {u: i for i, u in enumerate(planned)}
         self.utterance_ids: list[str] = sorted(self._where, key=lambda u: (order.get(u, len(order)), u))
         self.planned_ids = planned
-        self.missing_ids = [u for u in planned if u not in self._where]
+        self.missing_ids = [u for u in planned if u not in self._where and u not in self.skipped]
         self.duplicate_ids = duplicates
         self._files: OrderedDict[Path, Any] = OrderedDict()
         self._max_open = max_open_files

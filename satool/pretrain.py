@@ -133,7 +133,7 @@ def pretrain(
     """
     from satool.corpus import open_corpus
     from satool.features import FeatureConfig, FeatureExtractor
-    from satool.models.checkpoint import load_training_state, save_checkpoint
+    from satool.models.checkpoint import load_checkpoint, save_checkpoint
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
 
     out = Path(out)
@@ -173,17 +173,18 @@ def pretrain(
     start_step = 0
     training = {"settings": asdict(settings), "corpus": str(corpus_path), "split": train_split}
     if out.exists():
-        state = load_training_state(out)
-        if state.get("settings") != json_safe(asdict(settings)):
+        saved = load_checkpoint(out, keep_training_state=True)
+        recorded = (saved.satool or {}).get("training", {})
+        if recorded.get("settings") != json_safe(asdict(settings)) or saved.spec_head is None:
             raise UsageError(
                 f"{out}: exists and was trained with other settings; choose another --out to start over"
             )
-        encoder.load_state_dict(state["Transformer"])
-        head.load_state_dict(state["SpecHead"])
-        if state.get("Optimizer"):
-            optimizer.load_state_dict(state["Optimizer"])
-        start_step = int(state["Step"])
-        history = list(state.get("history", []))
+        encoder.load_state_dict(saved.encoder.state_dict())
+        head.load_state_dict(saved.spec_head.state_dict())
+        if (saved.training_state or {}).get("Optimizer"):
+            optimizer.load_state_dict(saved.training_state["Optimizer"])
+        start_step = int(saved.step or 0)
+        history = list((saved.satool or {}).get("history", []))
         if log and rank == 0:
             log(f"resuming {out} at step {start_step}")
     train_model = model
@@ -198,7 +199,14 @@ def pretrain(
         if rank != 0:
             return
         save_checkpoint(
-            out, encoder=encoder, head=head, features=features, optimizer=optimizer.state_dict(), step=step,
+            out, encoder, head, audio=features.to_s3prl(), optimizer_state=optimizer.state_dict(), step=step,
+            task={"mask_consecutive_min": settings.mask_span, "mask_consecutive_max": settings.mask_span,
+                  "mask_proportion": settings.mask_proportion, "mask_allow_overlap": True},
+            runner_config={"optimizer": {"name": "AdamW", "lr": settings.learning_rate,
+                                         "warmup_proportion": settings.warmup,
+                                         "weight_decay": settings.weight_decay,
+                                         "gradient_clipping": settings.clip_norm},
+                           "total_steps": settings.steps},
             satool={"training": {**training, "settings": json_safe(asdict(settings))}, "history": history},
         )
 

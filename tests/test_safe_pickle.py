@@ -133,6 +133,7 @@ def test_refuses_inst_opcode_and_extension_codes(marker):
         copyreg.remove_extension("posix", "system", code)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_refuses_whole_modules_and_torchscript(tmp_path, marker):
     with pytest.raises(UnsafeFileError, match="torch.nn.modules.linear.Linear"):
         _load(_torch_bytes(torch.nn.Linear(2, 2)))

@@ -157,7 +157,18 @@ def _mfcc_stats(root: Path, split: str):
     return torch.stack(feats), spk
 
 
-def test_speaker_classifier_on_heldout_utterances(corpus):
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: one thread avoids oversubscription on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_speaker_classifier_on_heldout_utterances(corpus, one_torch_thread):
     import torch
 
     root, _ = corpus

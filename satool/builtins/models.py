@@ -1,4 +1,4 @@
-"""Built-in models (registered through the same hook as plugins)."""
+"""Built-in model loaders, registered like any plugin's."""
 
 from __future__ import annotations
 
@@ -7,4 +7,6 @@ from satool import hookimpl
 
 @hookimpl
 def register_models(register):
-    pass
+    from satool.models.loaders import MockingjayLoader
+
+    register(MockingjayLoader())

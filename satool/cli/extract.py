@@ -1,10 +1,85 @@
-"""`satool extract` command."""
+"""`satool extract`: attention caches (library: satool.extract, satool.cache)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, parse_csv, progress_bar
+
+DEFAULT_OUT = Path("attention-cache")
 
 
-def extract() -> None:
-    """Run a model over a corpus and cache its attention maps (HDF5)."""
-    raise UsageError("'satool extract' is not implemented yet (issue 5)")
+def extract(
+    checkpoint: Path | None = typer.Argument(None, help="Model: a Mockingjay checkpoint (s3prl or satool) or "
+                                             "another registered model (default: the workspace's)."),
+    corpus: Path | None = typer.Argument(None, help="Corpus directory (default: the workspace's)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Cache directory (default {DEFAULT_OUT}/)."),
+    alignments: Path | None = typer.Option(None, "--alignments", "-a", help="MFA TextGrid directory."),
+    split: str | None = typer.Option(None, help="Only these splits (comma-separated); default all."),
+    layers: str | None = typer.Option(None, help="Layers to store, 1-based, e.g. '1,3-5' (default all)."),
+    heads: str | None = typer.Option(None, help="Heads to store, 1-based (default all)."),
+    hidden: str | None = typer.Option(None, help="Also store these hidden states (0 = embedding output), "
+                                      "e.g. '0-4'; needed for segment --features hidden:L."),
+    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances."),
+    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    compression: str = typer.Option("lzf", help="none, lzf (default; fast) or gzip (smaller, slower)."),
+    shard: str | None = typer.Option(None, help="Process share i/N of the corpus (0-based i); or use torchrun."),
+    strict: bool = typer.Option(False, help="Stop at the first bad utterance instead of skipping it."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+) -> None:
+    """Run a model over a corpus and store its attention maps in an HDF5 cache.
+
+    Stores, per utterance, the maps [layer, head, query, key] at the model's step
+    rate (float16), speaker, frame and step counts, and phone labels and
+    boundaries when alignments exist. Killed or interrupted? Run the same command:
+    finished utterances are kept and skipped. Several processes: --shard i/N in
+    each, or torchrun --nproc-per-node N -m satool extract ... (one cache).
+
+    Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
+    """
+    from satool.extract import ExtractSettings, default_layers_arg
+    from satool.extract import extract as run_extract
+    from satool.extract import world_shard
+    from satool.models.base import resolve_device
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT or run 'satool pretrain'")
+    corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS")
+    if alignments is None and workspace.path("corpus") == corpus:
+        alignments = workspace.path("alignments")
+    out = out or DEFAULT_OUT
+    shard_pair = None
+    if shard:
+        try:
+            i, n = (int(x) for x in shard.split("/"))
+        except ValueError:
+            from satool.errors import UsageError
+
+            raise UsageError(f"--shard {shard!r}: expected i/N, e.g. 0/2") from None
+        shard_pair = (i, n)
+    hidden_states = default_layers_arg(hidden) or []
+    settings = ExtractSettings(
+        layers=default_layers_arg(layers), heads=default_layers_arg(heads), hidden_states=hidden_states,
+        split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames,
+    )
+    index, count = world_shard(shard_pair)
+    label = "extracting" if count == 1 else f"extracting {index}/{count}"
+    with progress_bar(None, label) as bar:
+        summary = run_extract(
+            checkpoint, corpus, out, settings, alignments=alignments, device=resolve_device(device),
+            compression=compression, shard=shard_pair, strict=strict,
+            progress=lambda done, total: bar.total(total, done),
+        )
+    for utt, reason in summary.skipped:
+        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+    console.print(
+        f"{out}: {summary.written} utterances written, {summary.already_done} already there, "
+        f"{len(summary.skipped)} skipped ({summary.seconds:.1f} s; "
+        f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)", highlight=False,
+    )
+    if index == 0:
+        workspace.record("extract", {"checkpoint": checkpoint, "corpus": corpus, "alignments": alignments,
+                                     "cache": out}, split=split, max_frames=max_frames)

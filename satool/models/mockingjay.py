@@ -383,11 +383,13 @@ class SelfAttention(nn.Module):
             if padding is not None:
                 scores.add_(padding)
             probs = scores.softmax(dim=-1)
-            # Pruning edits the weights after the softmax, without renormalising.
+            # Pruning edits the weights after the softmax, without renormalising
+            # (in place when no gradient needs the softmax output).
             if head_mask is not None:
-                probs = probs * head_mask
+                probs = probs * head_mask if probs.requires_grad else probs.mul_(head_mask)
             if span is not None:
-                probs = probs.masked_fill(~span, 0.0)
+                probs = (probs.masked_fill(~span, 0.0) if probs.requires_grad
+                         else probs.masked_fill_(~span, 0.0))
             context = torch.matmul(self.dropout(probs), v)  # [batch, head, query, d]
         context = context.transpose(1, 2).reshape(batch, steps, hidden)
         return context, probs

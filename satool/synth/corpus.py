@@ -61,7 +61,7 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class RenderedUtterance:
     """One generated utterance: ``audio[sample]`` int16 at the config's rate."""
 
     text: str
@@ -95,7 +95,7 @@ def _resampler(rate_in: int, rate_out: int):
 
 
 def render_utterance(engine: EspeakEngine, voice: Voice, rng: np.random.Generator,
-                     cfg: SynthConfig, force: tuple[str, str] | None = None) -> Utterance:
+                     cfg: SynthConfig, force: tuple[str, str] | None = None) -> RenderedUtterance:
     """Draw a sentence, speak it, align it, resample to ``cfg.sample_rate``, pad, add noise."""
     import torch
 
@@ -124,7 +124,7 @@ def render_utterance(engine: EspeakEngine, voice: Voice, rng: np.random.Generato
     audio = np.clip(np.round(y * 32767), -32768, 32767).astype(np.int16)
     al16 = resample_segments(al, syn.sample_rate, cfg.sample_rate, len(y) - pad_l - pad_r,
                              offset=pad_l, n_total=len(y))
-    return Utterance(text, audio, al16)
+    return RenderedUtterance(text, audio, al16)
 
 
 def synthesize_corpus(

@@ -1,0 +1,247 @@
+"""`satool extract`: run a model over a corpus and cache its attention (and hidden states).
+
+One utterance at a time (bounded memory): read audio (at most ``max_frames``
+10 ms frames of it), compute the model's input, encode, keep the chosen
+layers and heads, append to the cache (:mod:`satool.cache`). Audio reading and
+feature computation for the next utterance overlap with the current forward
+pass (a background thread). Bad utterances are recorded as skipped with the
+reason and never block the cache from being complete.
+
+Scale-out: ``shard=(i, N)`` (``--shard i/N``, or torchrun's RANK/WORLD_SIZE)
+processes every N-th planned utterance starting at i into shards of its own;
+the N processes together produce the same logical cache as one process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satool.errors import InputError, UsageError
+
+LABEL_HOP_SAMPLES = 160
+
+
+@dataclass
+class ExtractSettings:
+    layers: list[int] | None = None  # 1-based; None = all
+    heads: list[int] | None = None  # 1-based; None = all
+    hidden_states: list[int] = field(default_factory=list)  # 0 = embedding output
+    split: str | list[str] | None = None
+    max_utts: int | None = None
+    max_frames: int | None = None  # 10 ms frames per utterance (longer ones are truncated)
+    attention: bool = True
+
+
+@dataclass
+class ExtractSummary:
+    cache: Path
+    planned: int
+    written: int
+    already_done: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    audio_seconds: float
+
+
+def _check_selection(name: str, chosen: list[int] | None, available: int, first: int = 1) -> list[int]:
+    if chosen is None:
+        return list(range(first, available + first))
+    bad = [c for c in chosen if not first <= c < available + first]
+    if bad:
+        raise UsageError(f"--{name} {','.join(map(str, bad))} out of range ({first}..{available + first - 1})")
+    return sorted(set(chosen))
+
+
+def world_shard(shard: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(index, count) from ``shard`` or torchrun's RANK/WORLD_SIZE."""
+    if shard is not None:
+        index, count = shard
+        if not 0 <= index < count:
+            raise UsageError(f"--shard {index}/{count}: need 0 <= i < N")
+        return index, count
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _prefetch(items, load: Callable, depth: int = 2):
+    """Yield ``load(item)`` for each item, computing up to ``depth`` ahead in a thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, load(item)))
+        except BaseException as exc:  # surface in the consumer
+            q.put((None, exc))
+        finally:
+            q.put(done)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = q.get()
+            if got is done:
+                return
+            item, value = got
+            if isinstance(value, BaseException):
+                raise value
+            yield item, value
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+def extract(
+    model_path: str | Path,
+    corpus_path: str | Path,
+    out: str | Path,
+    settings: ExtractSettings | None = None,
+    *,
+    alignments: str | Path | None = None,
+    device: str = "cpu",
+    compression: str = "lzf",
+    shard: tuple[int, int] | None = None,
+    strict: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    shard_seconds: float = 30.0,
+) -> ExtractSummary:
+    """Extract (or resume extracting) attention maps into the cache ``out``.
+
+    ``progress(done, total)`` is called after each utterance of this process.
+    """
+    import torch
+
+    from satool import __version__
+    from satool.cache import CacheWriter
+    from satool.corpus import open_corpus
+    from satool.models.base import load_model
+
+    settings = settings or ExtractSettings()
+    if settings.max_frames is not None and settings.max_frames < 1:
+        raise UsageError("--max-frames must be >= 1")
+    index, count = world_shard(shard)
+    model = load_model(model_path, device=device)
+    corpus = open_corpus(corpus_path, alignments)
+    utterances = corpus.select(settings.split, settings.max_utts)
+    layers = _check_selection("layers", settings.layers, model.num_layers)
+    heads = _check_selection("heads", settings.heads, model.num_heads)
+    states = _check_selection("hidden", settings.hidden_states or [], len(model.hidden_state_names), first=0) \
+        if settings.hidden_states else []
+    planned = [u.id for u in utterances]
+    if len(set(planned)) != len(planned):
+        raise InputError("utterance ids are not unique in this corpus", path=corpus_path)
+    manifest: dict[str, Any] = {
+        "satool_version": __version__,
+        "model": model.provenance(),
+        "layers": layers,
+        "heads": heads,
+        "hidden_states": states,
+        "hidden_state_names": [model.hidden_state_names[s] for s in states],
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("layers", "heads", "hidden_states")},
+        "planned": planned,
+        "frames_per_step": model.frames_per_step,
+        "step_s": model.step_s,
+        "frame_shift_s": 0.01,
+        "axes": {"attention": "[layer, head, query, key]", "hidden": "[state, step, hidden]",
+                 "frame_labels": "[frame] ids into corpus.phone_set, -1 = unlabelled",
+                 "boundaries": "[boundary] seconds"},
+        "layer_numbering": "1-based layer and head numbers; hidden state 0 = embedding output",
+        "dtype": "float16",
+        "compression": compression,
+        "corpus": {"root": str(Path(corpus_path).resolve()), "layout": corpus.layout,
+                   "alignments": str(Path(alignments).resolve()) if alignments else None,
+                   "phone_set_name": corpus.phone_set.name, "phone_set": list(corpus.phone_set.names)},
+        "boundary_convention": "phone interval edges strictly inside the utterance (start and end excluded)",
+        "frame_label_convention": "label of the phone containing each 10 ms frame's centre t = i * 0.01 s",
+    }
+    layer_index = torch.tensor([l - 1 for l in layers])
+    head_index = torch.tensor([h - 1 for h in heads])
+    max_seconds = None if settings.max_frames is None else settings.max_frames * LABEL_HOP_SAMPLES / 16000
+
+    writer = CacheWriter(out, manifest, rank=index, compression=compression, shard_seconds=shard_seconds)
+    order = {u: i for i, u in enumerate(planned)}
+    mine = [u for i, u in enumerate(utterances) if i % count == index]
+    already = sum(1 for u in mine if u.id in writer.done)
+    todo = [u for u in mine if u.id not in writer.done]
+    skipped: list[tuple[str, str]] = []
+    audio_seconds = 0.0
+    began = time.perf_counter()
+
+    def prepare(utt):
+        try:
+            loaded = corpus.load(utt, max_seconds=max_seconds)
+        except InputError as exc:
+            if strict:
+                raise
+            return exc
+        if settings.max_frames is not None:
+            loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
+        return loaded, model.input_features(loaded.wave)
+
+    done = already
+    with writer:
+        if progress is not None:
+            progress(done, len(mine))
+        for utt, prepared in _prefetch(todo, prepare):
+            if isinstance(prepared, InputError):
+                skipped.append((utt.id, str(prepared)))
+                writer.add_skipped(utt.id, str(prepared))
+            else:
+                loaded, features = prepared
+                encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states))[0]
+                attention = None
+                if encoded.attentions is not None:
+                    attention = encoded.attentions.index_select(0, layer_index).index_select(1, head_index)
+                    attention = attention.cpu().numpy()
+                hidden = encoded.hidden_states[states].cpu().numpy() if states else None
+                n_frames = loaded.n_frames
+                labels = loaded.frame_labels[:n_frames] if loaded.frame_labels is not None else None
+                bounds = loaded.boundaries
+                if bounds is not None:
+                    bounds = bounds[bounds < loaded.duration_s]
+                writer.add(utt.id, attention=attention, hidden=hidden, meta={
+                    "speaker": utt.speaker, "split": utt.split, "order": order[utt.id],
+                    "n_samples": len(loaded.wave), "duration_s": loaded.duration_s,
+                    "n_frames": n_frames, "n_steps": encoded.n_steps,
+                    "transcript": utt.transcript, "frame_labels": labels, "boundaries": bounds,
+                })
+                audio_seconds += loaded.duration_s
+            done += 1
+            if progress is not None:
+                progress(done, len(mine))
+    return ExtractSummary(Path(out), len(mine), done - already - len(skipped), already, skipped,
+                          time.perf_counter() - began, audio_seconds)
+
+
+def default_layers_arg(value: str | None) -> list[int] | None:
+    """'1,3-5' -> [1, 3, 4, 5]; None/'' -> None (all)."""
+    if not value:
+        return None
+    out: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise UsageError(f"cannot read {value!r} as numbers (e.g. '1,3-5')") from None
+    return out
+

@@ -1,0 +1,95 @@
+"""Mockingjay checkpoints as an :class:`~satool.models.base.AttentionModel` (the built-in loader).
+
+Features come from the checkpoint's own s3prl 'audio' block when it has one
+(satool's checkpoints and current s3prl ones), else satool's default front end
+(80 log-Mel, -25 dB, CMVN). Paper-era models stack R frames per step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from satool.features import FeatureConfig, FeatureExtractor
+from satool.models.base import AttentionModel, EncodedUtterance, Reconstruction
+from satool.models.checkpoint import MockingjayCheckpoint
+from satool.models.mockingjay import stack_frames
+
+
+class MockingjayModel(AttentionModel):
+    """A loaded Mockingjay encoder (+ prediction head) with its feature front end."""
+
+    name = "mockingjay"
+
+    def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
+        self.checkpoint = checkpoint
+        self.config = checkpoint.config
+        self.device = torch.device(device)
+        self.encoder = checkpoint.encoder.to(self.device).eval()
+        self.head = checkpoint.spec_head.to(self.device).eval() if checkpoint.spec_head is not None else None
+        self.features = FeatureConfig.from_s3prl(checkpoint.audio) if checkpoint.audio else FeatureConfig(
+            n_mels=self.config.input_dim
+        )
+        self.extractor = FeatureExtractor(self.features, device=str(self.device))
+        self.num_layers = self.config.num_layers
+        self.num_heads = self.config.num_heads
+        self.hidden_size = self.config.hidden_size
+        self.frames_per_step = self.config.downsample_rate
+        layers = [f"layer {i}" for i in range(1, self.num_layers + 1)]
+        self.hidden_state_names = (["embedding"] + layers) if self.config.embedding_in_hidden_states else layers
+        self.has_prediction_head = self.head is not None
+
+    def input_features(self, wave: np.ndarray) -> torch.Tensor:
+        """``[step, R * input_dim]``: the front end's frames stacked by R."""
+        return stack_frames(self.extractor(wave)[None], self.frames_per_step)[0]
+
+    @torch.no_grad()
+    def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
+               want_hidden=False) -> list[EncodedUtterance]:
+        lengths = torch.tensor([f.shape[0] for f in features])
+        batch = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(self.device)
+        output = self.checkpoint.encode(
+            batch, lengths if len(features) > 1 else None, head_mask=head_mask,
+            attention_span=attention_span, output_attentions=want_attentions,
+        )
+        results = []
+        for b, n in enumerate(lengths.tolist()):
+            attn = torch.stack([a[b, :, :n, :n] for a in output.attentions]) if want_attentions else None
+            hidden = torch.stack([h[b, :n] for h in output.hidden_states]) if want_hidden else None
+            results.append(EncodedUtterance(attn, hidden, n))
+        return results
+
+    @torch.no_grad()
+    def reconstruction(self, wave, *, head_mask=None, attention_span=None) -> Reconstruction | None:
+        """L1 of the head's output against the un-masked target over the utterance."""
+        if self.head is None:
+            return None
+        inputs, target = self.extractor.input_and_target(wave)
+        rate = self.frames_per_step
+        steps = stack_frames(inputs[None], rate).to(self.device)
+        target = stack_frames(target[None], rate)[0].to(self.device)
+        hidden = self.checkpoint.encode(steps, head_mask=head_mask, attention_span=attention_span,
+                                        output_attentions=False).last_hidden_state
+        prediction = self.head(hidden)[0]
+        if prediction.shape != target.shape:
+            return None  # the head predicts another target than this front end makes
+        error = (prediction - target).abs()
+        baseline = (target - target.mean(dim=0, keepdim=True)).abs()
+        return Reconstruction(float(error.mean()), float(baseline.mean()), int(error.numel()))
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "type": self.name,
+            "checkpoint": str(Path(self.checkpoint.path).resolve()),
+            "sha256": self.checkpoint.sha256,
+            "layout": self.checkpoint.layout,
+            "step": self.checkpoint.step,
+            "config": self.config.to_dict(),
+            "features": self.features.to_s3prl(),
+            "frames_per_step": self.frames_per_step,
+            "hidden_state_names": self.hidden_state_names,
+        }
+
