@@ -49,6 +49,7 @@ __all__ = [
     "allowed_globals",
     "safe_load",
     "safe_load_bytes",
+    "safe_load_with_digest",
 ]
 
 # Classes under these modules become inert Placeholders. They are what real
@@ -107,6 +108,13 @@ class Placeholder:
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
+
+    # So that copy.copy/deepcopy give an equal placeholder.
+    def __getnewargs_ex__(self) -> tuple[tuple, dict]:
+        return self.args, self.kwargs
+
+    def __getstate__(self) -> Any:
+        return self.state
 
     def to_dict(self) -> dict[str, Any]:
         return {"class": self.qualified_name, "args": list(self.args),

@@ -222,6 +222,49 @@ def test_hook_register_corpora(tmp_path):
     assert len(corpus.load(corpus.utterances[0]).wave) == 3200
 
 
+def test_hook_register_models(tmp_path):
+    import torch
+
+    from satool.models.base import AttentionModel, EncodedUtterance, load_model
+
+    class UniformModel(AttentionModel):
+        """Every head attends uniformly: a baseline 'model' for sanity checks."""
+
+        name = "uniform"
+        num_layers, num_heads, hidden_size, frames_per_step = 2, 3, 4, 2
+        hidden_state_names = ["embedding", "layer 1", "layer 2"]
+
+        def input_features(self, wave):
+            return torch.zeros(len(wave) // 320, 4)
+
+        def encode(self, features, **kwargs):
+            out = []
+            for f in features:
+                n = f.shape[0]
+                out.append(EncodedUtterance(torch.full((2, 3, n, n), 1.0 / n), None, n))
+            return out
+
+        def provenance(self):
+            return {"type": "uniform"}
+
+    class UniformLoader:
+        name = "uniform"
+        description = "files ending in .uniform"
+
+        def can_load(self, path):
+            return path.suffix == ".uniform"
+
+        def load(self, path, device="cpu"):
+            return UniformModel()
+
+    plugins = _with("register_models", lambda register: register(UniformLoader()))
+    (tmp_path / "m.uniform").write_text("")
+    model = load_model(tmp_path / "m.uniform", plugins=plugins)
+    encoded = model.encode([model.input_features(np.zeros(3200))])[0]
+    assert encoded.attentions.shape == (2, 3, 10, 10) and model.step_s == 0.02
+    assert [e.name for e in plugins.models] == ["mockingjay", "uniform"]
+
+
 def test_duplicate_registration_names_both_plugins():
     from satool.metrics import HeadMetric
 

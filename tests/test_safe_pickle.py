@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import copy
 import copyreg
 import io
 import os
@@ -219,6 +220,8 @@ def test_known_s3prl_objects_load_as_placeholders(s3prl_like_modules, monkeypatc
         assert schedule.to_dict()["class"] == "optimizers.WarmupLinearSchedule"
         assert loaded["Scheduler"].qualified_name == "torch.optim.lr_scheduler.MadeUpSchedule"
         assert not callable(schedule)
+        copied = copy.deepcopy(schedule)
+        assert type(copied) is type(schedule) and copied.state == schedule.state
         assert loaded["Step"] == 5 and loaded["curve"].tolist() == [0.0, 1.0, 2.0]
         assert torch.equal(loaded["Transformer"]["w"], states["Transformer"]["w"])
         assert isinstance(loaded["Transformer"]["p"], torch.nn.Parameter)
@@ -262,7 +265,8 @@ def _flip(data: bytes, flips) -> bytes:
     return bytes(damaged)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(legacy=st.booleans(),
        flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1,
                       max_size=6))
@@ -275,7 +279,7 @@ def test_fuzzed_checkpoints_load_or_raise_input_error(legacy, flips):
     assert not _SPAWNS
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.binary(max_size=300))
 def test_fuzzed_pickle_streams(data):
     try:

@@ -109,5 +109,5 @@ def synth(
             out, speakers=speakers, utterances_per_speaker=utterances_per_speaker, seed=seed,
             heldout_speakers=heldout_speakers, progress=lambda done, total: bar.total(total, done),
         )
-    hours = manifest.get("total_hours", manifest.get("hours", 0.0))
+    hours = manifest["total_hours"]
     console.print(f"wrote {out} ({hours:.2f} h); see {out / 'manifest.json'}", highlight=False)

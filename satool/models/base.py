@@ -116,7 +116,7 @@ class ModelLoader(Protocol):
 
 
 def load_model(path: str | Path, device: str = "cpu", plugins=None) -> AttentionModel:
-    """Load ``path`` with the first registered loader that accepts it."""
+    """Load ``path`` with the first loader that accepts it: plugins' loaders first, built-ins last."""
     from satool.errors import InputError
     from satool.plugins import get_plugins
 
@@ -124,7 +124,7 @@ def load_model(path: str | Path, device: str = "cpu", plugins=None) -> Attention
     if not path.exists():
         raise InputError("checkpoint not found", path=path)
     loaders = (plugins or get_plugins()).models
-    for entry in loaders:
+    for entry in reversed(list(loaders)):
         if entry.obj.can_load(path):
             return entry.obj.load(path, device=resolve_device(device))
     known = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders)

@@ -70,6 +70,8 @@ _S3PRL_KEYS = {
     "pre_layer_norm": "pre_layer_norm",
     "downsample_rate": "downsample_rate",
 }
+# The keys without which the model cannot be built; the others have defaults.
+_S3PRL_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,10 @@ class MockingjayConfig:
         """
         values: dict[str, Any] = {}
         for key, name in _S3PRL_KEYS.items():
-            if key not in block:
-                if name in ("pre_layer_norm", "share_layer", "downsample_rate", "hidden_act",
-                            "initializer_range", "layer_norm_eps", "hidden_dropout",
-                            "attention_dropout"):
-                    continue
+            if key in block:
+                values[name] = _coerce(name, block[key], key)
+            elif key in _S3PRL_REQUIRED:
                 raise KeyError(key)
-            values[name] = _coerce(name, block[key], key)
         block_input = block.get("input_dim")
         if input_dim is None and block_input is not None and int(block_input) > 0:
             input_dim = int(block_input)
