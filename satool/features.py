@@ -134,18 +134,21 @@ class FeatureExtractor:
 
         x = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
         if self.config.target_level is not None:
-            rms = x.pow(2).mean().sqrt()
-            x = x * (10 ** (self.config.target_level / 20)) / (rms + EPS)
+            rms = x.pow(2).mean().pow(0.5)
+            x = x * ((10 ** (self.config.target_level / 20)) / (rms + EPS))  # s3prl's order of operations
         return x
 
     def _power(self, x):
         import torch
 
         c = self.config
+        # A batch of one, as s3prl calls it: the same FFT code path gives bit-identical
+        # spectra (1-D and batched calls may differ by float rounding, which log(x + 1e-10)
+        # magnifies in near-silent bins).
         spec = torch.stft(
-            x, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self._window,
+            x[None], n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self._window,
             center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
-        )
+        )[0]
         return spec.abs().pow(2)  # [freq, frame]
 
     def _stream(self, spec: FeatureSpec, x, power):

@@ -80,21 +80,31 @@ def _seed_for(*parts: int) -> int:
 
 
 class _Data:
-    """Utterances of a split; features computed on the fly (bounded memory)."""
+    """Utterances of a split; features computed on first use and kept while they fit ``budget_bytes``."""
 
-    def __init__(self, corpus, utterances, extractor, rate: int):
+    def __init__(self, corpus, utterances, extractor, rate: int, budget_bytes: int = 1 << 30):
         self.corpus = corpus
         self.utterances = utterances
         self.extractor = extractor
         self.rate = rate
+        self.budget = budget_bytes
+        self._kept: dict[int, tuple] = {}
+        self._bytes = 0
 
     def features(self, index: int):
         """(input ``[step, R*80]``, target ``[step, R*201]``) of utterance ``index``."""
         from satool.models.mockingjay import stack_frames
 
+        if index in self._kept:
+            return self._kept[index]
         loaded = self.corpus.load(self.utterances[index])
         inp, tgt = self.extractor.input_and_target(loaded.wave)
-        return stack_frames(inp[None], self.rate)[0], stack_frames(tgt[None], self.rate)[0]
+        pair = stack_frames(inp[None], self.rate)[0], stack_frames(tgt[None], self.rate)[0]
+        size = (pair[0].numel() + pair[1].numel()) * 4
+        if self._bytes + size <= self.budget:
+            self._kept[index] = pair
+            self._bytes += size
+        return pair
 
 
 def _collate(pairs, max_steps: int, rng: np.random.Generator):

@@ -11,13 +11,16 @@ with its own allow-list instead:
   ``torch.load`` with ``pickle_module`` set to this module's restricted
   unpickler, so storages are rebuilt exactly as torch does it;
 - every global the pickle names goes through :meth:`RestrictedUnpickler.find_class`,
-  which only returns objects from :data:`ALLOWED_GLOBALS` (tensor rebuild
+  which only returns objects from :func:`allowed_globals` (tensor rebuild
   functions -- wrapped so their arguments are checked -- storage classes,
-  dtypes, plain containers), the real ``argparse.Namespace`` (it only holds
+  dtypes, plain containers), ``argparse.Namespace`` (it only holds
   attributes), or an inert :class:`Placeholder` for classes under
   :data:`PLACEHOLDER_MODULES` (never imported, never called). Anything else
   stops the load with :class:`~satool.errors.UnsafeFileError` before it is
   called;
+- what find_class hands out cannot be modified by the pickle's BUILD opcode
+  (C types, sealed callables, tokens, read-only classes), so a file cannot
+  patch torch or argparse for the rest of the process;
 - pickle extension codes (EXT1/2/4, which bypass ``find_class`` once cached)
   and TorchScript archives (which contain code) are refused outright;
 - any other failure (truncated or corrupt file) is an
@@ -88,7 +91,57 @@ def _refused_use(what: str) -> _Refused:
     return _Refused(what, reason=f"the file asks for {what} ({_REFUSAL_HINT})")
 
 
-class Placeholder:
+# The pickle BUILD opcode can set attributes on any object the file can name,
+# including the classes and functions find_class returns. So everything handed
+# out is immutable: C types, sealed callables (slotted instances without a
+# __dict__), tokens for mutable torch classes, and classes whose metaclass
+# refuses attribute assignment.
+
+
+class _ReadOnlyType(type):
+    """Metaclass of classes a checkpoint may name: their attributes cannot be changed."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise TypeError(f"{cls.__name__} is read-only")
+
+    def __delattr__(cls, name: str) -> None:
+        raise TypeError(f"{cls.__name__} is read-only")
+
+
+class Namespace(argparse.Namespace, metaclass=_ReadOnlyType):
+    """``argparse.Namespace`` as loaded from a checkpoint (a read-only subclass)."""
+
+    def __reduce__(self):  # pickles (and deep-copies) as a plain argparse.Namespace
+        return argparse.Namespace, (), dict(vars(self))
+
+
+class _Sealed:
+    """Base of the callables and tokens a checkpoint may name (no __dict__, no slots)."""
+
+    __slots__ = ()
+
+
+def _sealed_callable(function: Callable[..., Any], name: str) -> _Sealed:
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    cls = type(name, (_Sealed,), {"__slots__": (), "__call__": call,
+                                  "__repr__": lambda self: f"<allowed {name}>"})
+    return cls()
+
+
+def _token(name: str) -> _Sealed:
+    """An inert stand-in for a mutable torch class, mapped back where torch needs it."""
+    cls = type(name, (_Sealed,), {"__slots__": (), "__repr__": lambda self: f"<{name}>"})
+    return cls()
+
+
+_TENSOR = _token("torch.Tensor")
+_PARAMETER = _token("torch.nn.Parameter")
+_UNTYPED_STORAGE = _token("torch.UntypedStorage")
+
+
+class Placeholder(metaclass=_ReadOnlyType):
     """Inert stand-in for a pickled object whose class satool will not import.
 
     ``qualified_name`` is the class the file named (e.g.
@@ -131,8 +184,8 @@ def _placeholder_class(qualified_name: str) -> type[Placeholder]:
     cls = _PLACEHOLDER_CLASSES.get(qualified_name)
     if cls is None:
         short = qualified_name.rsplit(".", 1)[-1] or "Object"
-        cls = type(short, (Placeholder,), {"qualified_name": qualified_name,
-                                            "__module__": "satool.safe_pickle.placeholders"})
+        cls = _ReadOnlyType(short, (Placeholder,), {
+            "qualified_name": qualified_name, "__module__": "satool.safe_pickle.placeholders"})
         _PLACEHOLDER_CLASSES[qualified_name] = cls
     return cls
 
@@ -218,19 +271,23 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
         data, bool(requires_grad), collections.OrderedDict(), state)
 
 
-_REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3,
-               _rebuild_parameter, _rebuild_parameter_with_state)
+def _sealed_rebuilders() -> list[Any]:
+    table = allowed_globals()
+    return [table[("torch._utils", name)] for name in (
+        "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+        "_rebuild_parameter_with_state")]
 
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     import torch
 
-    if func not in _REBUILDERS:
+    if not any(func is allowed for allowed in _sealed_rebuilders()):
         raise _refused_use("a tensor subclass rebuilt by an unknown function")
-    if new_type not in (torch.Tensor, torch.nn.Parameter):
+    types = {id(_TENSOR): torch.Tensor, id(_PARAMETER): torch.nn.Parameter}
+    if id(new_type) not in types:
         raise _refused_use(f"tensor subclass {getattr(new_type, '__name__', new_type)!r}")
     _check_state(state)
-    return torch._tensor._rebuild_from_type_v2(func, new_type, tuple(args), state)
+    return torch._tensor._rebuild_from_type_v2(func, types[id(new_type)], tuple(args), state)
 
 
 def _rebuild_from_type(func, type_, args, state):
@@ -240,7 +297,7 @@ def _rebuild_from_type(func, type_, args, state):
 def _reconstructor(cls, base, state):
     """copyreg._reconstructor (protocol 0/1 objects), for allowed classes only."""
     if base is not object or not (
-        isinstance(cls, type) and (issubclass(cls, Placeholder) or cls is argparse.Namespace)
+        isinstance(cls, type) and (issubclass(cls, Placeholder) or cls is Namespace)
     ):
         raise _refused_use(f"copyreg._reconstructor of {getattr(cls, '__name__', cls)!r}")
     return cls.__new__(cls)
@@ -271,16 +328,9 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
         import numpy as np
         import torch
 
-        table: dict[tuple[str, str], Any] = {
-            ("collections", "OrderedDict"): collections.OrderedDict,
-            ("argparse", "Namespace"): argparse.Namespace,
+        functions: dict[tuple[str, str], Callable[..., Any]] = {
             ("copyreg", "_reconstructor"): _reconstructor,
             ("_codecs", "encode"): _codecs_encode,
-            ("torch", "Size"): torch.Size,
-            ("torch", "device"): torch.device,
-            ("torch", "Tensor"): torch.Tensor,
-            ("torch._tensor", "Tensor"): torch.Tensor,
-            ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
             ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
             ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
             ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
@@ -288,20 +338,36 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
             ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
             ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
             ("torch._tensor", "_rebuild_from_type"): _rebuild_from_type,
-            ("torch", "UntypedStorage"): torch.UntypedStorage,
-            ("torch.storage", "UntypedStorage"): torch.UntypedStorage,
+            ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+            ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+            ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
         }
+        table: dict[tuple[str, str], Any] = {
+            key: _sealed_callable(function, f"{key[0]}.{key[1]}")
+            for key, function in functions.items()
+        }
+        table.update({
+            # Types implemented in C, so BUILD cannot modify them.
+            ("collections", "OrderedDict"): collections.OrderedDict,
+            ("torch", "Size"): torch.Size,
+            ("torch", "device"): torch.device,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy", "ndarray"): np.ndarray,
+            # Read-only stand-ins for Python classes.
+            ("argparse", "Namespace"): Namespace,
+            ("torch", "Tensor"): _TENSOR,
+            ("torch._tensor", "Tensor"): _TENSOR,
+            ("torch.nn.parameter", "Parameter"): _PARAMETER,
+            ("torch", "UntypedStorage"): _UNTYPED_STORAGE,
+            ("torch.storage", "UntypedStorage"): _UNTYPED_STORAGE,
+        })
         for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex",
                      "bool", "str", "bytes", "bytearray", "slice", "range"):
             table[("builtins", name)] = getattr(builtins, name)
         for name, value in vars(torch).items():
             if isinstance(value, torch.dtype):
                 table[("torch", name)] = value
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            table[(module, "scalar")] = _numpy_scalar
-            table[(module, "_reconstruct")] = _numpy_reconstruct
-        table[("numpy", "dtype")] = np.dtype
-        table[("numpy", "ndarray")] = np.ndarray
         _ALLOWED = table
     return _ALLOWED
 
@@ -381,6 +447,10 @@ class RestrictedUnpickler(pickle.Unpickler):
         loader: Callable[[Any], Any] | None = self.__dict__.get("persistent_load")
         if loader is None:
             raise pickle.UnpicklingError("storage record outside a torch file")
+        if len(pid) > 1 and pid[1] is _UNTYPED_STORAGE:  # torch checks this identity
+            import torch
+
+            pid = (pid[0], torch.UntypedStorage, *pid[2:])
         return loader(pid)
 
 

@@ -116,11 +116,13 @@ def test_round_trip(tmp_path):
 
 
 def test_downsampled_checkpoint_round_trip(tmp_path):
-    encoder, head = _model(input_dim=40, output_dim=40, downsample_rate=3)
+    encoder, head = _model(input_dim=40, output_dim=41, downsample_rate=3)
     path = tmp_path / "r3.ckpt"
     save_checkpoint(path, encoder, head)
     loaded = load_checkpoint(path)
-    assert loaded.downsample_rate == 3 and loaded.config.input_dim == 40
+    assert loaded.downsample_rate == 3 and loaded.config == encoder.config
+    save_checkpoint(path, encoder)  # without the head, output_dim comes from 'Satool'
+    assert load_checkpoint(path).config == encoder.config
     block = torch.load(path, weights_only=True)["Upstream_Config"]["transformer"]
     assert block["downsample_rate"] == 3
     frames = torch.randn(2, 20, 40)

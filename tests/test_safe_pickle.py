@@ -248,6 +248,28 @@ def test_allow_list_is_small_and_inert():
                              "complex", "bool", "str", "bytes", "bytearray", "slice", "range"}
 
 
+def _build_on_global(module: str, name: str, attribute: str) -> bytes:
+    """A pickle that names a global and BUILDs attribute = set onto it (slot state)."""
+    text = attribute.encode()
+    return (b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n"
+            + b"N}X" + len(text).to_bytes(4, "little") + text + b"c__builtin__\nset\ns"
+            + b"\x86b.")
+
+
+@pytest.mark.parametrize("module,name", [
+    ("argparse", "Namespace"), ("torch", "Tensor"), ("torch.nn.parameter", "Parameter"),
+    ("torch", "UntypedStorage"), ("torch._utils", "_rebuild_tensor_v2"),
+    ("copyreg", "_reconstructor"), ("optimizers", "WarmupLinearSchedule"),
+    ("collections", "OrderedDict"), ("torch", "Size"), ("torch", "float32"),
+])
+def test_build_cannot_patch_allowed_globals(module, name, marker):
+    for attribute in ("__repr__", "__defaults__", "__call__"):
+        with pytest.raises(InputError):
+            _load(_build_on_global(module, name, attribute))
+    assert argparse.Namespace.__repr__ is not set and "__call__" not in vars(torch.Tensor)
+    assert not isinstance(torch.Tensor.__dict__.get("__repr__"), type)
+
+
 # -- fuzzing: random damage never runs code, and only ever raises InputError ----
 
 _VALID = _torch_bytes({

@@ -149,6 +149,7 @@ def load_checkpoint(
         step = _int_or_none(states.get("Global_step"))
         max_input_length = block.get("max_input_length", 0)
         embedding_in_hidden_states = False
+        saved_output_dim = None
     elif "Transformer" in states:
         weights_key = "Transformer"
         # s3prl's builder looks in 'Config' first (older s3prl checkpoints kept
@@ -170,6 +171,7 @@ def load_checkpoint(
         max_input_length = (task or {}).get("sequence_length", 0)
         saved = (satool or {}).get("config") or {}
         embedding_in_hidden_states = bool(saved.get("embedding_in_hidden_states", True))
+        saved_output_dim = saved.get("output_dim")
     else:
         found = ", ".join(repr(k) for k in list(states)[:8]) or "nothing"
         raise InputError(
@@ -180,7 +182,7 @@ def load_checkpoint(
     head_state = _state_dict(states, "SpecHead", name) if "SpecHead" in states else None
 
     config = _config(block, encoder_state, head_state, name, max_input_length,
-                     embedding_in_hidden_states)
+                     embedding_in_hidden_states, saved_output_dim)
     encoder = MockingjayEncoder(config)
     _load_weights(encoder, encoder_state, name, label="")
     spec_head = None
@@ -243,7 +245,8 @@ def _state_dict(states: Mapping, key: str, name: str) -> dict[str, Any]:
 
 
 def _config(block: Mapping, encoder_state: Mapping, head_state: Mapping | None, name: str,
-            max_input_length: Any, embedding_in_hidden_states: bool) -> MockingjayConfig:
+            max_input_length: Any, embedding_in_hidden_states: bool,
+            saved_output_dim: Any = None) -> MockingjayConfig:
     try:
         rate = int(block.get("downsample_rate", 1))
     except (TypeError, ValueError):
@@ -259,7 +262,9 @@ def _config(block: Mapping, encoder_state: Mapping, head_state: Mapping | None, 
         raise InputError(f"{key} has {weight.shape[1]} input columns, not a multiple of "
                          f"downsample_rate {rate}", path=name)
     input_dim = weight.shape[1] // rate
-    output_dim = input_dim
+    # The head's width, else what satool recorded, else the input's (s3prl's default).
+    output_dim = saved_output_dim if isinstance(saved_output_dim, int) and saved_output_dim > 0 \
+        else input_dim
     if head_state is not None:
         out = head_state.get("output.weight")
         if isinstance(out, Tensor) and out.dim() == 2 and out.shape[0] % rate == 0:
