@@ -57,7 +57,7 @@ def main() -> None:
     T = len(frames)
 
     rows = []
-    t_ours = best_time(lambda: one_head(attn, alpha, beta), repeats=20)
+    t_ours = best_time(lambda: one_head(attn, alpha, beta), repeats=50, warmup=5)
     t_ref = best_time(
         lambda: reference_segment(np.array(reference_upsample_attention(attn.astype(float), RATE)), alpha, beta),
         repeats=1, warmup=0,
@@ -74,11 +74,12 @@ def main() -> None:
     )
 
     betas = np.linspace(0.5, 2.4, 20)
-    t_sweep = best_time(lambda: [w.boundaries(b) for w in [seg.SegmentationWork(frames, alpha)] for b in betas])
+    t_sweep = best_time(lambda: [w.boundaries(b) for w in [seg.SegmentationWork(frames, alpha)] for b in betas],
+                        repeats=20)
     work = seg.SegmentationWork(frames, alpha)
     t_betas = best_time(lambda: [work.boundaries(b) for b in betas], repeats=20)
     t_work = best_time(lambda: seg.SegmentationWork(frames, alpha), repeats=20)
-    t_separate = best_time(lambda: [seg.segment(frames, alpha, b) for b in betas])
+    t_separate = best_time(lambda: [seg.segment(frames, alpha, b) for b in betas], repeats=20)
     print_table(
         f"Sweep of 20 betas on one head, T = {T} (speed-up vs 20 separate segment() calls)",
         ["what", "ms", "speed-up"],

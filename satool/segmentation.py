@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from satool.errors import UsageError
 
@@ -210,31 +211,39 @@ def _row_hashes(x: np.ndarray) -> np.ndarray:
 def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(indices of one representative per distinct row, inverse map) or None if all distinct.
 
-    Exact: rows are grouped by a hash of their bits, and the grouping is
-    verified element by element (a hash collision falls back to sorting the
-    raw bytes). ``x`` is float64 and C-contiguous, with no -0.0.
+    Exact. Runs of consecutive equal rows (up-sampled inputs) are merged
+    first; the remaining rows are grouped by a hash of their bits and the
+    grouping is verified element by element (a hash collision falls back to
+    sorting the raw bytes). ``x`` is float64 and C-contiguous, with no -0.0.
     """
     n, dim = x.shape
-    _, first, inverse = np.unique(_row_hashes(x), return_index=True, return_inverse=True)
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = (x[1:] != x[:-1]).any(axis=1)
+    heads = np.flatnonzero(new_run)
+    run_of_row = np.cumsum(new_run) - 1
+    y = x[heads]
+    _, first, inverse = np.unique(_row_hashes(y), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if len(first) < len(y) and not np.array_equal(y, y[first[inverse]]):
+        # hash collision: exact grouping by bytes
+        rows = y.view(np.dtype((np.void, y.itemsize * dim))).ravel()
+        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
     if len(first) == n:
         return None
-    if not np.array_equal(x, x[first[inverse]]):  # hash collision: exact grouping by bytes
-        rows = x.view(np.dtype((np.void, x.itemsize * dim))).ravel()
-        _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-        if len(first) == n:
-            return None
-    return first, inverse.ravel()
+    return heads[first], inverse[run_of_row]
 
 
-def _pairwise_distances(x: np.ndarray) -> np.ndarray:
-    """Euclidean distances ``[frame, frame]`` (float64) between the rows of ``x``.
+def _distinct_distances(x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Euclidean distances between the distinct rows of ``x``, and the map row -> distinct row.
 
-    Computed on the distinct rows with the Gram identity on centred data
-    (exactly 0 between identical rows, symmetric), then expanded.
+    Gram identity on centred float64 data, made exactly symmetric, clipped at
+    0, exact 0 diagonal (so identical frames are at distance exactly 0). The
+    map is None when all rows are distinct.
     """
     n, dim = x.shape
     if n == 0 or dim == 0:
-        return np.zeros((n, n))
+        return np.zeros((min(n, 1), min(n, 1))), (np.zeros(n, dtype=np.intp) if n else None)
     groups = _distinct_rows(x)
     u = x if groups is None else x[groups[0]]
     u = u - u.mean(axis=0)
@@ -248,10 +257,16 @@ def _pairwise_distances(x: np.ndarray) -> np.ndarray:
     np.maximum(d, 0.0, out=d)
     np.fill_diagonal(d, 0.0)
     np.sqrt(d, out=d)
-    if groups is not None:
-        inv = groups[1]
-        d = d[inv[:, None], inv[None, :]]
-    return d
+    return d, (None if groups is None else groups[1])
+
+
+def _expand(m: np.ndarray, inverse: np.ndarray | None) -> np.ndarray:
+    return m if inverse is None else m.take(inverse, axis=0).take(inverse, axis=1)
+
+
+def _pairwise_distances(x: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``[frame, frame]`` (float64) between the rows of ``x``."""
+    return _expand(*_distinct_distances(x))
 
 
 def kernel_gram(v: np.ndarray, alpha: float) -> np.ndarray:
@@ -259,12 +274,12 @@ def kernel_gram(v: np.ndarray, alpha: float) -> np.ndarray:
 
     ``v`` is ``[frame, dim]`` (any real dtype); the result is float64
     ``[frame, frame]``, symmetric, with ``K[i, i] = 1`` and exactly 1 between
-    identical frames.
+    identical frames. The exponential is taken on the distinct rows only.
     """
     alpha = _check_alpha(alpha)
-    d = _pairwise_distances(_as_frames(v))
+    d, inverse = _distinct_distances(_as_frames(v))
     d /= -alpha
-    return np.exp(d, out=d)
+    return _expand(np.exp(d, out=d), inverse)
 
 
 # --------------------------------------------------------------------------- filter, score, minima
@@ -309,19 +324,6 @@ def filtered_matrix(K: np.ndarray, beta: float) -> np.ndarray:
     beta = _check_beta(beta)
     left, right = _extents(K, _thresholds(K, beta))
     return _matrix_from_extents(left, right)
-
-
-def _shear(m: np.ndarray, fill: Any) -> np.ndarray:
-    """``out[i, d] = m[i, i + d]`` for ``i + d < width`` else ``fill``; shape ``[rows, width]``.
-
-    Row i of ``m`` shifted left by i, done by reading a right-padded copy with
-    a row stride one element longer (no Python loop, no index arrays).
-    """
-    rows, width = m.shape
-    pad = np.full((rows, 2 * width), fill, dtype=m.dtype)
-    pad[:, :width] = m
-    flat = np.concatenate([pad.ravel(), np.full(rows, fill, dtype=m.dtype)])
-    return flat.reshape(rows, 2 * width + 1)[:, :width]
 
 
 def score_curve(Kf: np.ndarray) -> np.ndarray:
@@ -404,17 +406,24 @@ def segment(v: np.ndarray, alpha: float, beta: float, frame_shift_s: float = 0.0
     return local_minima(_score_from_extents(left, right)) * frame_shift_s
 
 
-def _running_min_outward(K: np.ndarray, block: int = 256) -> np.ndarray:
+def _running_min_outward(K: np.ndarray) -> np.ndarray:
     """``out[i, d] = min(K[i, i], ..., K[i, i + d])`` for ``i + d < T``, else ``-inf``.
 
-    Rows are processed in blocks of ``block`` to bound the temporary memory.
+    Row i is read from its diagonal onwards through a sheared strided view of
+    a right-padded copy (row stride one element longer than the row), in
+    blocks of rows to bound the temporary memory (~32 MB).
     """
     T = K.shape[0]
     out = np.full((T, T), -np.inf)
+    block = max(64, 2_000_000 // max(1, T))
     for r0 in range(0, T, block):
         r1 = min(T, r0 + block)
-        sheared = _shear(np.asarray(K[r0:r1, r0:], dtype=np.float64), -np.inf)
-        out[r0:r1, : T - r0] = np.minimum.accumulate(sheared, axis=1)
+        b, w = r1 - r0, T - r0
+        buf = np.full((b, 2 * w), -np.inf)
+        buf[:, :w] = K[r0:r1, r0:]  # row l of the block has its diagonal at column l
+        step = buf.strides[1]
+        sheared = as_strided(buf, shape=(b, w), strides=((2 * w + 1) * step, step), writeable=False)
+        np.minimum.accumulate(sheared, axis=1, out=out[r0:r1, :w])
     return out
 
 
@@ -427,9 +436,11 @@ class SegmentationWork:
     length "number of running minima > eps_i" on each side: one comparison
     pass per beta and side.
 
-    >>> work = SegmentationWork(frames, alpha=1.0)
-    >>> for beta in DEFAULT_BETAS:
-    ...     times = work.boundaries(beta)
+    Example::
+
+        work = SegmentationWork(frames, alpha=1.0)
+        for beta in DEFAULT_BETAS:
+            times = work.boundaries(beta)
     """
 
     def __init__(self, v: np.ndarray, alpha: float):
@@ -704,10 +715,15 @@ def _prepare(utterances: Iterable[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _grid(values: Any, name: str, check: Callable[[Any], float]) -> list[float]:
-    arr = np.atleast_1d(np.asarray(values, dtype=object)).ravel().tolist()
-    if not arr:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        values = [values]
+    try:
+        arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise UsageError(f"the {name} grid must hold numbers, got {values!r}") from None
+    if arr.size == 0:
         raise UsageError(f"the {name} grid is empty")
-    return [check(v) for v in arr]
+    return [check(v) for v in arr.tolist()]
 
 
 def _sweep(

@@ -393,6 +393,8 @@ def test_segmentation_work_reuses_kernel_across_betas_and_large_T():
 
 def test_segment_edge_cases_and_errors():
     assert seg.segment(np.zeros((0, 2)), 1.0, 1.0).size == 0
+    empty = seg.SegmentationWork(np.zeros((0, 2)), 1.0)
+    assert empty.n_frames == 0 and empty.boundaries(1.0).size == 0 and empty.score(1.0).size == 0
     assert seg.segment(np.zeros((2, 2)), 1.0, 0.5).size == 0
     for bad in (dict(beta=-0.1), dict(beta=math.nan), dict(frame_shift_s=0.0), dict(alpha=0.0)):
         kwargs = dict(v=np.zeros((3, 1)), alpha=1.0, beta=1.0) | bad
@@ -679,3 +681,12 @@ def test_default_alpha_grid():
 def test_default_betas():
     b = seg.DEFAULT_BETAS
     assert b[0] == 0.3 and b[-1] == 3.0 and np.all(np.diff(b) > 0) and 1.0 in b
+
+
+def test_grids_accept_scalars_generators_and_arrays():
+    utts = toy_corpus(n=2)
+    a = seg.tune(utts, 2.0, (b for b in [0.9, 1.1])).table
+    b = seg.tune(utts, np.array([2.0]), np.array([[0.9], [1.1]])).table
+    assert [(r["alpha"], r["beta"]) for r in a] == [(r["alpha"], r["beta"]) for r in b] == [(2.0, 0.9), (2.0, 1.1)]
+    with pytest.raises(UsageError):
+        seg.tune(utts, "abc", [1.0])
