@@ -144,7 +144,9 @@ def extract(
         if settings.hidden_states else []
     planned = [u.id for u in utterances]
     if len(set(planned)) != len(planned):
-        raise InputError("utterance ids are not unique in this corpus", path=corpus_path)
+        seen: set[str] = set()
+        twice = next(u for u in planned if u in seen or seen.add(u))
+        raise InputError(f"utterance id {twice!r} occurs more than once in this corpus", path=corpus_path)
     manifest: dict[str, Any] = {
         "satool_version": __version__,
         "model": model.provenance(),
@@ -188,7 +190,7 @@ def extract(
         except InputError as exc:
             if strict:
                 raise
-            return exc
+            return None, str(exc)
         if settings.max_frames is not None:
             loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
         return loaded, model.input_features(loaded.wave)
@@ -197,12 +199,11 @@ def extract(
     with writer:
         if progress is not None:
             progress(done, len(mine))
-        for utt, prepared in _prefetch(todo, prepare):
-            if isinstance(prepared, InputError):
-                skipped.append((utt.id, str(prepared)))
-                writer.add_skipped(utt.id, str(prepared))
+        for utt, (loaded, features) in _prefetch(todo, prepare):
+            if loaded is None:  # features holds the reason
+                skipped.append((utt.id, features))
+                writer.add_skipped(utt.id, features)
             else:
-                loaded, features = prepared
                 encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states))[0]
                 attention = None
                 if encoded.attentions is not None:

@@ -74,23 +74,24 @@ def write_sphere(path: Path, wave: np.ndarray, sample_rate: int = SR) -> None:
 
 
 def make_librispeech(root: Path, speakers: Sequence[str] = ("19", "26"), per_speaker: int = 2,
-                     split: str = "dev-clean", aligned: bool = True, seed: int = 0) -> list[str]:
+                     split: str = "dev-clean", aligned: bool = True, seed: int = 0,
+                     chapter_id: str = "198") -> list[str]:
     """SPLIT/SPEAKER/CHAPTER/*.flac + trans.txt (+ TextGrids beside). Returns utterance ids."""
     import soundfile
 
     ids = []
     for s, speaker in enumerate(speakers):
-        chapter = root / split / speaker / "198"
+        chapter = root / split / speaker / chapter_id
         chapter.mkdir(parents=True, exist_ok=True)
         lines = []
         for n in range(per_speaker):
-            utt = f"{speaker}-198-{n:04d}"
+            utt = f"{speaker}-{chapter_id}-{n:04d}"
             soundfile.write(chapter / f"{utt}.flac", tone_audio(DEFAULT_PHONES, seed + 10 * s + n), SR)
             if aligned:
                 write_textgrid(chapter / f"{utt}.TextGrid", intervals_from(DEFAULT_PHONES))
             lines.append(f"{utt} HELLO WORLD")
             ids.append(utt)
-        (chapter / f"{speaker}-198.trans.txt").write_text("\n".join(lines) + "\n")
+        (chapter / f"{speaker}-{chapter_id}.trans.txt").write_text("\n".join(lines) + "\n")
     return ids
 
 
@@ -121,3 +122,19 @@ def make_timit(root: Path, upper: bool = True, seed: int = 0) -> list[str]:
         (folder / name(f"{utt}.TXT")).write_text(f"0 {t} Hello world.\n")
         ids.append(f"{name(speaker)}_{name(utt)}")
     return ids
+
+
+def make_checkpoint(path: Path, preset: str = "tiny", downsample: int = 3, seed: int = 0, **overrides) -> Path:
+    """A randomly initialised Mockingjay checkpoint in satool's (s3prl current) layout."""
+    import torch
+
+    from satool.features import FeatureConfig
+    from satool.models.checkpoint import save_checkpoint
+    from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
+
+    features = FeatureConfig()
+    config = MockingjayConfig.preset(preset, input_dim=features.input_dim, output_dim=features.target_dim,
+                                     downsample_rate=downsample, **overrides)
+    torch.manual_seed(seed)
+    save_checkpoint(path, MockingjayEncoder(config), SpecHead(config), audio=features.to_s3prl())
+    return Path(path)

@@ -27,6 +27,8 @@ def extract(
     compression: str = typer.Option("lzf", help="none, lzf (default; fast) or gzip (smaller, slower)."),
     shard: str | None = typer.Option(None, help="Process share i/N of the corpus (0-based i); or use torchrun."),
     strict: bool = typer.Option(False, help="Stop at the first bad utterance instead of skipping it."),
+    flush_every: float = typer.Option(30.0, min=0.0, help="Seconds between shard closes: at most this much "
+                                      "work is redone after a crash (0 = after every utterance)."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
 ) -> None:
     """Run a model over a corpus and store its attention maps in an HDF5 cache.
@@ -70,7 +72,7 @@ def extract(
     with progress_bar(None, label) as bar:
         summary = run_extract(
             checkpoint, corpus, out, settings, alignments=alignments, device=resolve_device(device),
-            compression=compression, shard=shard_pair, strict=strict,
+            compression=compression, shard=shard_pair, strict=strict, shard_seconds=flush_every,
             progress=lambda done, total: bar.total(total, done),
         )
     for utt, reason in summary.skipped:
