@@ -171,7 +171,7 @@ def extract(
         "boundary_convention": "phone interval edges strictly inside the utterance (start and end excluded)",
         "frame_label_convention": "label of the phone containing each 10 ms frame's centre t = i * 0.01 s",
     }
-    layer_index = torch.tensor([l - 1 for l in layers])
+    layer_list = [layer - 1 for layer in layers]
     head_index = torch.tensor([h - 1 for h in heads])
     max_seconds = None if settings.max_frames is None else settings.max_frames * LABEL_HOP_SAMPLES / 16000
 
@@ -204,12 +204,15 @@ def extract(
                 skipped.append((utt.id, features))
                 writer.add_skipped(utt.id, features)
             else:
-                encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states))[0]
+                encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states),
+                                       layers=layer_list)[0]
                 attention = None
                 if encoded.attentions is not None:
-                    attention = encoded.attentions.index_select(0, layer_index).index_select(1, head_index)
-                    attention = attention.cpu().numpy()
-                hidden = encoded.hidden_states[states].cpu().numpy() if states else None
+                    maps = encoded.attentions
+                    if len(heads) < model.num_heads:
+                        maps = maps.index_select(1, head_index)
+                    attention = maps.to(torch.float16).cpu().numpy()
+                hidden = encoded.hidden_states[states].to(torch.float16).cpu().numpy() if states else None
                 n_frames = loaded.n_frames
                 labels = loaded.frame_labels[:n_frames] if loaded.frame_labels is not None else None
                 bounds = loaded.boundaries

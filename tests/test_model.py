@@ -389,3 +389,24 @@ def test_state_dict_round_trip():
     assert torch.equal(state["encoder.layer.0.attention.LayerNorm.weight"],
                        state["encoder.layer.0.attention.output.LayerNorm.weight"])
     assert "encoder.LayerNorm.2.weight" in state
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_truncated_runs_give_the_same_maps_and_states(pre_ln):
+    """num_layers / output_hidden_states=False skip work but change no number."""
+    config = MockingjayConfig.preset("tiny", num_layers=3, pre_layer_norm=pre_ln)
+    torch.manual_seed(0)
+    encoder = MockingjayEncoder(config).eval()
+    x = torch.randn(2, 17, config.step_input_dim)
+    with torch.no_grad():
+        full = encoder(x)
+        maps_only = encoder(x, output_hidden_states=False, num_layers=2)
+        two = encoder(x, num_layers=2)
+    assert maps_only.hidden_states == () and len(maps_only.attentions) == 2
+    for a, b in zip(full.attentions[:2], maps_only.attentions):
+        assert torch.equal(a, b)
+    assert len(two.hidden_states) == 3
+    for a, b in zip(full.hidden_states[:2], two.hidden_states[:2]):
+        assert torch.equal(a, b)
+    if not pre_ln:  # post-LN: the state after layer 2 is the input of layer 3
+        assert torch.equal(two.hidden_states[2], full.hidden_states[2])

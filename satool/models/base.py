@@ -83,11 +83,14 @@ class AttentionModel(ABC):
         attention_span: int | None = None,
         want_attentions: bool = True,
         want_hidden: bool = False,
+        layers: list[int] | None = None,
     ) -> list[EncodedUtterance]:
         """Run a batch of utterances (each ``[frame, dim]`` from :meth:`input_features`).
 
         ``head_mask[layer, head]``: 0 zeroes that head's attention weights, 1
         keeps them. ``attention_span`` r: weights with |q - k| > r are zeroed.
+        ``layers``: 0-based attention layers to return (default all); without
+        ``want_hidden`` a model may stop computing after the last of them.
         """
 
     def reconstruction(self, wave: np.ndarray, *, head_mask=None, attention_span=None) -> Reconstruction | None:

@@ -531,6 +531,8 @@ class MockingjayEncoder(nn.Module):
         head_mask: Tensor | None = None,
         attention_span: int | None = None,
         output_attentions: bool = True,
+        output_hidden_states: bool = True,
+        num_layers: int | None = None,
     ) -> EncoderOutput:
         """Encode ``features[batch, step, downsample_rate * input_dim]``.
 
@@ -541,6 +543,11 @@ class MockingjayEncoder(nn.Module):
           (it contributes nothing before the output projection), 1 keeps it.
         - ``attention_span`` r: weights with ``|query - key| > r`` are set to 0
           after the softmax (rows are not renormalised).
+        - ``num_layers``: run only the first n layers (attention extraction of
+          a subset of layers needs no more).
+        - ``output_hidden_states=False`` with ``output_attentions``: the last
+          layer run stops after its attention weights (its output projection and
+          feed-forward are not needed), and ``hidden_states`` is empty.
         """
         config = self.config
         if features.dim() != 3 or features.shape[-1] != config.step_input_dim:
@@ -582,17 +589,28 @@ class MockingjayEncoder(nn.Module):
         x = self.input_representations(features, positions)
 
         stack = self.encoder
+        run = config.num_layers if num_layers is None else max(1, min(num_layers, config.num_layers))
+        maps_only = output_attentions and not output_hidden_states
         hidden: list[Tensor] = []
         maps: list[Tensor] = []
-        for i, layer in enumerate(stack.layer):
-            if config.pre_layer_norm:
+        for i, layer in enumerate(stack.layer[:run]):
+            if not output_hidden_states:
+                pass
+            elif config.pre_layer_norm:
                 hidden.append(stack.LayerNorm[i](x))
             elif config.embedding_in_hidden_states or i > 0:
                 hidden.append(x)
+            if maps_only and i == run - 1:
+                attention = layer.attention
+                normed = attention.LayerNorm(x) if config.pre_layer_norm else x
+                maps.append(attention.self(normed, padding, layer_masks[i], span, True)[1])
+                break
             x, probs = layer(x, padding, layer_masks[i], span, output_attentions)
             if output_attentions:
                 maps.append(probs)
-        hidden.append(stack.LayerNorm[-1](x) if config.pre_layer_norm else x)
+        else:
+            if output_hidden_states:
+                hidden.append(stack.LayerNorm[run](x) if config.pre_layer_norm else x)
         return EncoderOutput(tuple(hidden), tuple(maps) if output_attentions else None)
 
 
@@ -652,6 +670,8 @@ def encode_chunked(
     head_mask: Tensor | None = None,
     attention_span: int | None = None,
     output_attentions: bool = True,
+    output_hidden_states: bool = True,
+    num_layers: int | None = None,
 ) -> EncoderOutput:
     """Encode like s3prl's ``PretrainedTransformer`` does with long inputs.
 
@@ -668,8 +688,8 @@ def encode_chunked(
     if max_input_length is None:
         max_input_length = encoder.config.max_input_length
     steps = features.shape[1]
-    kwargs = dict(head_mask=head_mask, attention_span=attention_span,
-                  output_attentions=output_attentions)
+    kwargs = dict(head_mask=head_mask, attention_span=attention_span, output_attentions=output_attentions,
+                  output_hidden_states=output_hidden_states, num_layers=num_layers)
     if not chunk_long_inputs or max_input_length <= 0 or steps <= max_input_length:
         return encoder(features, lengths, **kwargs)
 

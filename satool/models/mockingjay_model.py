@@ -48,16 +48,21 @@ class MockingjayModel(AttentionModel):
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
-               want_hidden=False) -> list[EncodedUtterance]:
+               want_hidden=False, layers=None) -> list[EncodedUtterance]:
         lengths = torch.tensor([f.shape[0] for f in features])
         batch = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(self.device)
+        layers = list(range(self.num_layers)) if layers is None else list(layers)
         output = self.checkpoint.encode(
             batch, lengths if len(features) > 1 else None, head_mask=head_mask,
             attention_span=attention_span, output_attentions=want_attentions,
+            output_hidden_states=want_hidden,
+            num_layers=None if want_hidden or not layers else max(layers) + 1,
         )
         results = []
         for b, n in enumerate(lengths.tolist()):
-            attn = torch.stack([a[b, :, :n, :n] for a in output.attentions]) if want_attentions else None
+            attn = None
+            if want_attentions:
+                attn = torch.stack([output.attentions[i][b, :, :n, :n] for i in layers])
             hidden = torch.stack([h[b, :n] for h in output.hidden_states]) if want_hidden else None
             results.append(EncodedUtterance(attn, hidden, n))
         return results
