@@ -61,7 +61,7 @@ AXES = {
 }
 # Manifest fields that must match when resuming into an existing cache.
 IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned")
-COMPRESSIONS = ("none", "lzf", "gzip")
+COMPRESSIONS = ("blosc", "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -175,13 +175,14 @@ class CacheWriter:
         manifest: provenance and plan (see docs/cache.md); must equal the
             existing manifest's identity fields when resuming.
         rank: this writer's shard namespace (0 for single-process runs).
-        compression: 'none', 'lzf' or 'gzip' (gzip level 4 + shuffle).
+        compression: 'blosc' (LZ4 + byte shuffle; the default, chosen by measurement, see
+            docs/performance.md), 'lzf', 'gzip' (level 4 + shuffle) or 'none'.
         shard_bytes: close a shard once it holds about this many raw bytes.
         shard_seconds: ... or once it has been open this long.
     """
 
     def __init__(self, path: str | Path, manifest: dict[str, Any], *, rank: int = 0,
-                 compression: str = "lzf", shard_bytes: int = 256 << 20, shard_seconds: float = 30.0):
+                 compression: str = "blosc", shard_bytes: int = 256 << 20, shard_seconds: float = 30.0):
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
         self.path = Path(path)
@@ -244,6 +245,10 @@ class CacheWriter:
         return _OpenShard(partial, f, [], {}, 0, time.monotonic())
 
     def _filters(self) -> dict[str, Any]:
+        if self.compression == "blosc":
+            import hdf5plugin
+
+            return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
         if self.compression == "lzf":
             return {"compression": "lzf"}
         if self.compression == "gzip":
@@ -270,11 +275,13 @@ class CacheWriter:
                 group.create_dataset("hidden", data=h, chunks=(1, *h.shape[1:]) if h.size else None,
                                      **(self._filters() if h.size else {}))
                 shard.nbytes += h.nbytes
+            scalars = {}
             for key, value in meta.items():
                 if isinstance(value, np.ndarray):
                     group.create_dataset(key, data=value)
                 elif value is not None:
-                    group.attrs[key] = value
+                    scalars[key] = value
+            group.attrs["meta"] = json.dumps(scalars, default=_json_default)  # one attribute: fast
         except OSError as exc:
             self._abandon_shard()
             raise _disk_error(exc, shard.path) from None
@@ -452,6 +459,7 @@ class AttentionCache:
     # -- data ----------------------------------------------------------------
     def _file(self, shard: Path):
         import h5py
+        import hdf5plugin  # noqa: F401  (registers the Blosc filter for reading)
 
         f = self._files.get(shard)
         if f is None:
@@ -500,7 +508,7 @@ class AttentionCache:
     def meta(self, utt_id: str) -> dict[str, Any]:
         """speaker, split, n_frames, n_steps, frames_per_step (``downsample``), frame_labels, boundaries, phone_set."""
         group, _ = self._group(utt_id)
-        meta: dict[str, Any] = {key: _plain(value) for key, value in group.attrs.items()}
+        meta: dict[str, Any] = json.loads(group.attrs["meta"])
         for key in ("frame_labels", "boundaries"):
             meta[key] = group[key][()] if key in group else None
         meta["id"] = utt_id
@@ -521,14 +529,6 @@ class AttentionCache:
 
     def __len__(self) -> int:
         return len(self.utterance_ids)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
 
 
 def open_cache(path: str | Path) -> AttentionCache:

@@ -114,7 +114,7 @@ def extract(
     *,
     alignments: str | Path | None = None,
     device: str = "cpu",
-    compression: str = "lzf",
+    compression: str = "blosc",
     shard: tuple[int, int] | None = None,
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,

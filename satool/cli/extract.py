@@ -24,7 +24,8 @@ def extract(
                                       "e.g. '0-4'; needed for segment --features hidden:L."),
     max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
-    compression: str = typer.Option("lzf", help="none, lzf (default; fast) or gzip (smaller, slower)."),
+    compression: str = typer.Option("blosc", help="blosc (LZ4 + shuffle: default, fastest), lzf, gzip "
+                                    "(smallest, slowest) or none; see docs/performance.md."),
     shard: str | None = typer.Option(None, help="Process share i/N of the corpus (0-based i); or use torchrun."),
     strict: bool = typer.Option(False, help="Stop at the first bad utterance instead of skipping it."),
     flush_every: float = typer.Option(30.0, min=0.0, help="Seconds between shard closes: at most this much "
