@@ -54,8 +54,9 @@ def inputs(args, work: Path) -> tuple[Path, Path, str]:
 def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[list]:
     """The cache's cost: the same pipeline (prefetched audio + features, encode) with and without writing."""
     from satool.corpus import open_corpus
-    from satool.extract import ExtractSettings, _prefetch, extract
+    from satool.extract import ExtractSettings, extract
     from satool.models.base import load_model
+    from satool.prefetch import prefetched
 
     model = load_model(ckpt)
     c = open_corpus(corpus)
@@ -65,7 +66,7 @@ def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[l
         return model.input_features(c.load(utt).wave)
 
     start = time.perf_counter()
-    for _, features in _prefetch(utts, prepare):
+    for _, features in prefetched(utts, prepare):
         model.encode([features], layers=None)[0].attentions.to(torch.float16).numpy()
     forward = time.perf_counter() - start
     summary = extract(ckpt, corpus, work / f"overhead-{label}", ExtractSettings(max_utts=n))

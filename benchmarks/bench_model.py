@@ -48,7 +48,7 @@ def main() -> None:
     rows = []
     for name in args.presets.split(","):
         config = MockingjayConfig.preset(name, input_dim=80, output_dim=201, downsample_rate=3)
-        encoder, head = MockingjayEncoder(config).eval(), SpecHead(config).eval()
+        encoder = MockingjayEncoder(config).eval()
         frames = args.steps * config.downsample_rate
         x1 = torch.randn(1, args.steps, config.step_input_dim)
         with torch.no_grad():

@@ -15,8 +15,6 @@ the N processes together produce the same logical cache as one process.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import InputError, UsageError
+from satool.prefetch import prefetched
 
 LABEL_HOP_SAMPLES = 160
 
@@ -67,43 +66,6 @@ def world_shard(shard: tuple[int, int] | None = None) -> tuple[int, int]:
             raise UsageError(f"--shard {index}/{count}: need 0 <= i < N")
         return index, count
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _prefetch(items, load: Callable, depth: int = 2):
-    """Yield ``load(item)`` for each item, computing up to ``depth`` ahead in a thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def worker():
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put((item, load(item)))
-        except BaseException as exc:  # surface in the consumer
-            q.put((None, exc))
-        finally:
-            q.put(done)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = q.get()
-            if got is done:
-                return
-            item, value = got
-            if isinstance(value, BaseException):
-                raise value
-            yield item, value
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
 
 
 def extract(
@@ -199,7 +161,7 @@ def extract(
     with writer:
         if progress is not None:
             progress(done, len(mine))
-        for utt, (loaded, features) in _prefetch(todo, prepare):
+        for utt, (loaded, features) in prefetched(todo, prepare):
             if loaded is None:  # features holds the reason
                 skipped.append((utt.id, features))
                 writer.add_skipped(utt.id, features)

@@ -55,11 +55,10 @@ def test_unknown_option_is_one_red_line(satool_cli):
 
 
 def test_user_error_is_one_line_with_its_code(capsys):
+    from satool import hookimpl
     from satool.cli import run
     from satool.errors import InputError
     from satool.plugins import Plugins
-
-    from satool import hookimpl
 
     class Plugin:
         @staticmethod

@@ -42,9 +42,8 @@ def extract(
 
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
-    from satool.extract import ExtractSettings, default_layers_arg
+    from satool.extract import ExtractSettings, default_layers_arg, world_shard
     from satool.extract import extract as run_extract
-    from satool.extract import world_shard
     from satool.models.base import resolve_device
     from satool.workspace import Workspace
 

@@ -1,8 +1,8 @@
 """The plugin's own tests (run by satool's suite too)."""
 
 import numpy as np
-
 from satool_phonetics import boundary_labels, f1_score, silence_focus
+
 from satool.probing import ProbeUtterance
 
 

@@ -1,0 +1,207 @@
+"""Scoring every head with head metrics in one streaming pass (`satool metric`).
+
+Utterances arrive one at a time as ``(attn[layer, head, query, key], meta)``
+(from a cache, or straight from a model for corpora whose maps would not fit
+on disk); every registered metric turns them into ``[layer, head]`` values,
+which are accumulated over the corpus (mean, max or min; NaN values are left
+out). :class:`HeadScores` holds the result, ranks heads per metric, assigns
+categories (SPEC section 3) and saves CSV/JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satool.errors import InputError
+from satool.metrics import HeadMetric
+from satool.prefetch import prefetched
+
+CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
+CATEGORY_NAMES = {"globalness": "global", "verticality": "vertical", "diagonality": "diagonal"}
+
+
+def head_label(layer: int, head: int) -> str:
+    """'L3.H7' for 1-based layer 3, head 7."""
+    return f"L{layer}.H{head}"
+
+
+@dataclass
+class HeadScores:
+    """Corpus-level metric values per head.
+
+    ``values[name]`` and ``counts[name]`` are ``[layer, head]`` arrays over the
+    stored ``layers`` x ``heads`` (1-based numbers).
+    """
+
+    layers: list[int]
+    heads: list[int]
+    values: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+    utterances: int
+    prune_first: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.values)
+
+    def rank(self, name: str) -> np.ndarray:
+        """int ``[layer, head]``: 1 = highest value of ``name`` (NaN last; ties by head order)."""
+        flat = self.values[name].ravel()
+        key = np.where(np.isnan(flat), -np.inf, flat)
+        order = np.argsort(-key, kind="stable")
+        ranks = np.empty(len(flat), dtype=int)
+        ranks[order] = np.arange(1, len(flat) + 1)
+        return ranks.reshape(self.values[name].shape)
+
+    def categories(self) -> np.ndarray:
+        """str ``[layer, head]``: global / vertical / diagonal by best rank (ties: that order)."""
+        names = [n for n in CATEGORY_METRICS if n in self.values]
+        if len(names) < len(CATEGORY_METRICS):
+            return np.full((len(self.layers), len(self.heads)), "", dtype=object)
+        ranks = np.stack([self.rank(n) for n in names])  # [metric, layer, head]
+        best = np.argmin(ranks, axis=0)
+        return np.array([CATEGORY_NAMES[n] for n in names], dtype=object)[best]
+
+    def pruning_order(self, name: str) -> list[tuple[int, int]]:
+        """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
+        values = self.values[name].ravel()
+        lowest = self.prune_first.get(name, "highest") == "lowest"
+        key = np.where(np.isnan(values), np.inf, values if lowest else -values)
+        order = np.argsort(key, kind="stable")
+        n_heads = len(self.heads)
+        return [(self.layers[i // n_heads], self.heads[i % n_heads]) for i in order]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per head: layer, head, every metric, its rank, category."""
+        ranks = {n: self.rank(n) for n in self.values}
+        categories = self.categories()
+        rows = []
+        for i, layer in enumerate(self.layers):
+            for j, head in enumerate(self.heads):
+                row: dict[str, Any] = {"layer": layer, "head": head, "label": head_label(layer, head)}
+                for name in self.values:
+                    value = float(self.values[name][i, j])
+                    row[name] = None if np.isnan(value) else value
+                for name in self.values:
+                    row[f"rank_{name}"] = int(ranks[name][i, j])
+                row["category"] = categories[i, j]
+                rows.append(row)
+        return rows
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``metrics.csv`` and ``metrics.json`` (records plus provenance) into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = self.records()
+        with open(out / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        document = {
+            "layers": self.layers, "heads": self.heads, "utterances": self.utterances,
+            "metrics": {n: {"prune_first": self.prune_first.get(n, "highest"),
+                            "values": _nan_to_none(self.values[n]),
+                            "counts": self.counts[n].tolist()} for n in self.values},
+            "source": self.source, "heads_table": rows,
+        }
+        (out / "metrics.json").write_text(json.dumps(document, indent=1))
+        return {"csv": out / "metrics.csv", "json": out / "metrics.json"}
+
+    @classmethod
+    def load(cls, path: str | Path) -> HeadScores:
+        """Read ``metrics.json`` (or the directory holding it)."""
+        path = Path(path)
+        file = path / "metrics.json" if path.is_dir() else path
+        try:
+            doc = json.loads(file.read_text())
+            metrics = doc["metrics"]
+            return cls(
+                layers=list(doc["layers"]), heads=list(doc["heads"]),
+                values={n: np.array(m["values"], dtype=float) for n, m in metrics.items()},
+                counts={n: np.array(m["counts"]) for n, m in metrics.items()},
+                utterances=int(doc["utterances"]),
+                prune_first={n: m["prune_first"] for n, m in metrics.items()},
+                source=doc.get("source", {}),
+            )
+        except FileNotFoundError:
+            raise InputError("no metric results here (run 'satool metric' first)", path=file) from None
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"not a satool metrics.json ({exc})", path=file) from None
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+    return [[None if np.isnan(v) else float(v) for v in row] for row in a]
+
+
+class _Accumulator:
+    def __init__(self, metric: HeadMetric, shape: tuple[int, int]):
+        self.metric = metric
+        self.count = np.zeros(shape, dtype=np.int64)
+        fill = {"mean": 0.0, "max": -np.inf, "min": np.inf}[metric.reduce]
+        self.total = np.full(shape, fill, dtype=np.float64)
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != self.total.shape:
+            raise ValueError(
+                f"metric {self.metric.name!r} returned shape {values.shape}, expected {self.total.shape}"
+            )
+        ok = ~np.isnan(values)
+        self.count += ok
+        if self.metric.reduce == "mean":
+            self.total[ok] += values[ok]
+        elif self.metric.reduce == "max":
+            self.total[ok] = np.maximum(self.total[ok], values[ok])
+        else:
+            self.total[ok] = np.minimum(self.total[ok], values[ok])
+
+    def result(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.total / self.count if self.metric.reduce == "mean" else self.total.copy()
+        out[self.count == 0] = np.nan
+        return out
+
+
+def score_heads(
+    stream: Iterable[tuple[np.ndarray, dict[str, Any]]],
+    metrics: Sequence[HeadMetric],
+    layers: list[int],
+    heads: list[int],
+    *,
+    progress: Callable[[int], None] | None = None,
+    source: dict[str, Any] | None = None,
+) -> HeadScores:
+    """Accumulate ``metrics`` over a stream of ``(attn[layer, head, query, key], meta)``."""
+    shape = (len(layers), len(heads))
+    accumulators = [_Accumulator(m, shape) for m in metrics]
+    n = 0
+    for attn, meta in stream:
+        for acc in accumulators:
+            if acc.metric.needs_labels and meta.get("frame_labels") is None:
+                continue
+            acc.add(acc.metric.per_utterance(attn, meta))
+        n += 1
+        if progress is not None:
+            progress(1)
+    if n == 0:
+        raise InputError("no utterances to score")
+    return HeadScores(
+        layers, heads, {a.metric.name: a.result() for a in accumulators},
+        {a.metric.name: a.count for a in accumulators}, n,
+        {m.name: m.prune_first for m in metrics}, source or {},
+    )
+
+
+def cache_stream(cache, utterance_ids: Sequence[str] | None = None) -> Iterator[tuple[np.ndarray, dict]]:
+    """(attention, meta) of each cached utterance, read ahead in a thread."""
+    ids = cache.utterance_ids if utterance_ids is None else list(utterance_ids)
+    for _, pair in prefetched(ids, lambda u: (cache.attention(u), cache.meta(u))):
+        yield pair
