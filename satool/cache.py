@@ -49,7 +49,7 @@ import numpy as np
 
 from satool.errors import BusyError, EnvironmentProblem, InputError, UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 SHARD_RE = re.compile(r"^shard-r(\d{3})-(\d{6})\.h5$")
 PARTIAL_SUFFIX = ".partial"

@@ -205,3 +205,78 @@ def cache_stream(cache, utterance_ids: Sequence[str] | None = None) -> Iterator[
     ids = cache.utterance_ids if utterance_ids is None else list(utterance_ids)
     for _, pair in prefetched(ids, lambda u: (cache.attention(u), cache.meta(u))):
         yield pair
+
+
+def score_cache(cache, metrics: Sequence[HeadMetric], *, progress=None) -> HeadScores:
+    """Score the finished utterances of an :class:`~satool.cache.AttentionCache` in one pass."""
+    return score_heads(
+        cache_stream(cache), metrics, cache.layers, cache.heads, progress=progress,
+        source={"cache": str(cache.path), "model": cache.attrs.get("model", {}).get("checkpoint"),
+                "sha256": cache.attrs.get("model", {}).get("sha256")},
+    )
+
+
+def model_stream(model, corpus, utterances, *, max_frames: int | None = None, skipped: list | None = None,
+                 first: dict | None = None) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """(attention, meta) straight from a model, one utterance at a time (nothing stored).
+
+    ``first`` (a dict) receives the first utterance's id and maps for the figures.
+    """
+    max_seconds = None if max_frames is None else max_frames * 160 / 16000
+
+    def prepare(utt):
+        try:
+            loaded = corpus.load(utt, max_seconds=max_seconds)
+        except InputError as exc:
+            return None, str(exc)
+        return loaded, model.input_features(loaded.wave)
+
+    phone_set = list(corpus.phone_set.names)
+    for utt, (loaded, features) in prefetched(utterances, prepare):
+        if loaded is None:
+            if skipped is not None:
+                skipped.append((utt.id, features))
+            continue
+        encoded = model.encode([features])[0]
+        attn = encoded.attentions.float().cpu().numpy()
+        meta = {"id": utt.id, "speaker": utt.speaker, "split": utt.split, "n_frames": loaded.n_frames,
+                "n_steps": encoded.n_steps, "downsample": model.frames_per_step,
+                "frames_per_step": model.frames_per_step, "frame_labels": loaded.frame_labels,
+                "boundaries": loaded.boundaries, "phone_set": phone_set}
+        if first is not None and not first:
+            first.update(id=utt.id, attention=attn)
+        yield attn, meta
+
+
+def top_heads(scores: HeadScores, name: str, k: int) -> list[tuple[int, int]]:
+    """The ``k`` heads with the highest ``name`` (1-based layer and head numbers)."""
+    flat = scores.values[name].ravel()
+    order = np.argsort(-np.where(np.isnan(flat), -np.inf, flat), kind="stable")[:k]
+    n = len(scores.heads)
+    return [(scores.layers[i // n], scores.heads[i % n]) for i in order]
+
+
+def write_outputs(scores: HeadScores, out_dir: str | Path, example_id: str | None,
+                  example: np.ndarray | None, *, k: int = 4) -> dict[str, Path]:
+    """metrics.csv/json, head_distribution.png, and top_heads.png (+ top_heads.npz with the maps drawn)."""
+    from satool import figures
+
+    out = Path(out_dir)
+    paths = scores.save(out)
+    paths["distribution"] = figures.head_distribution(scores, out / "head_distribution.png")
+    if example is not None:
+        rows: dict[str, list] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for name in scores.values:
+            items = []
+            for layer, head in top_heads(scores, name, k):
+                i, j = scores.layers.index(layer), scores.heads.index(head)
+                items.append((f"{head_label(layer, head)}", example[i, j]))
+                arrays[f"{name}/{head_label(layer, head)}"] = example[i, j]
+            rows[f"top {name}"] = items
+        paths["top_heads"] = figures.attention_grid(
+            rows, out / "top_heads.png", f"Top {k} heads per metric, utterance {example_id}"
+        )
+        np.savez_compressed(out / "top_heads.npz", utterance=np.array(example_id), **arrays)
+        paths["top_heads_npz"] = out / "top_heads.npz"
+    return paths

@@ -1,10 +1,111 @@
-"""`satool metric` command."""
+"""`satool metric`: score every head (library: satool.headscores, satool.metrics)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, parse_csv, print_json, progress_bar
+
+DEFAULT_OUT = Path("results/metric")
 
 
-def metric() -> None:
-    """Score every head"""
-    raise UsageError("'satool metric' is not implemented yet (issue 6)")
+def metric(
+    source: Path | None = typer.Argument(None, help="An attention cache (default: the workspace's), or a "
+                                         "checkpoint followed by CORPUS to score without writing a cache."),
+    corpus: Path | None = typer.Argument(None, help="Corpus, only when SOURCE is a checkpoint."),
+    by: str | None = typer.Option(None, "--by", help="Metrics, comma-separated (default: every registered one; "
+                                  "see 'satool plugins')."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-head table as JSON on stdout."),
+    top: int = typer.Option(4, min=1, help="Heads per metric in the attention-map figure."),
+    allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
+    alignments: Path | None = typer.Option(None, help="Alignments (checkpoint mode)."),
+    split: str | None = typer.Option(None, help="Splits to use, comma-separated (checkpoint mode)."),
+    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances (checkpoint mode)."),
+    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances (checkpoint mode)."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto (checkpoint mode)."),
+) -> None:
+    """Globalness, verticality, diagonality and weight of every head, and its category.
+
+    G = mean entropy of a head's attention rows; V = -entropy of its mean row;
+    D = -mean |query - key| / T; W = its largest weight (SPEC section 3; plugin
+    metrics too). Each head's category is the metric (G, V or D) in whose
+    ranking it places best. Writes metrics.csv, metrics.json,
+    head_distribution.png and top_heads.png (+ .npz) into --out.
+
+    Examples: satool metric attention-cache/ --json
+              satool metric model.ckpt LibriSpeech/ --split dev-clean   (no cache on disk)
+    """
+    from satool.headscores import model_stream, score_cache, score_heads, write_outputs
+    from satool.plugins import get_plugins
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    registry = get_plugins().metrics
+    names = parse_csv(by) or registry.names()
+    metrics = [registry.get(n) for n in names]
+    out = out or DEFAULT_OUT
+    source = workspace.resolve("cache", source, hint="pass a cache made by 'satool extract'")
+    example_id, example = None, None
+    if (source / "manifest.json").exists():
+        from satool.cache import open_cache
+
+        if corpus is not None:
+            from satool.errors import UsageError
+
+            raise UsageError(f"{source} is a cache: CORPUS is only for checkpoints")
+        cache = open_cache(source)
+        cache.require_complete(allow_partial, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+        with progress_bar(len(cache.utterance_ids), "scoring heads") as bar:
+            scores = score_cache(cache, metrics, progress=bar.advance)
+        example_id = cache.utterance_ids[0]
+        example = cache.attention(example_id)
+        workspace_paths = {"cache": source, "metrics": out}
+    else:
+        from satool.corpus import open_corpus
+        from satool.models.base import load_model, resolve_device
+
+        corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
+        model = load_model(source, device=resolve_device(device))
+        opened = open_corpus(corpus, alignments)
+        utterances = opened.select(parse_csv(split) or None, max_utts)
+        skipped: list = []
+        first: dict = {}
+        with progress_bar(len(utterances), "scoring heads") as bar:
+            stream = model_stream(model, opened, utterances, max_frames=max_frames, skipped=skipped, first=first)
+            layers, heads = list(range(1, model.num_layers + 1)), list(range(1, model.num_heads + 1))
+            scores = score_heads(stream, metrics, layers, heads, progress=bar.advance,
+                                 source={"checkpoint": str(source), "corpus": str(corpus)})
+            bar.advance(len(skipped))
+        for utt, reason in skipped:
+            console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+        example_id, example = first.get("id"), first.get("attention")
+        workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
+    paths = write_outputs(scores, out, example_id, example, k=top)
+    workspace.record("metric", workspace_paths, metrics=",".join(names))
+    if as_json:
+        print_json(scores.records())
+    else:
+        _print_summary(scores)
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
+
+
+def _print_summary(scores) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from satool.headscores import top_heads
+
+    out = Console(highlight=False)
+    categories = Counter(scores.categories().ravel().tolist())
+    out.print(f"{len(scores.layers) * len(scores.heads)} heads over {scores.utterances} utterances: "
+              + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))
+    table = Table("metric", "prune first", "top heads (highest value first)")
+    for name in scores.values:
+        top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))
+        table.add_row(name, scores.prune_first.get(name, "highest"), top)
+    out.print(table)

@@ -1,0 +1,100 @@
+"""The paper's figures, drawn from saved results (every function writes one PNG).
+
+Each function takes plain arrays / result objects, so ``satool report`` can
+redraw everything from the CSV/JSON/NPZ files the stages save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from satool.plotting import figure
+
+
+def _layer_colours(n_layers: int):
+    import matplotlib
+
+    return matplotlib.colormaps["viridis"](np.linspace(0, 0.95, max(n_layers, 1)))
+
+
+def head_distribution(scores, path: str | Path) -> Path:
+    """Every head's globalness, verticality and diagonality, coloured by layer (3 scatter panels)."""
+    pairs = [("globalness", "verticality"), ("globalness", "diagonality"), ("verticality", "diagonality")]
+    pairs = [(a, b) for a, b in pairs if a in scores.values and b in scores.values]
+    colours = _layer_colours(len(scores.layers))
+    with figure(path, size=(4.2 * max(len(pairs), 1), 4), ncols=max(len(pairs), 1)) as (fig, axes):
+        axes = np.atleast_1d(axes)
+        for ax, (x, y) in zip(axes, pairs):
+            for i, layer in enumerate(scores.layers):
+                ax.scatter(scores.values[x][i], scores.values[y][i], s=18, color=colours[i], label=f"layer {layer}")
+            ax.set_xlabel(x)
+            ax.set_ylabel(y)
+        if pairs:
+            axes[-1].legend(fontsize=7, loc="best", ncol=2 if len(scores.layers) > 6 else 1)
+        fig.suptitle(f"Head distribution ({scores.utterances} utterances)")
+    return Path(path)
+
+
+def attention_grid(maps: Mapping[str, Sequence[tuple[str, np.ndarray]]], path: str | Path, title: str) -> Path:
+    """Rows = groups (e.g. metrics), columns = ``(label, map[query, key])`` pairs."""
+    rows = [(name, items) for name, items in maps.items() if items]
+    n_cols = max((len(items) for _, items in rows), default=1)
+    with figure(path, size=(2.3 * n_cols + 0.6, 2.3 * max(len(rows), 1)), nrows=max(len(rows), 1),
+                ncols=n_cols) as (fig, axes):
+        axes = np.array(axes).reshape(max(len(rows), 1), n_cols)
+        for r, (name, items) in enumerate(rows):
+            for c in range(n_cols):
+                ax = axes[r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= len(items):
+                    ax.axis("off")
+                    continue
+                label, a = items[c]
+                ax.imshow(a, cmap="magma", interpolation="nearest", aspect="equal")
+                ax.set_title(label, fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(name, fontsize=9)
+        fig.suptitle(title, fontsize=10)
+    return Path(path)
+
+
+def relation_map(matrix: np.ndarray, phones: Sequence[str], path: str | Path, title: str,
+                 *, diverging: bool = True) -> Path:
+    """A phone x phone heat map (rows = query phone, columns = key phone)."""
+    size = max(5.0, 0.16 * len(phones) + 2)
+    with figure(path, size=(size + 1, size)) as (fig, ax):
+        finite = matrix[np.isfinite(matrix)]
+        if diverging:
+            bound = float(np.nanpercentile(np.abs(finite), 99)) if finite.size else 1.0
+            image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        else:
+            image = ax.imshow(matrix, cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(len(phones)), phones, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(phones)), phones, fontsize=6)
+        ax.set_xlabel("key phone (attended to)")
+        ax.set_ylabel("query phone")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    return Path(path)
+
+
+def verticality_vs_concentration(verticality: np.ndarray, concentration: np.ndarray, labels: Sequence[str],
+                                 layers: np.ndarray, path: str | Path) -> Path:
+    """Paper Fig. 4: each head's verticality against its strongest phone concentration."""
+    colours = _layer_colours(int(layers.max()) if len(layers) else 1)
+    with figure(path, size=(6, 4.5)) as (fig, ax):
+        for layer in sorted(set(layers.tolist())):
+            sel = layers == layer
+            ax.scatter(verticality[sel], concentration[sel], s=18, color=colours[layer - 1], label=f"layer {layer}")
+        order = np.argsort(-concentration)[:5]
+        for i in order:
+            ax.annotate(labels[i], (verticality[i], concentration[i]), fontsize=7)
+        ax.set_xlabel("verticality")
+        ax.set_ylabel("max over phones of concentration C_h[n]")
+        ax.set_title("Vertical heads focus on particular phones")
+        ax.legend(fontsize=7)
+    return Path(path)
