@@ -1,10 +1,75 @@
-"""`satool relate` command."""
+"""`satool relate`: phone relation maps (library: satool.relations)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, progress_bar
+
+DEFAULT_OUT = Path("results/relate")
 
 
-def relate() -> None:
-    """Phone relation maps of heads (which phones attend to which)."""
-    raise UsageError("'satool relate' is not implemented yet (issue 6)")
+def relate(
+    cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
+    heads: str | None = typer.Option(None, "--heads", help="Heads to draw, LAYER.HEAD comma-separated (1-based), "
+                                     "e.g. 1.3,2.7."),
+    top: int = typer.Option(4, min=1, help="Otherwise draw the top N heads by --by."),
+    by: str = typer.Option("verticality", help="Metric ranking the heads for --top (values from this pass for "
+                           "verticality, else from 'satool metric' results)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
+) -> None:
+    """Which phones attend to which: P'_h, the uniform baseline P_U, P_h and the concentration C_h.
+
+    P'_h[m, n] is the attention mass from frames of phone m to frames of phone n
+    (a joint distribution), P_U the same for uniform attention, P_h = (P' - P_U)
+    / P_U (> 0 preference, < 0 avoidance) and C_h[n] the mean of P_h over query
+    phones (> 0: the head focuses on phone n). Computed for every head from the
+    model-rate maps (SPEC section 6). Writes relations.npz, relations.csv,
+    concentration.csv, one heat map per drawn head and
+    verticality_vs_concentration.png (paper Fig. 4).
+    """
+    import numpy as np
+
+    from satool.cache import open_cache
+    from satool.headscores import HeadScores, cache_stream
+    from satool.relations import parse_heads, relate as run_relate, select_heads, write_figures
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
+    out = out or DEFAULT_OUT
+    opened = open_cache(cache_path)
+    opened.require_complete(allow_partial, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    with progress_bar(len(opened.utterance_ids), "relating phones") as bar:
+        relations = run_relate(cache_stream(opened), opened.layers, opened.heads, opened.phone_set,
+                               progress=bar.advance)
+    if heads:
+        chosen = select_heads(relations, parse_heads(heads))
+    else:
+        if by == "verticality":
+            values = relations.verticality
+        else:
+            metrics_dir = workspace.resolve("metrics", None, hint=f"run 'satool metric --by {by}' first")
+            scores = HeadScores.load(metrics_dir)
+            if by not in scores.values:
+                from satool.errors import UsageError
+
+                raise UsageError(f"{metrics_dir}: no {by!r} values (run 'satool metric --by {by}')")
+            values = np.array([scores.values[by][scores.layers.index(int(layer)), scores.heads.index(int(head))]
+                               for layer, head in zip(relations.layers, relations.heads)])
+        chosen = list(np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:top])
+    paths = relations.save(out)
+    figures = write_figures(relations, chosen, out)
+    workspace.record("relate", {"cache": cache_path, "relate": out})
+    concentration = relations.concentration
+    for h in chosen:
+        c = concentration[h]
+        best = int(np.nanargmax(np.where(np.isfinite(c), c, -np.inf)))
+        console.print(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
+                      f"{relations.phones[best]!r} (C = {c[best]:+.2f})", highlight=False)
+    written = [*paths.values(), *figures["maps"], figures.get("fig4")]
+    console.print(f"{relations.utterances} aligned utterances; wrote {len(written)} files into {out}",
+                  highlight=False)
