@@ -85,9 +85,9 @@ def test_relate_cli_on_both_phone_sets(tmp_path, satool_cli, layout):
 
 def test_relations_sum_like_a_distribution():
     rng = np.random.default_rng(0)
-    a, meta = utterance(rng, 10, 2, 4, layers=1, heads=1)
-    meta["frame_labels"] = np.abs(meta["frame_labels"])  # every frame labelled
-    a[0, 0, 2] = a[0, 0, 3]  # no zero rows
-    rel: Relations = relate(iter([(a, meta)]), [1], [1], list("abcd"))
-    covered = 20 / len(meta["frame_labels"])  # frames past R * steps belong to no step
-    assert rel.p_prime[0].sum() == pytest.approx(covered * 1.0, rel=1e-9)
+    a = rng.random((1, 1, 10, 10)).astype(np.float32)
+    a /= a.sum(-1, keepdims=True)
+    labels = rng.integers(0, 4, size=21)  # every frame labelled; frame 21 is past R * steps = 20
+    rel: Relations = relate(iter([(a, {"frame_labels": labels, "frames_per_step": 2})]), [1], [1], list("abcd"))
+    assert rel.p_prime[0].sum() == pytest.approx(1.0, rel=1e-6)  # the erratum's single 1/T
+    assert rel.p_uniform.sum() == pytest.approx(1.0, rel=1e-9)
