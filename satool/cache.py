@@ -489,7 +489,7 @@ class AttentionCache:
             data = group[name][selection] if selection else group[name][()]
         except Exception as exc:
             raise InputError(f"corrupt data for {utt_id!r} ({type(exc).__name__})", path=shard) from None
-        return np.asarray(data, dtype=np.float32)
+        return _to_float32(data)
 
     def attention(self, utt_id: str, layer: int | None = None, head: int | None = None) -> np.ndarray:
         """float32 maps: all ``[layer, head, query, key]``, one layer ``[head, query, key]``, or one head."""
@@ -529,6 +529,28 @@ class AttentionCache:
 
     def __len__(self) -> int:
         return len(self.utterance_ids)
+
+
+_CAST_BLOCK = 16384  # elements per cast: below torch's parallel grain size, so no OpenMP threads wake up
+
+
+def _to_float32(data: np.ndarray) -> np.ndarray:
+    """float16 -> float32 with torch's vectorised cast (numpy's is ~9x slower), block by block.
+
+    Blocks stay single-threaded: torch's OpenMP workers would otherwise keep
+    spinning next to the caller's numpy work, and the cast releases the GIL so
+    a reader thread overlaps with computation.
+    """
+    if data.dtype != np.float16:
+        return np.asarray(data, dtype=np.float32)
+    import torch
+
+    flat = torch.from_numpy(np.ascontiguousarray(data).reshape(-1))
+    out = np.empty(data.shape, dtype=np.float32)
+    target = torch.from_numpy(out.reshape(-1))
+    for start in range(0, flat.numel(), _CAST_BLOCK):
+        target[start:start + _CAST_BLOCK].copy_(flat[start:start + _CAST_BLOCK])
+    return out
 
 
 def open_cache(path: str | Path) -> AttentionCache:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,12 +203,37 @@ def score_heads(
 def cache_stream(cache, utterance_ids: Sequence[str] | None = None) -> Iterator[tuple[np.ndarray, dict]]:
     """(attention, meta) of each cached utterance, read ahead in a thread."""
     ids = cache.utterance_ids if utterance_ids is None else list(utterance_ids)
-    for _, pair in prefetched(ids, lambda u: (cache.attention(u), cache.meta(u))):
+    for _, pair in prefetched(ids, lambda u: (cache.attention(u), LazyMeta(cache, u))):
         yield pair
 
 
+class LazyMeta(Mapping):
+    """An utterance's metadata, read from the cache on first access (most metrics never look)."""
+
+    def __init__(self, cache, utt_id: str):
+        self._cache, self._id, self._meta = cache, utt_id, None
+
+    def _load(self) -> dict[str, Any]:
+        if self._meta is None:
+            self._meta = self._cache.meta(self._id)
+        return self._meta
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
 def score_cache(cache, metrics: Sequence[HeadMetric], *, progress=None) -> HeadScores:
-    """Score the finished utterances of an :class:`~satool.cache.AttentionCache` in one pass."""
+    """Score the finished utterances of an :class:`~satool.cache.AttentionCache` in one pass.
+
+    Maps are read one utterance ahead in a background thread while the metrics
+    run (see docs/performance.md for how much the two overlap).
+    """
     return score_heads(
         cache_stream(cache), metrics, cache.layers, cache.heads, progress=progress,
         source={"cache": str(cache.path), "model": cache.attrs.get("model", {}).get("checkpoint"),

@@ -58,12 +58,15 @@ class HeadMetric:
             raise ValueError(f"metric {self.name!r}: reduce must be 'mean', 'max' or 'min'")
 
 
+_TINY = np.float32(1e-30)  # log(max(p, tiny)) * p is exactly 0 where p = 0
+
+
 def _xlogx_sum(p: np.ndarray, axis: int = -1) -> np.ndarray:
     """sum over ``axis`` of p * log(p) with 0 log 0 = 0 (float32 in, float64 out)."""
-    logp = np.zeros_like(p)
-    np.log(p, out=logp, where=p > 0)
-    logp *= p
-    return logp.sum(axis=axis, dtype=np.float64)
+    terms = np.maximum(p, _TINY)
+    np.log(terms, out=terms)
+    terms *= p
+    return terms.sum(axis=axis, dtype=np.float64)
 
 
 def globalness(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -73,7 +76,7 @@ def globalness(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.nd
 
 def verticality(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
     """V = -H((1/T) sum_q A[q]): negative entropy of the mean row. ``[layer, head]``."""
-    mean_row = attn.mean(axis=-2, dtype=np.float64).astype(np.float32)
+    mean_row = attn.mean(axis=-2)  # float32: T <= a few thousand terms of at most 1
     return _xlogx_sum(mean_row)
 
 
@@ -81,7 +84,8 @@ def diagonality(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.n
     """D = -(1/T^2) sum_q sum_k |q - k| A[q, k]: how close weights sit to the diagonal."""
     steps = attn.shape[-1]
     distance = np.abs(np.arange(steps)[:, None] - np.arange(steps)[None, :]).astype(np.float32)
-    total = np.tensordot(attn, distance, axes=([-2, -1], [0, 1]))
+    # einsum's own loop, not BLAS: no BLAS thread pool to oversubscribe in parallel scoring
+    total = np.einsum("...qk,qk->...", attn, distance)
     return -np.asarray(total, dtype=np.float64) / float(steps * steps)
 
 

@@ -108,7 +108,7 @@ class Relations:
         with open(out / "relations.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["layer", "head", "query_phone", "key_phone", "p_prime", "p_uniform", "p_norm"])
-            for h, label in enumerate(self.labels):
+            for h in range(len(self.labels)):
                 for m, pm in enumerate(self.phones):
                     for n, pn in enumerate(self.phones):
                         if self.p_uniform[m, n] > 0:

@@ -35,7 +35,8 @@ def relate(
 
     from satool.cache import open_cache
     from satool.headscores import HeadScores, cache_stream
-    from satool.relations import parse_heads, relate as run_relate, select_heads, write_figures
+    from satool.relations import parse_heads, select_heads, write_figures
+    from satool.relations import relate as run_relate
     from satool.workspace import Workspace
 
     workspace = Workspace()
