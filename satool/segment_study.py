@@ -1,0 +1,321 @@
+"""`satool segment`: where the frame vectors come from, tuning on one split, testing on another.
+
+Feature sources (``--features``):
+
+- ``attn:L.H`` -- the rows of head H of layer L (1-based), up-sampled to the
+  10 ms label rate (Kronecker x R, rows renormalised; SPEC section 4);
+- ``hidden:S`` -- hidden state S (0 = embedding output; needs ``extract --hidden``),
+  each step repeated R times;
+- ``mfcc`` -- 13 MFCCs + deltas + delta-deltas, CMVN (the paper's baseline);
+- ``mel`` -- the model's log-Mel input (80 bins, CMVN).
+
+MFCC and log-Mel are computed from the corpus recorded in the cache's
+manifest (truncated like the cached utterance). Alpha and beta are tuned for
+the best strict R-value on the tuning split (grid: :func:`default_alpha_grid`
+x :data:`DEFAULT_BETAS`), then the test split is segmented once with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satool.errors import InputError, UsageError
+from satool.segmentation import (
+    DEFAULT_BETAS,
+    DEFAULT_TOLERANCE_S,
+    SegmentationWork,
+    default_alpha_grid,
+    evaluate_boundaries,
+    evenly_spaced_boundaries,
+    kernel_gram,
+    pr_curve,
+    tune,
+    upsample_attention,
+    upsample_frames,
+)
+
+BOUNDARY_CONVENTION = (
+    "reference boundaries = phone interval edges strictly inside the utterance (its own start and end "
+    "excluded); strict = one-to-one maximum matching within the tolerance (inclusive); lenient = a "
+    "prediction within the tolerance of any reference is a hit (as in widely used public code)"
+)
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    kind: str  # attn | hidden | mfcc | mel
+    layer: int | None = None  # 1-based (attn) or hidden-state number (hidden)
+    head: int | None = None  # 1-based (attn)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "attn":
+            return f"attn:{self.layer}.{self.head}"
+        if self.kind == "hidden":
+            return f"hidden:{self.layer}"
+        return self.kind
+
+
+def parse_sources(text: str) -> list[FeatureSource]:
+    """'mfcc,attn:1.3,hidden:2' -> FeatureSources."""
+    sources = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        kind, _, rest = part.partition(":")
+        try:
+            if kind == "attn":
+                layer, head = (int(x) for x in rest.split("."))
+                sources.append(FeatureSource("attn", layer, head))
+            elif kind == "hidden":
+                sources.append(FeatureSource("hidden", int(rest)))
+            elif kind in ("mfcc", "mel") and not rest:
+                sources.append(FeatureSource(kind))
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"--features {part!r}: use attn:LAYER.HEAD, hidden:STATE, mfcc or mel (e.g. attn:1.3)"
+            ) from None
+    if not sources:
+        raise UsageError("--features is empty")
+    return sources
+
+
+class FrameSource:
+    """Frame vectors ``[frame, dim]`` at the 10 ms label rate for cached utterances."""
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.rate = cache.frames_per_step
+        self._corpus = None
+        self._utterances: dict[str, Any] = {}
+
+    def _audio(self, utt_id: str) -> np.ndarray:
+        if self._corpus is None:
+            from satool.corpus import open_corpus
+
+            info = self.cache.attrs.get("corpus", {})
+            root = info.get("root")
+            if not root or not Path(root).is_dir():
+                raise InputError(f"the cache's corpus {root!r} is not available for mfcc/mel features",
+                                 path=self.cache.path)
+            self._corpus = open_corpus(root, info.get("alignments"), info.get("layout"))
+            self._utterances = {u.id: u for u in self._corpus.utterances}
+        meta = self.cache.meta(utt_id)
+        wave = self._corpus.load(self._utterances[utt_id]).wave
+        return wave[: int(meta["n_samples"])]
+
+    def frames(self, source: FeatureSource, utt_id: str) -> np.ndarray:
+        if source.kind == "attn":
+            i, j = self._position(self.cache.layers, source.layer, "layer"), \
+                self._position(self.cache.heads, source.head, "head")
+            return upsample_attention(self.cache.attention(utt_id, layer=i, head=j), self.rate)
+        if source.kind == "hidden":
+            states = self.cache.hidden_states
+            if source.layer not in states:
+                raise UsageError(
+                    f"{self.cache.path}: hidden state {source.layer} was not stored "
+                    f"(stored: {states or 'none'}; extract with --hidden)"
+                )
+            return upsample_frames(self.cache.hidden(utt_id, state=states.index(source.layer)), self.rate)
+        wave = self._audio(utt_id)
+        if source.kind == "mfcc":
+            from satool.features import mfcc
+
+            return mfcc(wave).numpy()
+        from satool.features import FeatureConfig, FeatureExtractor
+
+        return FeatureExtractor(FeatureConfig())(wave).numpy()
+
+    def _position(self, stored: list[int], number: int, what: str) -> int:
+        if number not in stored:
+            raise UsageError(f"{self.cache.path}: {what} {number} is not in this cache (stored: {stored})")
+        return stored.index(number)
+
+
+def aligned_ids(cache, split: str | None) -> list[str]:
+    """Utterances of ``split`` (all if None) that have reference boundaries."""
+    ids = []
+    for utt in cache.utterance_ids:
+        meta = cache.meta(utt)
+        if (split is None or meta.get("split") == split) and meta.get("boundaries") is not None:
+            ids.append(utt)
+    return ids
+
+
+@dataclass
+class SourceResult:
+    """Tuned parameters and test-split scores of one feature source."""
+
+    source: str
+    alpha: float
+    beta: float
+    tuned_on: str | None
+    n_tune: int
+    n_test: int
+    strict: dict[str, Any]
+    lenient: dict[str, Any]
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"source": self.source, "alpha": self.alpha, "beta": self.beta,
+                               "tuned_on": self.tuned_on, "n_tune": self.n_tune, "n_test": self.n_test}
+        for mode, m in (("strict", self.strict), ("lenient", self.lenient)):
+            for key in ("precision", "recall", "f1", "os", "r_value", "hits", "n_ref", "n_pred"):
+                row[f"{mode}_{key}"] = m.get(key)
+        return row
+
+
+def run_source(
+    frames: FrameSource, source: FeatureSource, tune_ids: Sequence[str], test_ids: Sequence[str], *,
+    tuned_on: str | None, alpha: float | None = None, beta: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE_S, alphas: Sequence[float] | None = None,
+    betas: Sequence[float] = tuple(DEFAULT_BETAS), curve: bool = True,
+    progress: Callable[[int, int], Any] | None = None,
+) -> SourceResult:
+    """Tune (unless both alpha and beta are given) and evaluate one source."""
+    def pairs(ids):
+        return [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in ids]
+
+    test = pairs(test_ids)
+    if alpha is None or beta is None:
+        tuning = pairs(tune_ids)
+        if not tuning:
+            raise InputError("no aligned utterances in the tuning split", path=frames.cache.path)
+        grid = [alpha] if alpha is not None else list(alphas if alphas is not None else default_alpha_grid(tuning))
+        beta_grid = [beta] if beta is not None else list(betas)
+        best = tune(tuning, grid, beta_grid, tolerance=tolerance, progress=progress)
+        alpha, beta = best.alpha, best.beta
+    strict_eval = _evaluate(test, alpha, beta, tolerance)
+    sweep = pr_curve(test, alpha, betas, tolerance=tolerance) if curve else []
+    return SourceResult(source.label, float(alpha), float(beta), tuned_on, len(tune_ids), len(test_ids),
+                        strict_eval[0], strict_eval[1], sweep)
+
+
+def _evaluate(pairs, alpha: float, beta: float, tolerance: float) -> tuple[dict, dict]:
+    predicted = [SegmentationWork(v, alpha).boundaries(beta) for v, _ in pairs]
+    reference = [r for _, r in pairs]
+    return (evaluate_boundaries(reference, predicted, tolerance, mode="strict"),
+            evaluate_boundaries(reference, predicted, tolerance, mode="lenient"))
+
+
+def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str], tolerance: float) -> SourceResult:
+    """The trivial baseline: boundaries every 1/rate s, rate = the tuning split's phone boundary rate."""
+    metas_tune = [cache.meta(u) for u in tune_ids]
+    rate = sum(len(m["boundaries"]) for m in metas_tune) / max(sum(m["duration_s"] for m in metas_tune), 1e-9)
+    metas = [cache.meta(u) for u in test_ids]
+    predicted = [evenly_spaced_boundaries(m["n_samples"] / 16000, rate) for m in metas]
+    reference = [m["boundaries"] for m in metas]
+    return SourceResult(
+        f"evenly spaced ({rate:.1f}/s)", float("nan"), float("nan"), None, len(tune_ids), len(test_ids),
+        evaluate_boundaries(reference, predicted, tolerance, "strict"),
+        evaluate_boundaries(reference, predicted, tolerance, "lenient"),
+    )
+
+
+def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: float,
+                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """segment_results.csv/json, pr_curve.csv and pr_curve.png."""
+    from satool.plotting import figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    _write_csv(out / "segment_results.csv", rows)
+    (out / "segment_results.json").write_text(json.dumps(
+        {"tolerance_s": tolerance, "boundary_convention": BOUNDARY_CONVENTION, "results": rows,
+         **(extra or {})}, indent=1, default=float))
+    curve_rows = []
+    for r in results:
+        for point in r.curve:
+            for mode in ("strict", "lenient"):
+                m = point[mode]
+                curve_rows.append({"source": r.source, "alpha": r.alpha, "beta": point["beta"], "mode": mode,
+                                   "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
+                                   "os": m["os"], "r_value": m["r_value"], "n_pred": m["n_pred"]})
+    paths = {"csv": out / "segment_results.csv", "json": out / "segment_results.json"}
+    if curve_rows:
+        _write_csv(out / "pr_curve.csv", curve_rows)
+        with figure(out / "pr_curve.png", size=(5.5, 4.5)) as (fig, ax):
+            for r in results:
+                if not r.curve:
+                    continue
+                # points, not a line: the number of boundaries is not monotonic in beta
+                dots = ax.scatter([p["strict"]["recall"] for p in r.curve], [p["strict"]["precision"] for p in r.curve],
+                                  s=12, label=f"{r.source} (R = {100 * r.strict['r_value']:.1f})")
+                ax.scatter([r.strict["recall"]], [r.strict["precision"]], marker="*", s=160,
+                           color=dots.get_facecolor()[0], edgecolor="black", linewidth=0.6)
+            ax.set_xlabel("recall (hit rate)")
+            ax.set_ylabel("precision")
+            ax.set_title(f"Precision and recall over beta (star: tuned), strict, {tolerance * 1000:.0f} ms",
+                         fontsize=9)
+            ax.legend(fontsize=7)
+        paths["pr_csv"] = out / "pr_curve.csv"
+        paths["pr_png"] = out / "pr_curve.png"
+    return paths
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: float, beta: float,
+                   path: Path) -> Path:
+    """Paper Fig. 2 for one utterance: the frames, the Gram matrix, the score curve and the boundaries."""
+    from satool.plotting import figure
+
+    v = frames.frames(source, utt_id)
+    work = SegmentationWork(v, alpha)
+    score = work.score(beta)
+    predicted = work.boundary_frames(beta)
+    reference = np.asarray(frames.cache.meta(utt_id)["boundaries"]) / 0.01
+    with figure(path, size=(13, 4.2), ncols=3) as (fig, axes):
+        shown = v if source.kind == "attn" else v.T
+        axes[0].imshow(shown, aspect="auto", cmap="magma", interpolation="nearest", origin="upper")
+        axes[0].set_title(f"{source.label} ({'up-sampled map' if source.kind == 'attn' else 'features'})")
+        axes[1].imshow(kernel_gram(v, alpha), cmap="viridis", interpolation="nearest")
+        axes[1].set_title(f"kernel-Gram matrix (alpha = {alpha:.3g})")
+        axes[2].plot(score, lw=1, color="black", label="score S")
+        for i, t in enumerate(reference):
+            axes[2].axvline(t, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
+        for i, t in enumerate(predicted):
+            axes[2].axvline(t, color="tab:red", lw=0.8, ls="--", alpha=0.8, label="predicted" if i == 0 else None)
+        axes[2].set_title(f"score curve (beta = {beta:.3g}): minima = boundaries")
+        axes[2].set_xlabel("frame (10 ms)")
+        axes[2].legend(fontsize=7, loc="upper right")
+        fig.suptitle(f"Phoneme segmentation of {utt_id}", fontsize=10)
+    return path
+
+
+def rank_heads(frames: FrameSource, tune_ids: Sequence[str], test_ids: Sequence[str], *, tolerance: float,
+               alphas_per_head: int = 5, betas: Sequence[float] | None = None, max_tune: int = 40,
+               progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+    """Tune (a coarser grid) and test every stored head; rows sorted by strict R-value, best first."""
+    from satool.segmentation import ALPHA_MULTIPLIERS
+
+    betas = list(betas if betas is not None else DEFAULT_BETAS[::2])
+    tune_subset = list(tune_ids)[:max_tune]
+    multipliers = ALPHA_MULTIPLIERS[np.linspace(0, len(ALPHA_MULTIPLIERS) - 1, alphas_per_head).round().astype(int)]
+    rows = []
+    for layer in frames.cache.layers:
+        for head in frames.cache.heads:
+            source = FeatureSource("attn", layer, head)
+            tuning = [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in tune_subset]
+            grid = default_alpha_grid(tuning, multipliers=multipliers)
+            result = run_source(frames, source, tune_subset, test_ids, tuned_on="tune", tolerance=tolerance,
+                                alphas=grid, betas=betas, curve=False)
+            rows.append({"layer": layer, "head": head, **result.row()})
+            if progress is not None:
+                progress(1)
+    rows.sort(key=lambda r: -(r["strict_r_value"] if r["strict_r_value"] == r["strict_r_value"] else -1e9))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+    return rows
