@@ -107,6 +107,46 @@ def main() -> None:
             ["20 betas on a built work", t_big_betas],
         ],
     )
+    all_heads()
+
+
+def all_heads() -> None:
+    """The whole tune-and-evaluate run for every head of a demo-size model (tone corpus, dev/test)."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from satool import testing
+    from satool.cache import open_cache
+    from satool.extract import extract
+    from satool.segment_study import FrameSource, aligned_ids, rank_heads
+
+    demo = Path("satool-demo/attention-cache")
+    work = Path(tempfile.mkdtemp(prefix="satool-bench-"))
+    try:
+        if demo.exists():
+            cache_path, what = demo, "the demo's cache"
+        else:
+            for split, chapter in (("dev", "10"), ("test", "20")):
+                testing.make_librispeech(work / "LS", speakers=tuple(str(i) for i in range(1, 6)), per_speaker=4,
+                                         split=split, chapter_id=chapter)
+            extract(testing.make_checkpoint(work / "m.ckpt", preset="demo"), work / "LS", work / "cache")
+            cache_path, what = work / "cache", "tone corpus, random demo-size model"
+        cache = open_cache(cache_path)
+        frames = FrameSource(cache)
+        tune_ids, test_ids = aligned_ids(cache, "dev"), aligned_ids(cache, "test")
+        start = time.perf_counter()
+        rows = rank_heads(frames, tune_ids, test_ids, tolerance=0.02)
+        seconds = time.perf_counter() - start
+        n = len(rows)
+        print_table(
+            f"--all-heads: tune (5 alphas x 12 betas) and test every head ({what})",
+            ["heads", "tuning utterances", "test utterances", "seconds", "seconds per head"],
+            [[n, min(len(tune_ids), 40), len(test_ids), seconds, seconds / n]],
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
