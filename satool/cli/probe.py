@@ -1,10 +1,128 @@
-"""`satool probe` command."""
+"""`satool probe`: what the representations know (library: satool.probing, satool.representations)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, parse_csv, print_json, progress_bar
+
+DEFAULT_OUT = Path("results/probe")
 
 
-def probe() -> None:
-    """Train a probe (phone, speaker) on the model's representations."""
-    raise UsageError("'satool probe' is not implemented yet (issue 8)")
+def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device):
+    """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors."""
+    from satool.corpus import open_corpus
+    from satool.errors import UsageError
+    from satool.models.base import load_model, resolve_device
+
+    checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT or run 'satool pretrain'")
+    corpus_path = workspace.resolve("corpus", corpus, hint="pass CORPUS")
+    if alignments is None and workspace.path("corpus") == corpus_path:
+        alignments = workspace.path("alignments")
+    opened = open_corpus(corpus_path, alignments)
+    for split in (train_split, test_split):
+        if split not in opened.splits:
+            raise UsageError(f"{corpus_path}: no split {split!r} (splits: {', '.join(opened.splits)}); "
+                             "use --train-split / --test-split")
+    model = load_model(checkpoint, device=resolve_device(device))
+    return (model, opened, opened.select(train_split, max_utts), opened.select(test_split, max_utts),
+            checkpoint, corpus_path, alignments)
+
+
+def parse_head_list(text: str | None):
+    from satool.relations import parse_heads
+
+    return parse_heads(text) if text else []
+
+
+def probe(
+    checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
+    corpus: Path | None = typer.Argument(None, help="Corpus with train and test splits (default: the workspace's)."),
+    task: str = typer.Option("phone,speaker,speaker-utt,reconstruction", "--task", "-t",
+                             help="Tasks, comma-separated (see 'satool plugins'; plugins' tasks too)."),
+    layer: int = typer.Option(-1, "--layer", help="Hidden state to probe: 0 = embedding output, L = layer L, "
+                              "-1 = last."),
+    head_mask: str | None = typer.Option(None, "--head-mask", help="Heads to prune first, LAYER.HEAD "
+                                         "comma-separated (1-based), e.g. 1.3,2.7."),
+    span: int | None = typer.Option(None, min=0, help="Attention span r: zero weights with |q - k| > r."),
+    train_split: str = typer.Option("train", help="Split the probes are trained on."),
+    test_split: str = typer.Option("test", help="Split they are evaluated on (same speakers for speaker tasks)."),
+    steps: int = typer.Option(1500, min=1, help="Training steps per probe (paper: 50k)."),
+    seed: int = typer.Option(0, help="Same seed, same scores."),
+    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
+    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+) -> None:
+    """Train probes on a model's representations and score them beside chance (SPEC section 7).
+
+    phone: frame-level phone classification (MLP, one hidden layer); speaker: the
+    same MLP on single frames; speaker-utt: mean pooling then one linear layer;
+    reconstruction: L1 of the pre-training head against the un-masked target
+    (lower is better; chance = predicting each utterance's mean frame). One
+    forward pass per utterance serves every task. Deterministic for a seed.
+    """
+    from satool.plugins import get_plugins
+    from satool.probing import ProbeSettings
+    from satool.pruning import evaluate_tasks, write_csv
+    from satool.representations import Configuration, ProbeData
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    tasks = [get_plugins().tasks.get(name) for name in parse_csv(task)]
+    model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+    state = _state_index(model, layer)
+    config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask), state, span)
+    need_recon = any("reconstruction" in t.needs for t in tasks)
+    with progress_bar(len(train) + len(test), "representations") as bar:
+        data = [ProbeData(model, opened, utts, reconstruction=need_recon, max_frames=max_frames,
+                          progress=bar.advance) for utts in (train, test)]
+        splits = [d.represent(config) for d in data]
+    for utt, reason in data[0].skipped + data[1].skipped:
+        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+    with progress_bar(len(tasks), "training probes") as bar:
+        results = []
+        for t in tasks:
+            results += evaluate_tasks([t], *splits, seed=seed, settings=ProbeSettings(steps=steps),
+                                      device=str(getattr(model, "device", "cpu")))
+            bar.advance()
+    for r in results:
+        r.update(layer=layer, head_mask=head_mask or "", span=span, seed=seed, train_split=train_split,
+                 test_split=test_split)
+    out = out or DEFAULT_OUT
+    write_csv(out / "probe_results.csv", results)
+    import json
+
+    (out / "probe_results.json").write_text(json.dumps(results, indent=1, default=float))
+    workspace.record("probe", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
+                               "probe": out}, tasks=task)
+    if as_json:
+        print_json(results)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("task", "score", "chance", "measure", "train", "test")
+    for r in results:
+        table.add_row(r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}", r["score_name"]
+                      + (" (lower is better)" if not r["higher_is_better"] else ""), str(r["n_train"]),
+                      str(r["n_test"]))
+    Console(highlight=False).print(table)
+
+
+def _state_index(model, layer: int) -> int:
+    """Hidden-state number (0 = embedding when present, L = layer L, -1 = last) -> array index."""
+    from satool.errors import UsageError
+
+    names = model.hidden_state_names
+    if layer == -1:
+        return len(names) - 1
+    wanted = "embedding" if layer == 0 else f"layer {layer}"
+    if wanted not in names:
+        raise UsageError(f"--layer {layer}: this model has hidden states {', '.join(names)}")
+    return names.index(wanted)

@@ -1,10 +1,130 @@
-"""`satool prune` command."""
+"""`satool prune`: which heads matter (library: satool.pruning)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+import json
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console, parse_csv, progress_bar
+
+DEFAULT_OUT = Path("results/prune")
 
 
-def prune() -> None:
-    """Prune heads in a metric's order and measure what is lost."""
-    raise UsageError("'satool prune' is not implemented yet (issue 8)")
+def prune(
+    checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
+    corpus: Path | None = typer.Argument(None, help="Corpus with train/test splits (default: the workspace's)."),
+    by: str = typer.Option("globalness,verticality,diagonality,weight,random", "--by",
+                           help="Pruning orders, comma-separated: any registered metric (its own order: G, V, D "
+                           "highest first, W lowest first) or 'random'."),
+    task: str = typer.Option("phone,speaker,speaker-utt", "--task", "-t", help="Probing tasks, comma-separated."),
+    step: int | None = typer.Option(None, min=1, help="Heads pruned per level (default: all heads / 12)."),
+    random_seeds: int = typer.Option(3, min=1, help="Random orders averaged for --by random."),
+    span: str | None = typer.Option(None, help="Span pruning instead: attention spans r, comma-separated "
+                                    "(e.g. 0,1,2,4,8,16)."),
+    metrics: Path | None = typer.Option(None, help="'satool metric' results (default: the workspace's)."),
+    layer: int = typer.Option(-1, "--layer", help="Hidden state probed (0 = embedding, -1 = last)."),
+    train_split: str = typer.Option("train", help="Split the probes are trained on."),
+    test_split: str = typer.Option("test", help="Split they are evaluated on."),
+    steps: int = typer.Option(1500, min=1, help="Training steps per probe."),
+    seed: int = typer.Option(0, help="Probe seed (same seed, same curve)."),
+    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
+    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+) -> None:
+    """Prune heads cumulatively in a metric's order and measure what the probes lose (paper Fig. 5).
+
+    Levels 0, k, 2k, ..., all heads; at each level the probes are trained and
+    scored on the pruned model (one forward pass per distinct configuration,
+    shared by all tasks and orders). In a directory where pretrain, extract and
+    metric ran, exactly 'satool prune --by globalness --task speaker' works.
+    Writes prune_results.csv/json, prune_curves.png and, with globalness and
+    weight results, globalness_vs_weight.png/.csv (paper Fig. 6).
+    """
+    from satool.cli.probe import _state_index, probing_inputs
+    from satool.headscores import HeadScores
+    from satool.plugins import get_plugins
+    from satool.probing import ProbeSettings
+    from satool.pruning import (
+        RANDOM,
+        RepresentationStore,
+        globalness_vs_weight,
+        plan,
+        pruning_figure,
+        span_figure,
+        sweep_heads,
+        sweep_spans,
+        write_csv,
+    )
+    from satool.representations import ProbeData
+    from satool.workspace import Workspace
+
+    workspace = Workspace()
+    tasks = [get_plugins().tasks.get(name) for name in parse_csv(task)]
+    names = parse_csv(by)
+    for name in names:
+        if name != RANDOM:
+            get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
+    model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+    state = _state_index(model, layer)
+    settings = ProbeSettings(steps=steps)
+    need_recon = any("reconstruction" in t.needs for t in tasks)
+    out = out or DEFAULT_OUT
+    device_name = str(getattr(model, "device", "cpu"))
+    total = model.num_layers * model.num_heads
+    scores = None
+    metrics_dir = metrics or workspace.path("metrics")
+    if any(n != RANDOM for n in names) or span is None:
+        if metrics_dir is not None and (Path(metrics_dir) / "metrics.json").exists():
+            scores = HeadScores.load(metrics_dir)
+    with progress_bar(len(train) + len(test), "reading data") as bar:
+        data = [ProbeData(model, opened, utts, reconstruction=need_recon, max_frames=max_frames,
+                          progress=bar.advance) for utts in (train, test)]
+    store = RepresentationStore(*data)
+    with progress_bar(None, "pruning") as bar:
+        if span is not None:
+            spans = [None] + [int(s) for s in parse_csv(span)]
+            bar.total(len(spans), 0)
+            rows = sweep_spans(store, spans, tasks, seed=seed, settings=settings, state=state, device=device_name)
+            figure = span_figure(rows, out / "span_curves.png")
+        else:
+            sweep = plan(names, scores, model.num_layers, model.num_heads, step=step,
+                         random_seeds=range(random_seeds))
+            n_levels = sum(len(o) for o in sweep.orders.values()) * len(sweep.levels)
+            bar.total(n_levels, 0)
+            rows = sweep_heads(store, sweep, tasks, seed=seed, settings=settings, state=state, device=device_name,
+                               on_level=lambda name, level: bar.advance())
+            figure = pruning_figure(rows, out / "prune_curves.png", total)
+    write_csv(out / ("span_results.csv" if span is not None else "prune_results.csv"), rows)
+    (out / ("span_results.json" if span is not None else "prune_results.json")).write_text(
+        json.dumps(rows, indent=1, default=float))
+    extra = []
+    if scores is not None and {"globalness", "weight"} <= set(scores.values) and span is None:
+        first = sweep.levels[1] if len(sweep.levels) > 1 else 1
+        fig6, fig6_rows = globalness_vs_weight(scores, out / "globalness_vs_weight.png", first)
+        write_csv(out / "globalness_vs_weight.csv", fig6_rows)
+        extra = [fig6]
+    workspace.record("prune", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
+                               "prune": out}, by=by, task=task)
+    for utt, reason in (data[0].skipped + data[1].skipped)[:5]:
+        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+    _print(rows, span is not None)
+    console.print(f"{store.passes} representation passes; wrote {figure}"
+                  + "".join(f", {p}" for p in extra), highlight=False)
+
+
+def _print(rows, spans: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("by" if not spans else "span", "pruned" if not spans else "", "task", "score", "chance")
+    for r in rows:
+        if spans:
+            table.add_row(str(r["span"]), "", r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
+        elif r["order_seed"] in (None, 0):
+            table.add_row(r["by"], str(r["pruned"]), r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
+    Console(highlight=False).print(table)

@@ -37,8 +37,15 @@ def segment(
     """
     from satool.cache import open_cache
     from satool.segment_study import (
-        BOUNDARY_CONVENTION, FrameSource, aligned_ids, evenly_spaced_result, example_figure, parse_sources,
-        rank_heads, run_source, write_results,
+        BOUNDARY_CONVENTION,
+        FrameSource,
+        aligned_ids,
+        evenly_spaced_result,
+        example_figure,
+        parse_sources,
+        rank_heads,
+        run_source,
+        write_results,
     )
     from satool.workspace import Workspace
 

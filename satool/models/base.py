@@ -54,6 +54,22 @@ class Reconstruction:
     n_values: int
 
 
+@dataclass
+class ProbeInput:
+    """An utterance's model input (and pre-training target, if asked), reused by every probing pass."""
+
+    features: Any  # torch.Tensor [frame or step, dim]
+    target: Any = None  # torch.Tensor [step, dim] or None
+
+
+@dataclass
+class Representation:
+    """What the probing pass keeps of one utterance."""
+
+    hidden: np.ndarray  # float32 [step, hidden]
+    reconstruction: Reconstruction | None
+
+
 class AttentionModel(ABC):
     """A loaded transformer whose attention satool can read and mask."""
 
@@ -93,9 +109,20 @@ class AttentionModel(ABC):
         ``want_hidden`` a model may stop computing after the last of them.
         """
 
-    def reconstruction(self, wave: np.ndarray, *, head_mask=None, attention_span=None) -> Reconstruction | None:
-        """L1 of the pre-training head on the un-masked input (None without a head)."""
-        return None
+    def probe_input(self, wave: np.ndarray, *, reconstruction: bool = False) -> ProbeInput:
+        """What a probing pass needs of one utterance, independent of head masks (computed once)."""
+        return ProbeInput(self.input_features(wave), None)
+
+    def represent(self, inputs: list[ProbeInput], *, state: int = -1, head_mask=None,
+                  attention_span=None) -> list[Representation]:
+        """One batched forward pass for probing: hidden state ``state`` (index into
+        ``hidden_state_names``; -1 = last) as float32 ``[step, hidden]`` per utterance and,
+        where the input carries a target and the model has a pre-training head, its L1."""
+        import torch
+
+        encoded = self.encode([i.features for i in inputs], head_mask=head_mask, attention_span=attention_span,
+                              want_attentions=False, want_hidden=True)
+        return [Representation(e.hidden_states[state].to(torch.float32).cpu().numpy(), None) for e in encoded]
 
     @abstractmethod
     def provenance(self) -> dict[str, Any]:

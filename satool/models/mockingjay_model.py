@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from satool.features import FeatureConfig, FeatureExtractor
-from satool.models.base import AttentionModel, EncodedUtterance, Reconstruction
+from satool.models.base import (
+    AttentionModel,
+    EncodedUtterance,
+    ProbeInput,
+    Reconstruction,
+    Representation,
+)
 from satool.models.checkpoint import MockingjayCheckpoint
 from satool.models.mockingjay import stack_frames
 
@@ -67,23 +73,36 @@ class MockingjayModel(AttentionModel):
             results.append(EncodedUtterance(attn, hidden, n))
         return results
 
-    @torch.no_grad()
-    def reconstruction(self, wave, *, head_mask=None, attention_span=None) -> Reconstruction | None:
-        """L1 of the head's output against the un-masked target over the utterance."""
-        if self.head is None:
-            return None
-        inputs, target = self.extractor.input_and_target(wave)
+    def probe_input(self, wave, *, reconstruction=False) -> ProbeInput:
+        """Stacked input steps and, with ``reconstruction`` and a head, the stacked target."""
         rate = self.frames_per_step
-        steps = stack_frames(inputs[None], rate).to(self.device)
-        target = stack_frames(target[None], rate)[0].to(self.device)
-        hidden = self.checkpoint.encode(steps, head_mask=head_mask, attention_span=attention_span,
-                                        output_attentions=False).last_hidden_state
-        prediction = self.head(hidden)[0]
-        if prediction.shape != target.shape:
-            return None  # the head predicts another target than this front end makes
-        error = (prediction - target).abs()
-        baseline = (target - target.mean(dim=0, keepdim=True)).abs()
-        return Reconstruction(float(error.mean()), float(baseline.mean()), int(error.numel()))
+        if reconstruction and self.head is not None:
+            inputs, target = self.extractor.input_and_target(wave)
+            return ProbeInput(stack_frames(inputs[None], rate)[0], stack_frames(target[None], rate)[0])
+        return ProbeInput(self.input_features(wave), None)
+
+    @torch.no_grad()
+    def represent(self, inputs, *, state=-1, head_mask=None, attention_span=None) -> list[Representation]:
+        """Hidden state ``state`` and the head's L1 against the un-masked target, one batched forward."""
+        lengths = torch.tensor([i.features.shape[0] for i in inputs])
+        batch = torch.nn.utils.rnn.pad_sequence([i.features for i in inputs], batch_first=True).to(self.device)
+        output = self.checkpoint.encode(batch, lengths if len(inputs) > 1 else None, head_mask=head_mask,
+                                        attention_span=attention_span, output_attentions=False)
+        want_head = self.head is not None and any(i.target is not None for i in inputs)
+        predictions = self.head(output.last_hidden_state) if want_head else None
+        results = []
+        for b, (item, n) in enumerate(zip(inputs, lengths.tolist())):
+            hidden = output.hidden_states[state][b, :n].float().cpu().numpy()
+            recon = None
+            if predictions is not None and item.target is not None:
+                target = item.target.to(self.device)
+                prediction = predictions[b, :n]
+                if prediction.shape == target.shape:  # else the head predicts another target than this front end
+                    error = (prediction - target).abs()
+                    baseline = (target - target.mean(dim=0, keepdim=True)).abs()
+                    recon = Reconstruction(float(error.mean()), float(baseline.mean()), int(error.numel()))
+            results.append(Representation(hidden, recon))
+        return results
 
     def provenance(self) -> dict[str, Any]:
         return {

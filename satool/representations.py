@@ -1,0 +1,133 @@
+"""The probing pass: one forward per utterance per model configuration, shared by all tasks.
+
+A *configuration* is a head mask ``[layer, head]`` (0 = pruned), an attention
+span and the hidden state to keep. :class:`ProbeData` reads a split once --
+audio, labels and the model's input features (and pre-training targets) --
+and keeps them while they fit a memory budget; :meth:`ProbeData.represent`
+then runs only the model, in batches of similar length, for each
+configuration. Every task trains and scores on the result
+(:mod:`satool.probing`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from satool.errors import InputError
+from satool.prefetch import prefetched
+from satool.probing import ProbeSplit, ProbeUtterance
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What a representation pass depends on (besides the model and the data)."""
+
+    head_mask: tuple[tuple[float, ...], ...] | None = None  # [layer][head], 1 keep / 0 prune
+    attention_span: int | None = None
+    state: int = -1  # hidden state index (-1 = last; 0 = embedding output when the model has it)
+
+    @classmethod
+    def pruned(cls, n_layers: int, n_heads: int, heads: Sequence[tuple[int, int]], state: int = -1,
+               attention_span: int | None = None) -> Configuration:
+        """Heads given as (layer, head) numbers (1-based) set to 0; no mask at all if none is pruned."""
+        if not heads:
+            return cls(None, attention_span, state)
+        mask = np.ones((n_layers, n_heads))
+        for layer, head in heads:
+            mask[layer - 1, head - 1] = 0.0
+        return cls(tuple(map(tuple, mask.tolist())), attention_span, state)
+
+    def mask_tensor(self):
+        if self.head_mask is None:
+            return None
+        import torch
+
+        return torch.tensor(self.head_mask, dtype=torch.float32)
+
+    @property
+    def key(self) -> str:
+        """A short stable id (for sharing passes)."""
+        text = repr((self.head_mask, self.attention_span, self.state)).encode()
+        return hashlib.sha1(text).hexdigest()[:16]
+
+
+@dataclass
+class _Item:
+    utterance: object
+    frame_labels: np.ndarray | None
+    probe_input: object | None  # None when over the memory budget: recomputed per pass
+    n_steps: int
+
+
+class ProbeData:
+    """One split, read once: labels, speakers and the model inputs of every good utterance.
+
+    Args:
+        budget_bytes: keep model inputs in memory up to this size; beyond it,
+            audio is re-read and features recomputed in each pass.
+        batch_size: utterances per forward pass (sorted by length).
+    """
+
+    def __init__(self, model, corpus, utterances, *, reconstruction: bool = False, max_frames: int | None = None,
+                 budget_bytes: int = 2 << 30, batch_size: int = 16,
+                 progress: Callable[[int], None] | None = None):
+        self.model, self.corpus = model, corpus
+        self.reconstruction = reconstruction
+        self.max_seconds = None if max_frames is None else max_frames * 160 / 16000
+        self.batch_size = batch_size
+        self.skipped: list[tuple[str, str]] = []
+        self.items: list[_Item] = []
+        used = 0
+
+        def load(utt):
+            try:
+                loaded = corpus.load(utt, max_seconds=self.max_seconds)
+            except InputError as exc:
+                return str(exc)
+            return loaded, model.probe_input(loaded.wave, reconstruction=reconstruction)
+
+        for utt, got in prefetched(utterances, load):
+            if progress is not None:
+                progress(1)
+            if isinstance(got, str):
+                self.skipped.append((utt.id, got))
+                continue
+            loaded, item_input = got
+            size = sum(t.numel() * 4 for t in (item_input.features, item_input.target) if t is not None)
+            keep = used + size <= budget_bytes
+            used += size if keep else 0
+            self.items.append(_Item(utt, loaded.frame_labels, item_input if keep else None,
+                                    int(item_input.features.shape[0])))
+        self.phone_set = list(corpus.phone_set.names)
+
+    def _input(self, item: _Item):
+        if item.probe_input is not None:
+            return item.probe_input
+        loaded = self.corpus.load(item.utterance, max_seconds=self.max_seconds)
+        return self.model.probe_input(loaded.wave, reconstruction=self.reconstruction)
+
+    def represent(self, configuration: Configuration, progress: Callable[[int], None] | None = None) -> ProbeSplit:
+        """Run the model under ``configuration`` over the split (batched by length)."""
+        order = sorted(range(len(self.items)), key=lambda i: self.items[i].n_steps)
+        hidden: dict[int, object] = {}
+        mask = configuration.mask_tensor()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            reps = self.model.represent([self._input(self.items[i]) for i in batch], state=configuration.state,
+                                        head_mask=mask, attention_span=configuration.attention_span)
+            hidden.update(zip(batch, reps))
+            if progress is not None:
+                progress(len(batch))
+        out = []
+        for i, item in enumerate(self.items):
+            rep = hidden[i]
+            recon = rep.reconstruction
+            out.append(ProbeUtterance(
+                item.utterance.id, item.utterance.speaker, rep.hidden, self.model.frames_per_step, item.frame_labels,
+                recon.l1 if recon else None, recon.n_values if recon else 0, recon.mean_frame_l1 if recon else None,
+            ))
+        return ProbeSplit(out, self.phone_set)
