@@ -114,3 +114,13 @@ def test_exit_codes_documented():
         assert re.search(rf"\|\s*{value}\s*\|", doc), f"exit code {value} ({name}) not in docs/exit-codes.md"
     for cls in errors.ALL_ERRORS:
         assert cls.__name__ in doc, cls.__name__
+
+
+def test_cli_reference_is_current():
+    import os
+
+    env = {**os.environ, "SATOOL_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    generated = subprocess.run([sys.executable, "-m", "satool.cli.reference"], capture_output=True, text=True, env=env,
+                               cwd=REPO, check=True).stdout
+    assert generated == (REPO / "docs" / "cli.md").read_text(), \
+        "docs/cli.md is out of date: run SATOOL_DISABLE_PLUGIN_AUTOLOAD=1 python -m satool.cli.reference > docs/cli.md"

@@ -1,10 +1,21 @@
-"""`satool report` command."""
+"""`satool report`: rebuild the HTML report from saved results (library: satool.report)."""
 
 from __future__ import annotations
 
-from satool.errors import UsageError
+from pathlib import Path
+
+import typer
+
+from satool.cli.common import console
 
 
-def report() -> None:
-    """Rebuild the HTML report from saved results."""
-    raise UsageError("'satool report' is not implemented yet (issue 9)")
+def report(
+    directory: Path = typer.Argument(Path("."), help="A directory where stages ran (has satool.toml), e.g. the "
+                                     "demo's output."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default DIRECTORY/report.html)."),
+) -> None:
+    """Rebuild the self-contained HTML report (figures embedded) from the saved results."""
+    from satool.report import build_report
+
+    path = build_report(directory, out)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)

@@ -1,0 +1,315 @@
+"""`satool demo`: the whole study end to end on the built-in synthetic corpus.
+
+Stages (each a plain library call; finished ones are skipped on a second run,
+tracked in ``DIR/demo-state.json`` together with the settings they ran with):
+
+1. synthesise the corpus (eSpeak NG voices, exact phone alignments)
+2. pre-train the demo model (Cnum = 3, R = 3)
+3. extract attention (dev and test splits, with hidden states)
+4. metric: G, V, D, W and categories
+5. segment: MFCC, log-Mel, every head (ranked), the best head and hidden layer
+6. relate: phone relation maps of the most vertical heads
+7. probe: phone, speaker, utterance speaker, reconstruction
+8. prune: every metric and random orders, three tasks
+9. report: DIR/report.html
+
+``DIR/satool.toml`` records everything, so any stage can be rerun by hand
+inside DIR (e.g. ``cd DIR && satool prune --by globalness --task speaker``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satool.errors import EnvironmentProblem
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the full demo and of ``--quick`` (CI smoke test)."""
+
+    speakers: int = 40
+    utterances_per_speaker: int = 30
+    preset: str = "demo"
+    pretrain_steps: int = 1500
+    # The demo trains 5x faster than SPEC's s3prl rate (2e-4) so that heads specialise
+    # within minutes on 2 CPU cores; `satool pretrain` keeps 2e-4 as its default.
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    hidden_states: tuple[int, ...] = (0, 1, 2, 3, 4)
+    probe_steps: int = 800
+    probe_train_utts: int | None = 420
+    probe_test_utts: int | None = 160
+    prune_step: int = 4
+    random_seeds: int = 2
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(speakers=8, utterances_per_speaker=10, preset="tiny", pretrain_steps=60, batch_size=8,
+                   hidden_states=(0, 1, 2), probe_steps=150, probe_train_utts=None, probe_test_utts=None,
+                   prune_step=1, random_seeds=2)
+
+
+@dataclass
+class DemoState:
+    """What finished, with which settings, and how long it took."""
+
+    path: Path
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> DemoState:
+        file = path / "demo-state.json"
+        done = json.loads(file.read_text()).get("done", {}) if file.exists() else {}
+        return cls(path, done)
+
+    def finished(self, stage: str, settings: dict) -> bool:
+        return self.done.get(stage, {}).get("settings") == settings
+
+    def mark(self, stage: str, settings: dict, seconds: float, **extra: Any) -> None:
+        self.done[stage] = {"settings": settings, "seconds": seconds, **extra}
+        from satool.cache import write_json_atomic
+
+        write_json_atomic(self.path / "demo-state.json", {"done": self.done})
+
+
+STAGES = ("corpus", "pretrain", "extract", "metric", "segment", "relate", "probe", "prune", "report")
+
+
+def run_demo(out: str | Path, settings: DemoSettings, *,
+             on_stage: Callable[[int, str, bool], None] | None = None,
+             progress_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage into ``out``; returns the demo state.
+
+    ``on_stage(index, name, skipped)`` is called as each stage starts;
+    ``progress_factory(description)`` returns a context manager with
+    ``advance(n)`` / ``total(total, done)`` for the stage's progress bar.
+    """
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state = DemoState.load(out)
+    s = asdict(settings)
+
+    from satool.workspace import Workspace
+
+    workspace = Workspace(out / "satool.toml")
+
+    def stage(index: int, name: str, keys: tuple[str, ...], body: Callable[[Any], dict | None]) -> None:
+        wanted = {k: s[k] for k in keys}
+        skipped = state.finished(name, wanted)
+        if on_stage is not None:
+            on_stage(index, name, skipped)
+        if skipped:
+            return
+        began = time.perf_counter()
+        with (progress_factory(name) if progress_factory else _NoProgress()) as bar:
+            extra = body(bar) or {}
+        state.mark(name, wanted, time.perf_counter() - began, **extra)
+
+    corpus, ckpt, cache = out / "corpus", out / "model.ckpt", out / "attention-cache"
+    results = out / "results"
+
+    def make_corpus(bar):
+        try:
+            from satool.synth import synthesize_corpus
+        except ImportError as exc:  # pragma: no cover - the synth extra is missing
+            raise EnvironmentProblem(f"the demo needs the synthetic corpus: pip install 'satool[synth]' ({exc})")
+        manifest = synthesize_corpus(corpus, speakers=settings.speakers,
+                                     utterances_per_speaker=settings.utterances_per_speaker, seed=settings.seed,
+                                     progress=lambda d, t: bar.total(t, d), overwrite=True)
+        workspace.record("corpus", {"corpus": corpus})
+        return {"hours": manifest["total_hours"]}
+
+    def pretrain(bar):
+        from satool.pretrain import PretrainSettings
+        from satool.pretrain import pretrain as run
+
+        result = run(corpus, ckpt, PretrainSettings(
+            preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,
+            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
+            save_every=max(100, settings.pretrain_steps // 5),
+        ), progress=lambda step, loss: (bar.total(settings.pretrain_steps, step), bar.info(f"loss {loss:.3f}")))
+        workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus}, steps=settings.pretrain_steps)
+        return {"final_loss": result.final_loss, "heldout_l1": result.heldout_l1,
+                "heldout_mean_frame_l1": result.heldout_mean_frame_l1, "frames_per_second": result.frames_per_second}
+
+    def extract(bar):
+        from satool.extract import ExtractSettings
+        from satool.extract import extract as run
+
+        states = [h for h in settings.hidden_states if h <= _num_layers(ckpt)]
+        summary = run(ckpt, corpus, cache, ExtractSettings(split=["dev", "test"], hidden_states=states),
+                      progress=lambda d, t: bar.total(t, d))
+        workspace.record("extract", {"cache": cache})
+        return {"utterances": summary.written + summary.already_done, "skipped": len(summary.skipped)}
+
+    def metric(bar):
+        from satool.cache import open_cache
+        from satool.headscores import score_cache, write_outputs
+        from satool.plugins import get_plugins
+
+        opened = open_cache(cache)
+        bar.total(len(opened.utterance_ids), 0)
+        scores = score_cache(opened, [e.obj for e in get_plugins().metrics], progress=bar.advance)
+        write_outputs(scores, results / "metric", opened.utterance_ids[0], opened.attention(opened.utterance_ids[0]))
+        workspace.record("metric", {"metrics": results / "metric"})
+
+    def segment(bar):
+        from satool.cache import open_cache
+        from satool.segment_study import (
+            FeatureSource, FrameSource, aligned_ids, evenly_spaced_result, example_figure, rank_heads, run_source,
+            write_results,
+        )
+
+        opened = open_cache(cache)
+        frames = FrameSource(opened)
+        tune_ids, test_ids = aligned_ids(opened, "dev"), aligned_ids(opened, "test")
+        bar.total(len(opened.layers) * len(opened.heads) + 2 + len(opened.hidden_states), 0)
+        heads = rank_heads(frames, tune_ids, test_ids, tolerance=0.02, progress=bar.advance)
+        from satool.pruning import write_csv
+
+        write_csv(results / "segment" / "heads_by_r_value.csv", heads)
+        best_head = FeatureSource("attn", heads[0]["layer"], heads[0]["head"])
+        outcomes = [evenly_spaced_result(opened, tune_ids, test_ids, 0.02)]
+        hidden_results = []
+        for source in [FeatureSource("mfcc"), FeatureSource("mel"), best_head] + [
+                FeatureSource("hidden", h) for h in opened.hidden_states]:
+            result = run_source(frames, source, tune_ids, test_ids, tuned_on="dev", curve=source.kind != "hidden")
+            (hidden_results if source.kind == "hidden" else outcomes).append(result)
+            bar.advance()
+        best_hidden = max(hidden_results, key=lambda r: r.strict["r_value"]) if hidden_results else None
+        if best_hidden is not None:
+            outcomes.append(best_hidden)
+        write_results(outcomes + [r for r in hidden_results if r is not best_hidden], results / "segment",
+                      tolerance=0.02, extra={"best_head": best_head.label,
+                                             "best_hidden": best_hidden.source if best_hidden else None})
+        for result, source in ((outcomes[1], FeatureSource("mfcc")), (outcomes[3], best_head)):
+            example_figure(frames, source, test_ids[0], result.alpha, result.beta,
+                           results / "segment" / f"example_{source.label.replace(':', '_')}.png")
+        workspace.record("segment", {"segment": results / "segment"})
+
+    def relate(bar):
+        import numpy as np
+
+        from satool.cache import open_cache
+        from satool.headscores import cache_stream
+        from satool.relations import relate as run
+        from satool.relations import write_figures
+
+        opened = open_cache(cache)
+        bar.total(len(opened.utterance_ids), 0)
+        relations = run(cache_stream(opened), opened.layers, opened.heads, opened.phone_set, progress=bar.advance)
+        relations.save(results / "relate")
+        chosen = list(np.argsort(-relations.verticality, kind="stable")[:4])
+        write_figures(relations, chosen, results / "relate")
+        workspace.record("relate", {"relate": results / "relate"})
+
+    def probe_and_prune_data(bar):
+        from satool.corpus import open_corpus
+        from satool.models.base import load_model
+        from satool.representations import ProbeData
+
+        model, opened = load_model(ckpt), open_corpus(corpus)
+        train = opened.select("train", settings.probe_train_utts)
+        test = opened.select("test", settings.probe_test_utts)
+        bar.total(len(train) + len(test), 0)
+        return model, [ProbeData(model, opened, utts, reconstruction=True, progress=bar.advance)
+                       for utts in (train, test)]
+
+    def probe(bar):
+        from satool.plugins import get_plugins
+        from satool.probing import ProbeSettings
+        from satool.pruning import evaluate_tasks, write_csv
+        from satool.representations import Configuration
+
+        _, data = probe_and_prune_data(bar)
+        tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt", "reconstruction")]
+        rows = evaluate_tasks(tasks, *(d.represent(Configuration()) for d in data), seed=settings.seed,
+                              settings=ProbeSettings(steps=settings.probe_steps))
+        write_csv(results / "probe" / "probe_results.csv", rows)
+        (results / "probe" / "probe_results.json").write_text(json.dumps(rows, indent=1, default=float))
+        workspace.record("probe", {"probe": results / "probe"})
+
+    def prune(bar):
+        from satool.headscores import HeadScores
+        from satool.plugins import get_plugins
+        from satool.probing import ProbeSettings
+        from satool.pruning import (
+            RepresentationStore, globalness_vs_weight, plan, pruning_figure, sweep_heads, write_csv,
+        )
+
+        model, data = probe_and_prune_data(bar)
+        tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt")]
+        scores = HeadScores.load(results / "metric")
+        sweep = plan(["globalness", "verticality", "diagonality", "weight", "random"], scores, model.num_layers,
+                     model.num_heads, step=settings.prune_step, random_seeds=range(settings.random_seeds))
+        bar.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
+        rows = sweep_heads(RepresentationStore(*data), sweep, tasks, seed=settings.seed,
+                           settings=ProbeSettings(steps=settings.probe_steps),
+                           on_level=lambda name, level: bar.advance())
+        write_csv(results / "prune" / "prune_results.csv", rows)
+        (results / "prune" / "prune_results.json").write_text(json.dumps(rows, indent=1, default=float))
+        pruning_figure(rows, results / "prune" / "prune_curves.png", model.num_layers * model.num_heads)
+        _, fig6 = globalness_vs_weight(scores, results / "prune" / "globalness_vs_weight.png", sweep.levels[1])
+        write_csv(results / "prune" / "globalness_vs_weight.csv", fig6)
+        workspace.record("prune", {"prune": results / "prune"})
+
+    def report(bar):
+        from satool.report import build_report
+
+        build_report(out)
+        workspace.record("report", {"report": out / "report.html"})
+
+    bodies = [
+        ("corpus", ("speakers", "utterances_per_speaker", "seed"), make_corpus),
+        ("pretrain", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "learning_rate",
+                      "batch_size"), pretrain),
+        ("extract", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "hidden_states"),
+         extract),
+        ("metric", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), metric),
+        ("segment", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), segment),
+        ("relate", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), relate),
+        ("probe", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "probe_steps",
+                   "probe_train_utts", "probe_test_utts"), probe),
+        ("prune", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "probe_steps",
+                   "probe_train_utts", "probe_test_utts", "prune_step", "random_seeds"), prune),
+    ]
+    for index, (name, keys, body) in enumerate(bodies, 1):
+        stage(index, name, keys, body)
+    # the report is always rebuilt (cheap), so it shows every finished stage
+    if on_stage is not None:
+        on_stage(len(bodies) + 1, "report", False)
+    began = time.perf_counter()
+    with (progress_factory("report") if progress_factory else _NoProgress()) as bar:
+        report(bar)
+    state.mark("report", {}, time.perf_counter() - began)
+    return state.done
+
+
+def _num_layers(ckpt: Path) -> int:
+    from satool.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(ckpt).config.num_layers
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def total(self, total: int, completed: int | None = None) -> None:
+        pass
+
+    def info(self, text: str) -> None:
+        pass
