@@ -39,6 +39,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ AXES = {
 }
 # Manifest fields that must match when resuming into an existing cache.
 IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned")
+MIN_FREE_BYTES = 8 << 20  # head room for HDF5 metadata and the shard being closed
 COMPRESSIONS = ("blosc", "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
 
 
@@ -260,6 +262,7 @@ class CacheWriter:
         """Store one utterance (attention float ``[layer, head, query, key]``, hidden ``[state, step, hidden]``)."""
         if utt_id in self.done:
             return
+        self._check_free_space(sum(np.asarray(a).size * 2 for a in (attention, hidden) if a is not None))
         if self._shard is None:
             self._shard = self._open_shard()
         shard = self._shard
@@ -288,6 +291,20 @@ class CacheWriter:
         shard.utterances.append(utt_id)
         if shard.nbytes >= self.shard_bytes or time.monotonic() - shard.opened >= self.shard_seconds:
             self.finish_shard()
+
+    def _check_free_space(self, nbytes: int) -> None:
+        """Refuse to write when the disk cannot hold it: HDF5 does not survive running out of space mid-write."""
+        needed = nbytes + MIN_FREE_BYTES
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < needed:
+            self._abandon_shard()
+            raise EnvironmentProblem(
+                f"not enough free disk space for the cache: about {needed / 1e6:.1f} MB needed, "
+                f"{free / 1e6:.1f} MB free; finished utterances are kept, rerun to resume", path=self.path,
+            )
 
     def add_skipped(self, utt_id: str, reason: str) -> None:
         """Record that ``utt_id`` was skipped (bad input) so it is neither redone nor reported missing."""

@@ -143,7 +143,7 @@ def pretrain(
     """
     from satool.corpus import open_corpus
     from satool.features import FeatureConfig, FeatureExtractor
-    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+    from satool.models.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
 
     out = Path(out)
@@ -181,6 +181,8 @@ def pretrain(
     )
     history: list[dict[str, float]] = []
     start_step = 0
+    if rank == 0:
+        remove_stale_temporaries(out)  # left by a run killed while saving
     training = {"settings": asdict(settings), "corpus": str(corpus_path), "split": train_split}
     if out.exists():
         saved = load_checkpoint(out, keep_training_state=True)

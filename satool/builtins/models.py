@@ -7,6 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_models(register):
-    from satool.models.loaders import MockingjayLoader
+    from satool.models.loaders import HFLoader, MockingjayLoader
 
     register(MockingjayLoader())
+    register(HFLoader())  # asked first (loaders are tried newest first); accepts directories only

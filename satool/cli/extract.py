@@ -12,8 +12,9 @@ DEFAULT_OUT = Path("attention-cache")
 
 
 def extract(
-    checkpoint: Path | None = typer.Argument(None, help="Model: a Mockingjay checkpoint (s3prl or satool) or "
-                                             "another registered model (default: the workspace's)."),
+    checkpoint: Path | None = typer.Argument(None, help="Model: a Mockingjay checkpoint (s3prl or satool), a local "
+                                             "wav2vec2/HuBERT/WavLM transformers directory, or another "
+                                             "registered model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus directory (default: the workspace's)."),
     out: Path | None = typer.Option(None, "--out", "-o", help=f"Cache directory (default {DEFAULT_OUT}/)."),
     alignments: Path | None = typer.Option(None, "--alignments", "-a", help="MFA TextGrid directory."),

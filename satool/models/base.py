@@ -158,6 +158,10 @@ def load_model(path: str | Path, device: str = "cpu", plugins=None) -> Attention
         if entry.obj.can_load(path):
             return entry.obj.load(path, device=resolve_device(device))
     known = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders)
+    if path.is_dir():  # say what the directory lacks (the built-in loaders take files or checkpoint dirs)
+        from satool.models.loaders import directory_problem
+
+        raise InputError(f"{directory_problem(path)} (loaders: {known})", path=path)
     raise InputError(f"no model loader accepts this path (loaders: {known})", path=path)
 
 

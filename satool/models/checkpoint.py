@@ -453,15 +453,38 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
         os.replace(tmp, path)
         tmp = None
         _fsync_directory(directory)
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot write checkpoint: {exc.strerror or exc}",
-                                 path=path) from None
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
+        reason = getattr(exc, "strerror", None) or _write_failure(directory)
+        raise EnvironmentProblem(f"cannot write checkpoint: {reason}", path=path) from None
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed :func:`atomic_save` of ``path`` left behind."""
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+            removed.append(stale)
+        except OSError:
+            pass
+    return removed
+
+
+def _write_failure(directory: Path) -> str:
+    """Why a write probably failed, for the one-line message."""
+    try:
+        stats = os.statvfs(directory)
+        free = stats.f_bavail * stats.f_frsize
+    except OSError:
+        return "the write failed"
+    return f"the write failed with {free / 1e6:.1f} MB free on the device (disk full?)"
 
 
 def _umask() -> int:

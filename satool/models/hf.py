@@ -1,0 +1,387 @@
+"""wav2vec 2.0, HuBERT and WavLM from local Hugging Face checkpoints (the ``hf-speech`` loader).
+
+transformers builds the modules and loads the weights (``local_files_only``:
+nothing is downloaded; safetensors when present, ``.bin`` only through
+``torch.load(weights_only=True)``). satool then runs the transformer part
+itself, with each layer's own modules (projections, layer norms, feed-forward,
+WavLM's gated relative position bias), so that it can
+
+- return every head's attention map (transformers' sdpa/flash paths return
+  none, and its WavLM path returns the head *average*), and
+- apply satool's head mask and attention span *inside* the layer: the
+  softmax output is multiplied by ``head_mask[layer, head]`` and zeroed where
+  ``|q - k| > span`` (no renormalisation) before it weights the values, so a
+  masked head contributes nothing before the output projection. The maps
+  returned are the ones the layer used.
+
+Time axis: one step per hop of the convolutional feature encoder (usually 320
+samples = 20 ms, so ``frames_per_step`` R = 2 label frames of 10 ms).
+
+Hidden states (``hidden_state_names``) follow transformers' (v5)
+``output_hidden_states`` tuple: ``"embedding"`` is the input to the first layer
+(feature projection + convolutional position embedding, layer-normed in the
+post-LN "base" models, not in the pre-LN "stable layer norm" ones), then
+``"layer 1"`` .. ``"layer L"`` are the layers' outputs. Pre-LN models end the
+encoder with a LayerNorm that transformers (v5) leaves out of that tuple; satool
+appends it as a last state ``"final layer norm"`` (= ``last_hidden_state``) so
+that "-1 = last" means the encoder's output for every model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from satool.errors import InputError, UnsafeFileError
+from satool.models.base import LABEL_FRAME_S, AttentionModel, EncodedUtterance
+from satool.models.loaders import HFDirectory
+
+SAMPLE_RATE = 16000
+LABEL_HOP_SAMPLES = 160  # one 10 ms label frame
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
+FINAL_NORM_STATE = "final layer norm"
+
+# Parameters the model may lack in a checkpoint without harm: only used for masked pre-training.
+_OPTIONAL_WEIGHTS = ("masked_spec_embed",)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_bin_safe(files: list[Path]) -> None:
+    """Refuse .bin weights that a weights-only unpickler would not load (whatever transformers' version does)."""
+    import pickle
+
+    for f in files:
+        try:
+            try:
+                torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise UnsafeFileError(f"refused to load: the weights ask to run code ({str(exc).splitlines()[0]})",
+                                  path=f) from None
+        except Exception as exc:
+            raise InputError(f"not readable PyTorch weights ({type(exc).__name__}: {exc})", path=f) from None
+
+
+def _model_classes(model_type: str):
+    import transformers
+
+    return {
+        "wav2vec2": transformers.Wav2Vec2Model,
+        "hubert": transformers.HubertModel,
+        "wavlm": transformers.WavLMModel,
+    }[model_type]
+
+
+def _load_transformers_model(directory: HFDirectory) -> nn.Module:
+    """The bare encoder model (``Wav2Vec2Model`` etc.), float32, eval mode; InputError if weights are missing."""
+    cls = _model_classes(directory.model_type)
+    if not directory.safetensors:
+        _check_bin_safe(directory.weights)
+    from transformers.utils import logging as hf_logging
+
+    hf_logger = logging.getLogger("transformers")
+    level = hf_logger.level
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logger.setLevel(logging.ERROR)  # unused pre-training/CTC heads are expected; missing weights are checked below
+    if bars:
+        hf_logging.disable_progress_bar()  # satool shows its own progress
+    try:
+        model, info = cls.from_pretrained(
+            str(directory.path), local_files_only=True, use_safetensors=directory.safetensors,
+            output_loading_info=True, trust_remote_code=False,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"transformers cannot load this {directory.model_type} checkpoint: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                         path=directory.path) from None
+    finally:
+        hf_logger.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_OPTIONAL_WEIGHTS))
+    mismatched = list(info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        shown = ", ".join(map(str, (missing + mismatched)[:5]))
+        more = len(missing) + len(mismatched) - 5
+        raise InputError(
+            f"the weights do not fit config.json: {len(missing)} missing and {len(mismatched)} mis-shaped "
+            f"tensors ({shown}{f', ... {more} more' if more > 0 else ''}); satool will not analyse a "
+            "partly random model", path=directory.path)
+    return model.float().eval()
+
+
+def feature_settings(directory: HFDirectory) -> dict[str, Any]:
+    """Waveform preprocessing from preprocessor_config.json (Wav2Vec2FeatureExtractor's defaults without one)."""
+    pre = directory.preprocessor
+    source = "preprocessor_config.json" if pre is not None else "defaults (no preprocessor_config.json)"
+    pre = pre or {}
+    rate = pre.get("sampling_rate", SAMPLE_RATE)
+    if rate != SAMPLE_RATE:
+        raise InputError(f"preprocessor_config.json: sampling_rate {rate} Hz, but satool reads 16000 Hz "
+                         "audio only (its labels are 10 ms = 160-sample frames)", path=directory.path)
+    size = pre.get("feature_size", 1)
+    if size != 1:
+        raise InputError(f"preprocessor_config.json: feature_size {size}, expected 1 (raw waveform input)",
+                         path=directory.path)
+    return {
+        "input": "waveform",
+        "sampling_rate": SAMPLE_RATE,
+        "do_normalize": bool(pre.get("do_normalize", True)),
+        "normalize": "per utterance: (x - mean) / sqrt(var + 1e-7)",
+        "feature_extractor_type": pre.get("feature_extractor_type", "Wav2Vec2FeatureExtractor"),
+        "source": source,
+    }
+
+
+def conv_stride(config: dict[str, Any]) -> int:
+    return int(math.prod(int(s) for s in config.get("conv_stride", (5, 2, 2, 2, 2, 2, 2))))
+
+
+def frame_rate(directory: HFDirectory) -> tuple[int, int]:
+    """(total conv stride in samples, label frames per step); InputError if not a whole number of frames."""
+    stride = conv_stride(directory.config)
+    if stride <= 0 or stride % LABEL_HOP_SAMPLES:
+        raise InputError(
+            f"the convolutional feature encoder's total stride is {stride} samples "
+            f"({stride / SAMPLE_RATE * 1000:g} ms), not a whole number of satool's 10 ms "
+            "(160-sample) label frames: models with such a frame rate are not supported",
+            path=directory.path)
+    return stride, stride // LABEL_HOP_SAMPLES
+
+
+class HFSpeechModel(AttentionModel):
+    """A wav2vec2 / HuBERT / WavLM encoder whose attention satool computes (and masks) itself."""
+
+    def __init__(self, directory: HFDirectory, model: nn.Module, device: str = "cpu"):
+        self.directory = directory
+        self.path = Path(directory.path).resolve()
+        self.name = directory.model_type
+        self.model_type = directory.model_type
+        self.config = directory.config
+        self.stride, self.frames_per_step = frame_rate(directory)
+        self.kernels = [int(k) for k in self.config.get("conv_kernel", (10, 3, 3, 3, 3, 2, 2))]
+        self.strides = [int(s) for s in self.config.get("conv_stride", (5, 2, 2, 2, 2, 2, 2))]
+        self.features = feature_settings(directory)
+        self.model = model
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.encoder = model.encoder
+        self.layers = list(self.encoder.layers)
+        self.stable_layer_norm = bool(getattr(model.config, "do_stable_layer_norm", False))
+        self.num_layers = len(self.layers)
+        first = self.layers[0].attention
+        self.num_heads = int(first.num_heads)
+        self.hidden_size = int(first.embed_dim)
+        self.head_dim = self.hidden_size // self.num_heads
+        self.is_wavlm = self.model_type == "wavlm"
+        self.hidden_state_names = ["embedding"] + [f"layer {i}" for i in range(1, self.num_layers + 1)]
+        if self.stable_layer_norm:
+            self.hidden_state_names.append(FINAL_NORM_STATE)
+        self._sha: dict[str, str] | None = None
+
+    @classmethod
+    def from_directory(cls, directory: HFDirectory, device: str = "cpu") -> HFSpeechModel:
+        frame_rate(directory)  # fail on an unsupported frame rate or preprocessor before loading weights
+        feature_settings(directory)
+        return cls(directory, _load_transformers_model(directory), device=device)
+
+    # -- input -----------------------------------------------------------------------------
+
+    @property
+    def step_s(self) -> float:
+        return self.frames_per_step * LABEL_FRAME_S
+
+    def receptive_field(self) -> int:
+        """Samples the feature encoder needs for one step (400 for the usual conv stack)."""
+        field = 1
+        for k, s in zip(reversed(self.kernels), reversed(self.strides)):
+            field = (field - 1) * s + k
+        return field
+
+    def n_steps(self, n_samples: int) -> int:
+        """Model steps for ``n_samples`` samples (transformers' conv output length)."""
+        n = n_samples
+        for k, s in zip(self.kernels, self.strides):
+            n = (n - k) // s + 1 if n >= k else 0
+        return n
+
+    def input_features(self, wave: np.ndarray) -> torch.Tensor:
+        """``[sample, 1]`` float32: the waveform, normalised per utterance if ``do_normalize``."""
+        x = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if self.n_steps(len(x)) < 1:
+            raise InputError(f"utterance too short for {self.model_type}: {len(x)} samples, its feature "
+                             f"encoder needs at least {self.receptive_field()} ({self.receptive_field() / 16:g} ms)")
+        if self.features["do_normalize"]:  # as Wav2Vec2FeatureExtractor (float32 numpy)
+            x = (x - x.mean()) / np.sqrt(x.var() + NORM_EPS)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
+
+    # -- the forward pass ------------------------------------------------------------------
+
+    def _embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[1, step, hidden]``: conv features -> projection -> + conv position embedding (-> LayerNorm)."""
+        extracted = self.model.feature_extractor(wave).transpose(1, 2)
+        projected = self.model.feature_projection(extracted)
+        if isinstance(projected, tuple):  # wav2vec2 and WavLM also return the normed conv features
+            projected = projected[0]
+        x = projected + self.encoder.pos_conv_embed(projected)
+        if not self.stable_layer_norm:
+            x = self.encoder.layer_norm(x)
+        return x
+
+    def _wavlm_bias(self, attention: nn.Module, x: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+        """WavLM's gated relative position bias ``[1, head, query, key]`` for the attention input ``x``."""
+        b, t, _ = x.shape
+        per_head = x.view(b, t, self.num_heads, self.head_dim).permute(0, 2, 1, 3)  # [b, head, t, d]
+        gates = attention.gru_rel_pos_linear(per_head).view(b, self.num_heads, t, 2, 4).sum(-1)
+        gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)  # [b, head, t, 1] each
+        gate = gate_a * (gate_b * attention.gru_rel_pos_const - 1.0) + 2.0
+        return gate * position_bias[None]  # position_bias: [head, t, t]
+
+    def _attend(self, attention: nn.Module, x: torch.Tensor, head_scale: torch.Tensor | None,
+                band: torch.Tensor | None, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-head self-attention with satool's masks: (output [1, t, hidden], probs [1, head, t, t])."""
+        b, t, _ = x.shape
+
+        def heads(linear: nn.Module) -> torch.Tensor:
+            return linear(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim ** -0.5)
+        if bias is not None:
+            scores = scores + bias
+        probs = torch.softmax(scores, dim=-1)
+        if head_scale is not None:
+            probs = probs * head_scale.view(1, -1, 1, 1)
+        if band is not None:
+            probs = probs * band
+        context = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, self.hidden_size)
+        return attention.out_proj(context), probs
+
+    def _layer(self, index: int, x: torch.Tensor, head_scale, band, position_bias):
+        """One encoder layer (eval mode: no dropout). Returns (output, probs, position_bias)."""
+        layer = self.layers[index]
+        attention = layer.attention
+        attn_in = layer.layer_norm(x) if self.stable_layer_norm else x
+        bias = None
+        if self.is_wavlm:
+            if position_bias is None:  # the first layer computes the bucketed bias; later layers reuse it
+                t = x.shape[1]
+                position_bias = attention.compute_bias(t, t)  # [head, t, t]
+            bias = self._wavlm_bias(attention, attn_in, position_bias)
+        out, probs = self._attend(attention, attn_in, head_scale, band, bias)
+        if self.stable_layer_norm:
+            x = x + out
+            x = x + layer.feed_forward(layer.final_layer_norm(x))
+            adapter = getattr(layer, "adapter_layer", None)
+            if adapter is not None:
+                x = x + adapter(x)
+        else:
+            x = layer.layer_norm(x + out)
+            x = layer.final_layer_norm(x + layer.feed_forward(x))
+        return x, probs, position_bias
+
+    def _head_mask(self, head_mask) -> torch.Tensor | None:
+        if head_mask is None:
+            return None
+        mask = torch.as_tensor(head_mask, dtype=torch.float32, device=self.device)
+        if tuple(mask.shape) != (self.num_layers, self.num_heads):
+            raise ValueError(f"head_mask must be [layer, head] = [{self.num_layers}, {self.num_heads}], "
+                             f"got {tuple(mask.shape)}")
+        return mask
+
+    def _band(self, t: int, span: int | None) -> torch.Tensor | None:
+        if span is None:
+            return None
+        pos = torch.arange(t, device=self.device)
+        return ((pos[:, None] - pos[None, :]).abs() <= int(span)).to(torch.float32)
+
+    @torch.no_grad()
+    def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
+               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+        """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
+        keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
+        bad = [i for i in keep if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range 0..{self.num_layers - 1}")
+        mask = self._head_mask(head_mask)
+        if want_hidden:
+            run = self.num_layers
+        elif want_attentions and keep:
+            run = max(keep) + 1
+        else:
+            run = 0
+        wanted = set(keep) if want_attentions else set()
+        results = []
+        for f in features:
+            wave = f.reshape(1, -1).to(self.device, torch.float32)
+            x = self._embed(wave)
+            t = x.shape[1]
+            band = self._band(t, attention_span)
+            states = [x[0]] if want_hidden else []
+            maps: dict[int, torch.Tensor] = {}
+            position_bias = None
+            for i in range(run):
+                x, probs, position_bias = self._layer(i, x, None if mask is None else mask[i], band, position_bias)
+                if i in wanted:
+                    maps[i] = probs[0]
+                if want_hidden:
+                    states.append(x[0])
+            if want_hidden and self.stable_layer_norm:
+                states.append(self.encoder.layer_norm(x)[0])
+            attentions = torch.stack([maps[i] for i in keep]).float() if want_attentions else None
+            hidden = torch.stack(states).float() if want_hidden else None
+            results.append(EncodedUtterance(attentions, hidden, t))
+        return results
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def weight_sha256(self) -> dict[str, str]:
+        if self._sha is None:
+            self._sha = {f.name: sha256_file(f) for f in self.directory.weights}
+        return self._sha
+
+    def provenance(self) -> dict[str, Any]:
+        shas = self.weight_sha256()
+        if len(shas) == 1:
+            digest = next(iter(shas.values()))
+        else:  # sharded: a digest of the shards' digests
+            digest = hashlib.sha256("".join(f"{n}:{s}\n" for n, s in sorted(shas.items())).encode()).hexdigest()
+        return {
+            "type": self.model_type,
+            "loader": "hf-speech",
+            "checkpoint": str(self.path),
+            "directory": str(self.path),
+            "sha256": digest,
+            "weights": shas,
+            "weights_format": "safetensors" if self.directory.safetensors else "pytorch .bin (weights_only)",
+            "config": self.config,
+            "features": self.features,
+            "conv_stride_samples": self.stride,
+            "frames_per_step": self.frames_per_step,
+            "step_s": self.step_s,
+            "hidden_state_names": self.hidden_state_names,
+            "stable_layer_norm": self.stable_layer_norm,
+            "attention": "computed by satool from the layers' own projections (softmax after head/span masks)",
+        }
+
+    def to(self, device: str) -> HFSpeechModel:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
