@@ -119,7 +119,8 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         try:
             from satool.synth import synthesize_corpus
         except ImportError as exc:  # pragma: no cover - the synth extra is missing
-            raise EnvironmentProblem(f"the demo needs the synthetic corpus: pip install 'satool[synth]' ({exc})")
+            raise EnvironmentProblem(
+                f"the demo needs the synthetic corpus: pip install 'satool[synth]' ({exc})") from None
         manifest = synthesize_corpus(corpus, speakers=settings.speakers,
                                      utterances_per_speaker=settings.utterances_per_speaker, seed=settings.seed,
                                      progress=lambda d, t: bar.total(t, d), overwrite=True)
@@ -163,7 +164,13 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     def segment(bar):
         from satool.cache import open_cache
         from satool.segment_study import (
-            FeatureSource, FrameSource, aligned_ids, evenly_spaced_result, example_figure, rank_heads, run_source,
+            FeatureSource,
+            FrameSource,
+            aligned_ids,
+            evenly_spaced_result,
+            example_figure,
+            rank_heads,
+            run_source,
             write_results,
         )
 
@@ -241,7 +248,12 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         from satool.plugins import get_plugins
         from satool.probing import ProbeSettings
         from satool.pruning import (
-            RepresentationStore, globalness_vs_weight, plan, pruning_figure, sweep_heads, write_csv,
+            RepresentationStore,
+            globalness_vs_weight,
+            plan,
+            pruning_figure,
+            sweep_heads,
+            write_csv,
         )
 
         model, data = probe_and_prune_data(bar)

@@ -149,13 +149,13 @@ def extract(
     def prepare(utt):
         try:
             loaded = corpus.load(utt, max_seconds=max_seconds)
+            if settings.max_frames is not None:
+                loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
+            return loaded, model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
         except InputError as exc:
             if strict:
                 raise
             return None, str(exc)
-        if settings.max_frames is not None:
-            loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
-        return loaded, model.input_features(loaded.wave)
 
     done = already
     with writer:

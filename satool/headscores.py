@@ -252,9 +252,9 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
     def prepare(utt):
         try:
             loaded = corpus.load(utt, max_seconds=max_seconds)
+            return loaded, model.input_features(loaded.wave)
         except InputError as exc:
             return None, str(exc)
-        return loaded, model.input_features(loaded.wave)
 
     phone_set = list(corpus.phone_set.names)
     for utt, (loaded, features) in prefetched(utterances, prepare):

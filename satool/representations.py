@@ -86,9 +86,9 @@ class ProbeData:
         def load(utt):
             try:
                 loaded = corpus.load(utt, max_seconds=self.max_seconds)
+                return loaded, model.probe_input(loaded.wave, reconstruction=reconstruction)
             except InputError as exc:
                 return str(exc)
-            return loaded, model.probe_input(loaded.wave, reconstruction=reconstruction)
 
         for utt, got in prefetched(utterances, load):
             if progress is not None:

@@ -48,6 +48,7 @@ CLASSES = {
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 TOL = 1e-5
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 VARIANTS = [(t, s) for t in CLASSES for s in (False, True)]  # s: do_stable_layer_norm (pre-LN "large" layout)
 
 
@@ -133,7 +134,11 @@ def test_maps_and_hidden_states_match_transformers(dirs, wave, model_type, stabl
     assert encoded.attentions.dtype == torch.float32 and encoded.attentions.shape == (2, 4, 52, 52)
     assert encoded.attentions.max() > 0.3  # peaked maps: the comparison means something
     attn_diff = (encoded.attentions - maps).abs().max().item()
-    hidden_diff = (encoded.hidden_states[: len(hidden)] - hidden).abs().max().item()
+    ours = encoded.hidden_states
+    if stable and not TRANSFORMERS_5:  # transformers 4 returned the layer-normed output as its last state
+        ours = torch.cat([ours[:-2], ours[-1:]])
+    assert len(hidden) == model.num_layers + 1
+    hidden_diff = (ours[: len(hidden)] - hidden).abs().max().item()
     print(f"{model_type} stable={stable}: max |attention diff| {attn_diff:.2e}, hidden {hidden_diff:.2e}")
     assert attn_diff <= TOL and hidden_diff <= TOL
 
@@ -199,6 +204,8 @@ def test_attention_span_zeroes_far_weights_without_renormalising(dirs, wave, mod
 def test_attention_span_matches_a_masked_transformers_forward(dirs, wave, monkeypatch):
     from transformers.models.wav2vec2 import modeling_wav2vec2
 
+    if not hasattr(modeling_wav2vec2, "eager_attention_forward"):
+        pytest.skip("this transformers release has no pluggable eager attention function")
     directory = dirs["wav2vec2", False]
     model = load_model(directory)
     features = model.input_features(wave)
@@ -304,8 +311,12 @@ def test_bin_weights_load_safely(dirs, wave, tmp_path):
     features = model.input_features(wave)
     torch.testing.assert_close(model.encode([features])[0].attentions,
                                load_model(base).encode([features])[0].attentions, rtol=0, atol=0)
+    partial = {k: v for k, v in state.items() if k != "encoder.layers.1.attention.q_proj.weight"}
+    torch.save(partial, legacy / "pytorch_model.bin")
+    with pytest.raises(InputError, match=r"do not fit config.json: 1 missing .*layers\.1\.attention\.q_proj"):
+        load_model(legacy)  # never a partly random model
     torch.save({**state, "extra": argparse.Namespace(x=1)}, legacy / "pytorch_model.bin")
-    with pytest.raises(UnsafeFileError, match="refused to load"):
+    with pytest.raises(UnsafeFileError, match="refused to load: not a weights-only pickle"):
         load_model(legacy)
 
 

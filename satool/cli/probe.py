@@ -31,6 +31,20 @@ def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_
             checkpoint, corpus_path, alignments)
 
 
+def resolve_tasks(text: str | None, model) -> list:
+    """The named tasks (default: the built-in ones this model supports); refuse what it cannot do."""
+    from satool.errors import UsageError
+    from satool.plugins import get_plugins
+
+    names = parse_csv(text) or ["phone", "speaker", "speaker-utt"] + (
+        ["reconstruction"] if model.has_prediction_head else [])
+    tasks = [get_plugins().tasks.get(name) for name in names]
+    for t in tasks:
+        if "reconstruction" in t.needs and not model.has_prediction_head:
+            raise UsageError(f"task {t.name!r} needs a pre-training head, which this model does not have")
+    return tasks
+
+
 def parse_head_list(text: str | None):
     from satool.relations import parse_heads
 
@@ -40,8 +54,9 @@ def parse_head_list(text: str | None):
 def probe(
     checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus with train and test splits (default: the workspace's)."),
-    task: str = typer.Option("phone,speaker,speaker-utt,reconstruction", "--task", "-t",
-                             help="Tasks, comma-separated (see 'satool plugins'; plugins' tasks too)."),
+    task: str | None = typer.Option(None, "--task", "-t", help="Tasks, comma-separated (see 'satool plugins'; "
+                                    "plugins' tasks too). Default: phone, speaker, speaker-utt, and "
+                                    "reconstruction when the model has a pre-training head."),
     layer: int = typer.Option(-1, "--layer", help="Hidden state to probe: 0 = embedding output, L = layer L, "
                               "-1 = last."),
     head_mask: str | None = typer.Option(None, "--head-mask", help="Heads to prune first, LAYER.HEAD "
@@ -66,16 +81,15 @@ def probe(
     (lower is better; chance = predicting each utterance's mean frame). One
     forward pass per utterance serves every task. Deterministic for a seed.
     """
-    from satool.plugins import get_plugins
     from satool.probing import ProbeSettings
     from satool.pruning import evaluate_tasks, write_csv
     from satool.representations import Configuration, ProbeData
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    tasks = [get_plugins().tasks.get(name) for name in parse_csv(task)]
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
         workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+    tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask), state, span)
     need_recon = any("reconstruction" in t.needs for t in tasks)
@@ -100,7 +114,7 @@ def probe(
 
     (out / "probe_results.json").write_text(json.dumps(results, indent=1, default=float))
     workspace.record("probe", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
-                               "probe": out}, tasks=task)
+                               "probe": out}, tasks=",".join(t.name for t in tasks))
     if as_json:
         print_json(results)
         return

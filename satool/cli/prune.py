@@ -44,7 +44,7 @@ def prune(
     Writes prune_results.csv/json, prune_curves.png and, with globalness and
     weight results, globalness_vs_weight.png/.csv (paper Fig. 6).
     """
-    from satool.cli.probe import _state_index, probing_inputs
+    from satool.cli.probe import _state_index, probing_inputs, resolve_tasks
     from satool.headscores import HeadScores
     from satool.plugins import get_plugins
     from satool.probing import ProbeSettings
@@ -63,13 +63,13 @@ def prune(
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    tasks = [get_plugins().tasks.get(name) for name in parse_csv(task)]
     names = parse_csv(by)
     for name in names:
         if name != RANDOM:
             get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
         workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+    tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     settings = ProbeSettings(steps=steps)
     need_recon = any("reconstruction" in t.needs for t in tasks)

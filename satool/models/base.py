@@ -159,9 +159,10 @@ def load_model(path: str | Path, device: str = "cpu", plugins=None) -> Attention
             return entry.obj.load(path, device=resolve_device(device))
     known = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders)
     if path.is_dir():  # say what the directory lacks (the built-in loaders take files or checkpoint dirs)
-        from satool.models.loaders import directory_problem
+        from satool.models.loaders import BUILTIN_LOADERS, directory_problem
 
-        raise InputError(f"{directory_problem(path)} (loaders: {known})", path=path)
+        others = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders if e.name not in BUILTIN_LOADERS)
+        raise InputError(directory_problem(path) + (f"; other loaders: {others}" if others else ""), path=path)
     raise InputError(f"no model loader accepts this path (loaders: {known})", path=path)
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from satool.errors import InputError, UnsafeFileError
-from satool.models.base import LABEL_FRAME_S, AttentionModel, EncodedUtterance
+from satool.models.base import AttentionModel, EncodedUtterance
 from satool.models.loaders import HFDirectory
 
 SAMPLE_RATE = 16000
@@ -73,8 +73,14 @@ def _check_bin_safe(files: list[Path]) -> None:
                     raise
                 torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise UnsafeFileError(f"refused to load: the weights ask to run code ({str(exc).splitlines()[0]})",
-                                  path=f) from None
+            text = str(exc)
+            after = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else ""
+            detail = after.splitlines()[0] if after else ""
+            if detail.startswith("Unsupported"):  # a global or opcode a weights-only load refuses
+                short = detail.split(" was not", 1)[0].split(". ")[0]
+                raise UnsafeFileError(f"refused to load: not a weights-only pickle of tensors ({short})",
+                                      path=f) from None
+            raise InputError(f"not readable PyTorch weights ({detail or text.splitlines()[0]})", path=f) from None
         except Exception as exc:
             raise InputError(f"not readable PyTorch weights ({type(exc).__name__}: {exc})", path=f) from None
 
@@ -203,10 +209,6 @@ class HFSpeechModel(AttentionModel):
         return cls(directory, _load_transformers_model(directory), device=device)
 
     # -- input -----------------------------------------------------------------------------
-
-    @property
-    def step_s(self) -> float:
-        return self.frames_per_step * LABEL_FRAME_S
 
     def receptive_field(self) -> int:
         """Samples the feature encoder needs for one step (400 for the usual conv stack)."""

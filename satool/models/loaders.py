@@ -14,6 +14,7 @@ HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 HF_EXPECTED = ("a local transformers checkpoint of type wav2vec2, hubert or wavlm, "
                "or a Mockingjay checkpoint file")
 HF_INSTALL_HINT = "pip install 'satool[hf]'"
+BUILTIN_LOADERS = ("mockingjay", "hf-speech")  # names of the loaders registered by satool.builtins.models
 
 
 class MockingjayLoader:
