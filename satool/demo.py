@@ -42,18 +42,20 @@ class DemoSettings:
     learning_rate: float = 1e-3
     batch_size: int = 8
     hidden_states: tuple[int, ...] = (0, 1, 2, 3, 4)
-    probe_steps: int = 800
-    probe_train_utts: int | None = 420
-    probe_test_utts: int | None = 160
-    prune_step: int = 4
+    segment_tune_utts: int | None = 60
+    segment_test_utts: int | None = 120
+    probe_steps: int = 500
+    probe_train_utts: int | None = 300
+    probe_test_utts: int | None = 120
+    prune_step: int = 6
     random_seeds: int = 2
     seed: int = 0
 
     @classmethod
     def quick(cls) -> DemoSettings:
         return cls(speakers=8, utterances_per_speaker=10, preset="tiny", pretrain_steps=60, batch_size=8,
-                   hidden_states=(0, 1, 2), probe_steps=150, probe_train_utts=None, probe_test_utts=None,
-                   prune_step=1, random_seeds=2)
+                   hidden_states=(0, 1, 2), segment_tune_utts=None, segment_test_utts=None, probe_steps=150,
+                   probe_train_utts=None, probe_test_utts=None, prune_step=1, random_seeds=2)
 
 
 @dataclass
@@ -176,9 +178,13 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
 
         opened = open_cache(cache)
         frames = FrameSource(opened)
-        tune_ids, test_ids = aligned_ids(opened, "dev"), aligned_ids(opened, "test")
-        bar.total(len(opened.layers) * len(opened.heads) + 2 + len(opened.hidden_states), 0)
-        heads = rank_heads(frames, tune_ids, test_ids, tolerance=0.02, progress=bar.advance)
+        tune_ids = aligned_ids(opened, "dev")[: settings.segment_tune_utts]
+        test_ids = aligned_ids(opened, "test")[: settings.segment_test_utts]
+        bar.total(len(opened.layers) * len(opened.heads) + 3 + len(opened.hidden_states), 0)
+        # heads are ranked on dev alone (tuned on one half, scored on the other), so the test split
+        # is used once, for the chosen head
+        half = len(tune_ids) // 2
+        heads = rank_heads(frames, tune_ids[:half], tune_ids[half:], tolerance=0.02, progress=bar.advance)
         from satool.pruning import write_csv
 
         write_csv(results / "segment" / "heads_by_r_value.csv", heads)
@@ -285,7 +291,8 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         ("extract", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "hidden_states"),
          extract),
         ("metric", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), metric),
-        ("segment", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), segment),
+        ("segment", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "segment_tune_utts",
+                     "segment_test_utts"), segment),
         ("relate", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), relate),
         ("probe", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "probe_steps",
                    "probe_train_utts", "probe_test_utts"), probe),
