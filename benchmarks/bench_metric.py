@@ -13,25 +13,15 @@ import argparse
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import print_table  # noqa: E402
+from _bench import best_time, print_table  # noqa: E402
 
 from satool import testing  # noqa: E402
 from satool.cache import open_cache  # noqa: E402
 from satool.headscores import score_cache  # noqa: E402
 from satool.metrics import BUILTIN_METRICS  # noqa: E402
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -65,8 +55,8 @@ def main() -> None:
             for u in cache.utterance_ids:
                 cache.attention(u)
 
-        read = best_of(read_all)
-        score = best_of(lambda: score_cache(cache, BUILTIN_METRICS))
+        read = best_time(read_all, repeats=3, warmup=0)
+        score = best_time(lambda: score_cache(cache, BUILTIN_METRICS), repeats=3, warmup=0)
         print_table(
             f"satool metric on {len(cache.utterance_ids)} cached utterances ({values / 1e6:.1f} M attention values)",
             ["what", "seconds", "ratio to reading (target <= 1.2)"],
