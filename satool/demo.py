@@ -72,13 +72,18 @@ class DemoState:
         return cls(path, done)
 
     def finished(self, stage: str, settings: dict) -> bool:
-        return self.done.get(stage, {}).get("settings") == settings
+        return self.done.get(stage, {}).get("settings") == _plain(settings)
 
     def mark(self, stage: str, settings: dict, seconds: float, **extra: Any) -> None:
-        self.done[stage] = {"settings": settings, "seconds": seconds, **extra}
+        self.done[stage] = {"settings": _plain(settings), "seconds": seconds, **extra}
         from satool.cache import write_json_atomic
 
         write_json_atomic(self.path / "demo-state.json", {"done": self.done})
+
+
+def _plain(settings: dict) -> dict:
+    """Settings as they read back from JSON (tuples become lists), so comparisons hold across runs."""
+    return json.loads(json.dumps(settings))
 
 
 STAGES = ("corpus", "pretrain", "extract", "metric", "segment", "relate", "probe", "prune", "report")

@@ -194,7 +194,7 @@ def extract(
                           time.perf_counter() - began, audio_seconds)
 
 
-def default_layers_arg(value: str | None) -> list[int] | None:
+def parse_numbers(value: str | None) -> list[int] | None:
     """'1,3-5' -> [1, 3, 4, 5]; None/'' -> None (all)."""
     if not value:
         return None

@@ -48,10 +48,6 @@ class HeadScores:
     prune_first: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def metric_names(self) -> list[str]:
-        return list(self.values)
-
     def rank(self, name: str) -> np.ndarray:
         """int ``[layer, head]``: 1 = highest value of ``name`` (NaN last; ties by head order)."""
         flat = self.values[name].ravel()

@@ -57,10 +57,6 @@ class PhoneSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    @property
-    def silence_id(self) -> int:
-        return self._index[SILENCE]
-
     def fold(self, raw: str, *, source: str | None = None) -> str | None:
         """The class name of a raw label (None = deleted/ignored); InputError if unknown."""
         label = raw.strip()
@@ -89,12 +85,3 @@ class PhoneSet:
 ARPABET_SET = PhoneSet("arpabet", tuple(ARPABET + [SILENCE]), "arpabet")
 TIMIT39_SET = PhoneSet("timit39", tuple(TIMIT_39), "timit")
 PHONE_SETS = {p.name: p for p in (ARPABET_SET, TIMIT39_SET)}
-
-
-def get_phone_set(name: str) -> PhoneSet:
-    from satool.errors import UsageError
-
-    try:
-        return PHONE_SETS[name]
-    except KeyError:
-        raise UsageError(f"unknown phone set {name!r} (known: {', '.join(PHONE_SETS)})") from None

@@ -121,15 +121,17 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     corpus = _slow_corpus(tmp_path / "LS")
     ckpt = testing.make_checkpoint(tmp_path / "ckpt.pt", preset="demo")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    began = time.perf_counter()
     reference = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "ref"), env=env, capture_output=True,
                                text=True, timeout=600)
+    duration = time.perf_counter() - began
     assert reference.returncode == 0, reference.stderr
     rng = np.random.default_rng(0)
     kills = 0
     for _ in range(4):
         proc = subprocess.Popen(_extract_cmd(ckpt, corpus, tmp_path / "c"), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(1.5, 4.0)))
+        time.sleep(float(rng.uniform(0.4, 0.9)) * duration)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -43,7 +43,7 @@ def extract(
 
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
-    from satool.extract import ExtractSettings, default_layers_arg, world_shard
+    from satool.extract import ExtractSettings, parse_numbers, world_shard
     from satool.extract import extract as run_extract
     from satool.models.base import resolve_device
     from satool.workspace import Workspace
@@ -63,9 +63,9 @@ def extract(
 
             raise UsageError(f"--shard {shard!r}: expected i/N, e.g. 0/2") from None
         shard_pair = (i, n)
-    hidden_states = default_layers_arg(hidden) or []
+    hidden_states = parse_numbers(hidden) or []
     settings = ExtractSettings(
-        layers=default_layers_arg(layers), heads=default_layers_arg(heads), hidden_states=hidden_states,
+        layers=parse_numbers(layers), heads=parse_numbers(heads), hidden_states=hidden_states,
         split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames,
     )
     index, count = world_shard(shard_pair)
