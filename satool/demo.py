@@ -170,62 +170,48 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
 
     def segment(bar):
         from satool.cache import open_cache
+        from satool.results import write_csv
         from satool.segment_study import (
             FeatureSource,
             FrameSource,
             aligned_ids,
-            evenly_spaced_result,
-            example_figure,
             rank_heads,
-            run_source,
-            write_results,
+            study,
+            write_study,
         )
 
         opened = open_cache(cache)
         frames = FrameSource(opened)
         tune_ids = aligned_ids(opened, "dev")[: settings.segment_tune_utts]
         test_ids = aligned_ids(opened, "test")[: settings.segment_test_utts]
-        bar.total(len(opened.layers) * len(opened.heads) + 3 + len(opened.hidden_states), 0)
+        bar.total(len(opened.layers) * len(opened.heads), 0)
         # heads are ranked on dev alone (tuned on one half, scored on the other), so the test split
         # is used once, for the chosen head
         half = len(tune_ids) // 2
         heads = rank_heads(frames, tune_ids[:half], tune_ids[half:], tolerance=0.02, progress=bar.advance)
-        from satool.pruning import write_csv
-
         write_csv(results / "segment" / "heads_by_r_value.csv", heads)
         best_head = FeatureSource("attn", heads[0]["layer"], heads[0]["head"])
-        outcomes = [evenly_spaced_result(opened, tune_ids, test_ids, 0.02)]
-        hidden_results = []
-        for source in [FeatureSource("mfcc"), FeatureSource("mel"), best_head] + [
-                FeatureSource("hidden", h) for h in opened.hidden_states]:
-            result = run_source(frames, source, tune_ids, test_ids, tuned_on="dev", curve=source.kind != "hidden")
-            (hidden_results if source.kind == "hidden" else outcomes).append(result)
-            bar.advance()
-        best_hidden = max(hidden_results, key=lambda r: r.strict["r_value"]) if hidden_results else None
-        if best_hidden is not None:
-            outcomes.append(best_hidden)
-        write_results(outcomes + [r for r in hidden_results if r is not best_hidden], results / "segment",
-                      tolerance=0.02, extra={"best_head": best_head.label,
-                                             "best_hidden": best_hidden.source if best_hidden else None})
-        for result, source in ((outcomes[1], FeatureSource("mfcc")), (outcomes[3], best_head)):
-            example_figure(frames, source, test_ids[0], result.alpha, result.beta,
-                           results / "segment" / f"example_{source.label.replace(':', '_')}.png")
+        hidden = [FeatureSource("hidden", h) for h in opened.hidden_states]
+        outcomes = study(frames, [FeatureSource("mfcc"), FeatureSource("mel"), best_head, *hidden], tune_ids,
+                         test_ids, tuned_on="dev", curve=lambda source: source.kind != "hidden",
+                         progress=lambda label, done, total: (bar.total(total, done), bar.info(label)))
+        best_hidden = max((r for r in outcomes if r.source.startswith("hidden:")),
+                          key=lambda r: r.strict["r_value"], default=None)
+        write_study(frames, outcomes, results / "segment", tolerance=0.02, example_id=test_ids[0],
+                    examples=[FeatureSource("mfcc"), best_head],
+                    extra={"best_head": best_head.label, "best_hidden": best_hidden.source if best_hidden else None})
         workspace.record("segment", {"segment": results / "segment"})
 
     def relate(bar):
-        import numpy as np
-
         from satool.cache import open_cache
         from satool.headscores import cache_stream
         from satool.relations import relate as run
-        from satool.relations import write_figures
+        from satool.relations import save_all, top_heads
 
         opened = open_cache(cache)
         bar.total(len(opened.utterance_ids), 0)
         relations = run(cache_stream(opened), opened.layers, opened.heads, opened.phone_set, progress=bar.advance)
-        relations.save(results / "relate")
-        chosen = list(np.argsort(-relations.verticality, kind="stable")[:4])
-        write_figures(relations, chosen, results / "relate")
+        save_all(relations, top_heads(relations.verticality, 4), results / "relate")
         workspace.record("relate", {"relate": results / "relate"})
 
     def probe_and_prune_data(bar):
@@ -243,29 +229,23 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     def probe(bar):
         from satool.plugins import get_plugins
         from satool.probing import ProbeSettings
-        from satool.pruning import evaluate_tasks, write_csv
+        from satool.pruning import evaluate_tasks
         from satool.representations import Configuration
+        from satool.results import write_csv, write_json
 
         _, data = probe_and_prune_data(bar)
         tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt", "reconstruction")]
         rows = evaluate_tasks(tasks, *(d.represent(Configuration()) for d in data), seed=settings.seed,
                               settings=ProbeSettings(steps=settings.probe_steps))
         write_csv(results / "probe" / "probe_results.csv", rows)
-        (results / "probe" / "probe_results.json").write_text(json.dumps(rows, indent=1, default=float))
+        write_json(results / "probe" / "probe_results.json", rows)
         workspace.record("probe", {"probe": results / "probe"})
 
     def prune(bar):
         from satool.headscores import HeadScores
         from satool.plugins import get_plugins
         from satool.probing import ProbeSettings
-        from satool.pruning import (
-            RepresentationStore,
-            globalness_vs_weight,
-            plan,
-            pruning_figure,
-            sweep_heads,
-            write_csv,
-        )
+        from satool.pruning import RepresentationStore, plan, save_sweep, sweep_heads
 
         model, data = probe_and_prune_data(bar)
         tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt")]
@@ -276,11 +256,8 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         rows = sweep_heads(RepresentationStore(*data), sweep, tasks, seed=settings.seed,
                            settings=ProbeSettings(steps=settings.probe_steps),
                            on_level=lambda name, level: bar.advance())
-        write_csv(results / "prune" / "prune_results.csv", rows)
-        (results / "prune" / "prune_results.json").write_text(json.dumps(rows, indent=1, default=float))
-        pruning_figure(rows, results / "prune" / "prune_curves.png", model.num_layers * model.num_heads)
-        _, fig6 = globalness_vs_weight(scores, results / "prune" / "globalness_vs_weight.png", sweep.levels[1])
-        write_csv(results / "prune" / "globalness_vs_weight.csv", fig6)
+        save_sweep(rows, results / "prune", total_heads=model.num_layers * model.num_heads, scores=scores,
+                   first=sweep.levels[1])
         workspace.record("prune", {"prune": results / "prune"})
 
     def report(bar):

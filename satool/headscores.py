@@ -10,7 +10,6 @@ categories (SPEC section 3) and saves CSV/JSON.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 from satool.errors import InputError
 from satool.metrics import HeadMetric
 from satool.prefetch import prefetched
+from satool.results import write_csv
 
 CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
 CATEGORY_NAMES = {"globalness": "global", "verticality": "vertical", "diagonality": "diagonal"}
@@ -97,10 +97,7 @@ class HeadScores:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         rows = self.records()
-        with open(out / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out / "metrics.csv", rows)
         document = {
             "layers": self.layers, "heads": self.heads, "utterances": self.utterances,
             "metrics": {n: {"prune_first": self.prune_first.get(n, "highest"),

@@ -13,7 +13,6 @@ every task.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,16 +144,6 @@ def sweep_spans(store: RepresentationStore, spans: Sequence[int | None], tasks: 
     return rows
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def pruning_figure(rows: Sequence[dict[str, Any]], path: Path, total_heads: int) -> Path:
     """Paper Fig. 5: one panel per task, score against heads pruned, one curve per order (random: mean +- sd)."""
     from satool.plotting import figure
@@ -237,3 +226,21 @@ def globalness_vs_weight(scores, path: Path, first: int) -> tuple[Path, list[dic
         ax.set_title(f"Globalness vs weight order: {shared} of the first {first} heads in common", fontsize=10)
         ax.legend(fontsize=7)
     return path, rows
+
+
+def save_sweep(rows: Sequence[dict[str, Any]], out: Path, *, total_heads: int, spans: bool = False, scores=None,
+               first: int | None = None) -> dict[str, Path]:
+    """Write a sweep's rows (CSV + JSON) and figures: Fig. 5 (or the span curves) and, with metric
+    results that have globalness and weight, Fig. 6 (+ its CSV)."""
+    from satool.results import write_csv, write_json
+
+    stem = "span" if spans else "prune"
+    paths = {"csv": write_csv(out / f"{stem}_results.csv", rows), "json": write_json(out / f"{stem}_results.json", rows)}
+    if spans:
+        paths["figure"] = span_figure(rows, out / "span_curves.png")
+        return paths
+    paths["figure"] = pruning_figure(rows, out / "prune_curves.png", total_heads)
+    if scores is not None and {"globalness", "weight"} <= set(scores.values):
+        paths["fig6"], fig6_rows = globalness_vs_weight(scores, out / "globalness_vs_weight.png", first or 1)
+        paths["fig6_csv"] = write_csv(out / "globalness_vs_weight.csv", fig6_rows)
+    return paths

@@ -237,3 +237,15 @@ def write_figures(relations: Relations, chosen: Sequence[int], out_dir: str | Pa
             out / "verticality_vs_concentration.png",
         )
     return paths
+
+
+def top_heads(values: np.ndarray, n: int) -> list[int]:
+    """Indices of the ``n`` highest ``values`` (NaN last; ties in head order)."""
+    return list(np.argsort(-np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf), kind="stable")[:n])
+
+
+def save_all(relations: Relations, chosen: Sequence[int], out_dir: str | Path) -> dict[str, Any]:
+    """Arrays and tables (:meth:`Relations.save`) plus the figures of the chosen heads and Fig. 4."""
+    paths: dict[str, Any] = dict(relations.save(out_dir))
+    paths.update(write_figures(relations, chosen, out_dir))
+    return paths

@@ -17,8 +17,6 @@ x :data:`DEFAULT_BETAS`), then the test split is segmented once with them.
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from satool.errors import InputError, UsageError
+from satool.results import write_csv, write_json
 from satool.segmentation import (
     DEFAULT_BETAS,
     DEFAULT_TOLERANCE_S,
@@ -205,6 +204,36 @@ def _evaluate(pairs, alpha: float, beta: float, tolerance: float) -> tuple[dict,
             evaluate_boundaries(reference, predicted, tolerance, mode="lenient"))
 
 
+def study(frames: FrameSource, sources: Sequence[FeatureSource], tune_ids: Sequence[str],
+          test_ids: Sequence[str], *, tuned_on: str | None, alpha: float | None = None, beta: float | None = None,
+          tolerance: float = DEFAULT_TOLERANCE_S, curve: Callable[[FeatureSource], bool] = lambda s: True,
+          progress: Callable[[str, int, int], Any] | None = None) -> list[SourceResult]:
+    """The evenly spaced baseline, then every source tuned on ``tune_ids`` and tested on ``test_ids``.
+
+    ``progress(source_label, done, total)`` reports each source's tuning.
+    """
+    results = [evenly_spaced_result(frames.cache, tune_ids or test_ids, test_ids, tolerance)]
+    for source in sources:
+        report = None if progress is None else (lambda done, total, label=source.label: progress(label, done, total))
+        results.append(run_source(frames, source, tune_ids, test_ids, tuned_on=tuned_on, alpha=alpha, beta=beta,
+                                  tolerance=tolerance, curve=curve(source), progress=report))
+    return results
+
+
+def write_study(frames: FrameSource, results: Sequence[SourceResult], out: Path, *, tolerance: float,
+                example_id: str, examples: Sequence[FeatureSource], extra: dict[str, Any] | None = None
+                ) -> dict[str, Path]:
+    """Results and PR curve (:func:`write_results`) plus a Fig. 2 example for each of ``examples``."""
+    paths = write_results(results, out, tolerance=tolerance, extra=extra)
+    by_label = {r.source: r for r in results}
+    for source in examples:
+        result = by_label[source.label]
+        name = source.label.replace(":", "_")
+        paths[f"example {source.label}"] = example_figure(frames, source, example_id, result.alpha, result.beta,
+                                                          out / f"example_{name}.png")
+    return paths
+
+
 def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str], tolerance: float) -> SourceResult:
     """The trivial baseline: boundaries every 1/rate s, rate = the tuning split's phone boundary rate."""
     metas_tune = [cache.meta(u) for u in tune_ids]
@@ -226,10 +255,9 @@ def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: floa
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
-    _write_csv(out / "segment_results.csv", rows)
-    (out / "segment_results.json").write_text(json.dumps(
-        {"tolerance_s": tolerance, "boundary_convention": BOUNDARY_CONVENTION, "results": rows,
-         **(extra or {})}, indent=1, default=float))
+    write_csv(out / "segment_results.csv", rows)
+    write_json(out / "segment_results.json", {"tolerance_s": tolerance, "boundary_convention": BOUNDARY_CONVENTION,
+                                              "results": rows, **(extra or {})})
     curve_rows = []
     for r in results:
         for point in r.curve:
@@ -240,7 +268,7 @@ def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: floa
                                    "os": m["os"], "r_value": m["r_value"], "n_pred": m["n_pred"]})
     paths = {"csv": out / "segment_results.csv", "json": out / "segment_results.json"}
     if curve_rows:
-        _write_csv(out / "pr_curve.csv", curve_rows)
+        write_csv(out / "pr_curve.csv", curve_rows)
         with figure(out / "pr_curve.png", size=(5.5, 4.5)) as (fig, ax):
             for r in results:
                 if not r.curve:
@@ -258,13 +286,6 @@ def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: floa
         paths["pr_csv"] = out / "pr_curve.csv"
         paths["pr_png"] = out / "pr_curve.png"
     return paths
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: float, beta: float,

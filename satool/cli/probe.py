@@ -82,8 +82,9 @@ def probe(
     forward pass per utterance serves every task. Deterministic for a seed.
     """
     from satool.probing import ProbeSettings
-    from satool.pruning import evaluate_tasks, write_csv
+    from satool.pruning import evaluate_tasks
     from satool.representations import Configuration, ProbeData
+    from satool.results import write_csv, write_json
     from satool.workspace import Workspace
 
     workspace = Workspace()
@@ -110,9 +111,7 @@ def probe(
                  test_split=test_split)
     out = out or DEFAULT_OUT
     write_csv(out / "probe_results.csv", results)
-    import json
-
-    (out / "probe_results.json").write_text(json.dumps(results, indent=1, default=float))
+    write_json(out / "probe_results.json", results)
     workspace.record("probe", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
                                "probe": out}, tasks=",".join(t.name for t in tasks))
     if as_json:

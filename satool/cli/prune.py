@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -51,13 +50,10 @@ def prune(
     from satool.pruning import (
         RANDOM,
         RepresentationStore,
-        globalness_vs_weight,
         plan,
-        pruning_figure,
-        span_figure,
+        save_sweep,
         sweep_heads,
         sweep_spans,
-        write_csv,
     )
     from satool.representations import ProbeData
     from satool.workspace import Workspace
@@ -90,31 +86,22 @@ def prune(
             spans = [None] + [int(s) for s in parse_csv(span)]
             bar.total(len(spans), 0)
             rows = sweep_spans(store, spans, tasks, seed=seed, settings=settings, state=state, device=device_name)
-            figure = span_figure(rows, out / "span_curves.png")
+            first = None
         else:
             sweep = plan(names, scores, model.num_layers, model.num_heads, step=step,
                          random_seeds=range(random_seeds))
-            n_levels = sum(len(o) for o in sweep.orders.values()) * len(sweep.levels)
-            bar.total(n_levels, 0)
+            bar.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
             rows = sweep_heads(store, sweep, tasks, seed=seed, settings=settings, state=state, device=device_name,
                                on_level=lambda name, level: bar.advance())
-            figure = pruning_figure(rows, out / "prune_curves.png", total)
-    write_csv(out / ("span_results.csv" if span is not None else "prune_results.csv"), rows)
-    (out / ("span_results.json" if span is not None else "prune_results.json")).write_text(
-        json.dumps(rows, indent=1, default=float))
-    extra = []
-    if scores is not None and {"globalness", "weight"} <= set(scores.values) and span is None:
-        first = sweep.levels[1] if len(sweep.levels) > 1 else 1
-        fig6, fig6_rows = globalness_vs_weight(scores, out / "globalness_vs_weight.png", first)
-        write_csv(out / "globalness_vs_weight.csv", fig6_rows)
-        extra = [fig6]
+            first = sweep.levels[1] if len(sweep.levels) > 1 else 1
+    paths = save_sweep(rows, out, total_heads=total, spans=span is not None, scores=scores, first=first)
     workspace.record("prune", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
                                "prune": out}, by=by, task=task)
     for utt, reason in (data[0].skipped + data[1].skipped)[:5]:
         console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
     _print(rows, span is not None)
-    console.print(f"{store.passes} representation passes; wrote {figure}"
-                  + "".join(f", {p}" for p in extra), highlight=False)
+    console.print(f"{store.passes} representation passes; wrote {', '.join(str(p) for p in paths.values())}",
+                  highlight=False)
 
 
 def _print(rows, spans: bool) -> None:

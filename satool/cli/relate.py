@@ -35,7 +35,7 @@ def relate(
 
     from satool.cache import open_cache
     from satool.headscores import HeadScores, cache_stream
-    from satool.relations import parse_heads, select_heads, write_figures
+    from satool.relations import parse_heads, save_all, select_heads, top_heads
     from satool.relations import relate as run_relate
     from satool.workspace import Workspace
 
@@ -61,9 +61,8 @@ def relate(
                 raise UsageError(f"{metrics_dir}: no {by!r} values (run 'satool metric --by {by}')")
             values = np.array([scores.values[by][scores.layers.index(int(layer)), scores.heads.index(int(head))]
                                for layer, head in zip(relations.layers, relations.heads)])
-        chosen = list(np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:top])
-    paths = relations.save(out)
-    figures = write_figures(relations, chosen, out)
+        chosen = top_heads(values, top)
+    paths = save_all(relations, chosen, out)
     workspace.record("relate", {"cache": cache_path, "relate": out})
     concentration = relations.concentration
     for h in chosen:
@@ -71,6 +70,5 @@ def relate(
         best = int(np.nanargmax(np.where(np.isfinite(c), c, -np.inf)))
         console.print(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
                       f"{relations.phones[best]!r} (C = {c[best]:+.2f})", highlight=False)
-    written = [*paths.values(), *figures["maps"], figures.get("fig4")]
-    console.print(f"{relations.utterances} aligned utterances; wrote {len(written)} files into {out}",
-                  highlight=False)
+    written = len(paths) - 1 + len(paths["maps"])
+    console.print(f"{relations.utterances} aligned utterances; wrote {written} files into {out}", highlight=False)

@@ -40,12 +40,10 @@ def segment(
         BOUNDARY_CONVENTION,
         FrameSource,
         aligned_ids,
-        evenly_spaced_result,
-        example_figure,
         parse_sources,
         rank_heads,
-        run_source,
-        write_results,
+        study,
+        write_study,
     )
     from satool.workspace import Workspace
 
@@ -68,29 +66,18 @@ def segment(
         raise InputError(f"no aligned utterances in split {tune_on!r} to tune on (use --tune-on, or give "
                          "--alpha and --beta)", path=cache_path)
     frames = FrameSource(opened)
-    results = [evenly_spaced_result(opened, tune_ids or test_ids, test_ids, tolerance)]
-    for source in sources:
-        with progress_bar(None, f"segmenting {source.label}") as bar:
-            results.append(run_source(frames, source, tune_ids, test_ids, tuned_on=None if fixed else tune_on,
-                                      alpha=alpha, beta=beta, tolerance=tolerance,
-                                      progress=lambda done, total: bar.total(total, done)))
-    paths = write_results(results, out, tolerance=tolerance,
-                          extra={"cache": str(cache_path), "tune_on": tune_on, "test_on": test_on})
-    example_id = example or test_ids[0]
-    for result, source in zip(results[1:], sources):
-        name = source.label.replace(":", "_")
-        paths[f"example {source.label}"] = example_figure(frames, source, example_id, result.alpha, result.beta,
-                                                          out / f"example_{name}.png")
+    with progress_bar(None, "segmenting") as bar:
+        results = study(frames, sources, tune_ids, test_ids, tuned_on=None if fixed else tune_on, alpha=alpha,
+                        beta=beta, tolerance=tolerance,
+                        progress=lambda label, done, total: (bar.total(total, done), bar.info(label)))
+    paths = write_study(frames, results, out, tolerance=tolerance, example_id=example or test_ids[0],
+                        examples=sources, extra={"cache": str(cache_path), "tune_on": tune_on, "test_on": test_on})
     if all_heads:
-        import csv
+        from satool.results import write_csv
 
         with progress_bar(len(opened.layers) * len(opened.heads), "ranking heads") as bar:
             rows = rank_heads(frames, tune_ids or test_ids, test_ids, tolerance=tolerance, progress=bar.advance)
-        with open(out / "heads_by_r_value.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        paths["heads"] = out / "heads_by_r_value.csv"
+        paths["heads"] = write_csv(out / "heads_by_r_value.csv", rows)
     workspace.record("segment", {"cache": cache_path, "segment": out}, features=features)
     _print(results, tolerance, BOUNDARY_CONVENTION)
     if all_heads:
