@@ -394,13 +394,16 @@ class SelfAttention(nn.Module):
         return context, probs
 
 
-class SelfOutput(nn.Module):
-    """Output projection of the attention block, residual, and (post-LN) LayerNorm."""
+class ResidualOutput(nn.Module):
+    """Projection back to the hidden size, dropout, residual, and (post-LN) LayerNorm.
 
-    def __init__(self, config: MockingjayConfig):
+    Used after the attention block (``in_size`` = hidden size) and after the
+    feed-forward block (``in_size`` = intermediate size)."""
+
+    def __init__(self, config: MockingjayConfig, in_size: int):
         super().__init__()
         self.pre_layer_norm = config.pre_layer_norm
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_size, config.hidden_size)
         self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
@@ -414,7 +417,7 @@ class Attention(nn.Module):
         super().__init__()
         self.pre_layer_norm = config.pre_layer_norm
         self.self = SelfAttention(config)  # named "self" to keep s3prl's keys
-        self.output = SelfOutput(config)
+        self.output = ResidualOutput(config, config.hidden_size)
         if self.pre_layer_norm:
             # s3prl registers the same LayerNorm under a second name, so its
             # state dicts carry both "attention.LayerNorm.*" and
@@ -437,21 +440,6 @@ class Intermediate(nn.Module):
         return self.act(self.dense(x))
 
 
-class Output(nn.Module):
-    """Second feed-forward projection, residual, and (post-LN) LayerNorm."""
-
-    def __init__(self, config: MockingjayConfig):
-        super().__init__()
-        self.pre_layer_norm = config.pre_layer_norm
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        x = self.dropout(self.dense(x)) + residual
-        return x if self.pre_layer_norm else self.LayerNorm(x)
-
-
 class Layer(nn.Module):
     """Post-LN: x = LN(x + Attn(x)); x = LN(x + FFN(x)).
     Pre-LN:  x = x + Attn(LN(x));   x = x + FFN(LN(x))."""
@@ -461,7 +449,7 @@ class Layer(nn.Module):
         self.pre_layer_norm = config.pre_layer_norm
         self.attention = Attention(config)
         self.intermediate = Intermediate(config)
-        self.output = Output(config)
+        self.output = ResidualOutput(config, config.intermediate_size)
         if self.pre_layer_norm:
             self.LayerNorm = self.output.LayerNorm  # alias, as in s3prl
 
