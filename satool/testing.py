@@ -138,3 +138,27 @@ def make_checkpoint(path: Path, preset: str = "tiny", downsample: int = 3, seed:
     torch.manual_seed(seed)
     save_checkpoint(path, MockingjayEncoder(config), SpecHead(config), audio=features.to_s3prl())
     return Path(path)
+
+
+def kill_at_random_moments(cmd: Sequence, duration: float, seed: int, window: tuple[float, float],
+                           times: int = 4, after_kill=None, **popen_kwargs) -> int:
+    """Start ``cmd`` ``times`` times, SIGKILL it after a random fraction (drawn from ``window``)
+    of ``duration`` seconds (the uninterrupted run time) and call ``after_kill()`` after each
+    run ends. Returns how many runs were really killed (not finished first)."""
+    import signal
+    import subprocess
+    import time
+
+    rng = np.random.default_rng(seed)
+    kills = 0
+    for _ in range(times):
+        proc = subprocess.Popen([str(part) for part in cmd], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, **popen_kwargs)
+        time.sleep(float(rng.uniform(*window)) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        if after_kill is not None:
+            after_kill()
+    return kills

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -126,21 +125,15 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
                                text=True, timeout=600)
     duration = time.perf_counter() - began
     assert reference.returncode == 0, reference.stderr
-    rng = np.random.default_rng(0)
-    kills = 0
-    for _ in range(4):
-        proc = subprocess.Popen(_extract_cmd(ckpt, corpus, tmp_path / "c"), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(0.4, 0.9)) * duration)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        # after every kill the cache is readable and holds only whole utterances
+
+    def whole_utterances_only():  # after every kill the cache is readable and holds only whole utterances
         if (tmp_path / "c" / "manifest.json").exists():
             partial = open_cache(tmp_path / "c")
             for utt in partial.utterance_ids:
                 assert partial.attention(utt).shape[-1] == partial.meta(utt)["n_steps"]
+
+    kills = testing.kill_at_random_moments(_extract_cmd(ckpt, corpus, tmp_path / "c"), duration, seed=0,
+                                           window=(0.4, 0.9), after_kill=whole_utterances_only, env=env)
     assert kills >= 2, "extraction finished too fast to be interrupted"
     final = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "c"), env=env, capture_output=True,
                            text=True, timeout=600)

@@ -48,18 +48,14 @@ def test_pretrain_sigkill_at_random_moments_then_resume_is_identical(corpus, tmp
                                capture_output=True, text=True, timeout=600)
     duration = time.perf_counter() - began  # start-up included: kills land anywhere from start-up to the end
     assert reference.returncode == 0, reference.stderr
-    rng = np.random.default_rng(1)
-    kills = 0
-    for _ in range(4):
-        proc = subprocess.Popen(_cmd(*PRETRAIN, corpus, "--out", tmp_path / "run.ckpt"), env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(0.3, 0.9)) * duration)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        if (tmp_path / "run.ckpt").exists():  # always a whole, loadable checkpoint
+
+    def whole_checkpoint_only():  # always a whole, loadable checkpoint
+        if (tmp_path / "run.ckpt").exists():
             torch.load(tmp_path / "run.ckpt", weights_only=True)
+
+    kills = testing.kill_at_random_moments(_cmd(*PRETRAIN, corpus, "--out", tmp_path / "run.ckpt"), duration,
+                                           seed=1, window=(0.3, 0.9), after_kill=whole_checkpoint_only,
+                                           env=env, cwd=tmp_path)
     assert kills >= 2, "pre-training finished too fast to be interrupted"
     final = subprocess.run(_cmd(*PRETRAIN, corpus, "--out", tmp_path / "run.ckpt"), env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
