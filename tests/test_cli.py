@@ -124,3 +124,42 @@ def test_cli_reference_is_current():
                                cwd=REPO, check=True).stdout
     assert generated == (REPO / "docs" / "cli.md").read_text(), \
         "docs/cli.md is out of date: run SATOOL_DISABLE_PLUGIN_AUTOLOAD=1 python -m satool.cli.reference > docs/cli.md"
+
+
+STYLE_TAGS = {"bold", "/bold", "/", "dim"}
+
+
+def test_help_brackets_are_shown_not_taken_for_markup(satool_cli):
+    """Rich reads "[word ...]" as a style tag and drops it; help text escapes literal brackets."""
+    import typer.main
+    from rich.markup import RE_TAGS
+
+    from satool.cli import build_app
+
+    eaten = []
+
+    def walk(command, path):
+        texts = [("help", command.help or "")] + [(p.name, getattr(p, "help", None) or "") for p in command.params]
+        for where, text in texts:
+            eaten.extend(f"{path} ({where}): {m.group(0)}" for m in RE_TAGS.finditer(text)
+                         if not m.group(2) and m.group(3) not in STYLE_TAGS)
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(build_app()), "satool")
+    assert not eaten, "unescaped brackets in help (write \\\\[ in the docstring): " + "; ".join(eaten)
+    assert "the maps [layer, head, query, key] at" in " ".join(satool_cli("extract", "--help").stdout.split())
+    assert "pip install 'satool[synth]'" in satool_cli("corpus", "synth", "--help").stdout
+
+
+def test_messages_with_brackets_are_printed_literally(tmp_path, satool_cli):
+    """A path or reason containing "[...]" reaches the user unchanged (not read as rich markup)."""
+    from satool import testing
+
+    root = tmp_path / "audio [take 2]"
+    testing.make_librispeech(root, speakers=("19",), per_speaker=3)
+    bad = next(root.rglob("*.flac"))
+    bad.write_bytes(b"not audio")
+    result = satool_cli("corpus", "check", root)
+    assert result.returncode == 0, result.stderr
+    assert "[take 2]" in result.stderr and "bad:" in result.stderr, result.stderr

@@ -12,6 +12,18 @@ console = Console(stderr=True, highlight=False)
 """Progress and messages go to stderr; stdout stays clean for --json."""
 
 
+def say(text: str, label: str | None = None, style: str = "yellow", out: Console | None = None) -> None:
+    """Print one message line, ``text`` taken literally (a path or an error
+    that contains "[...]" is not read as rich markup), after an optional
+    coloured ``label`` such as "skipped" or "warning:"."""
+    from rich.text import Text
+
+    line = Text(str(text))
+    if label:
+        line = Text(label + " ", style=style) + line
+    (out or console).print(line, soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")

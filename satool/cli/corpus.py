@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, print_json, progress_bar
+from satool.cli.common import print_json, progress_bar, say
 
 app = typer.Typer(
     help="Inspect and check corpora; generate the built-in synthetic one.",
@@ -57,7 +57,7 @@ def info(
     if summary["phones_missing"]:
         out.print(f"  never seen: {' '.join(summary['phones_missing'])}")
     for line in summary["problems"] + summary["notes"]:
-        out.print(f"[yellow]problem:[/] {line}")
+        say(line, "problem:", out=out)
 
 
 @app.command()
@@ -83,8 +83,8 @@ def check(
         print_json({"good": good, "bad": [{"utterance": s.utterance_id, "reason": s.reason} for s in skipped]})
         return
     for s in skipped:
-        console.print(f"[yellow]bad:[/] {s.utterance_id}: {s.reason}", highlight=False)
-    console.print(f"{good} good, {len(skipped)} bad utterances", highlight=False)
+        say(f"{s.utterance_id}: {s.reason}", "bad:")
+    say(f"{good} good, {len(skipped)} bad utterances")
 
 
 @app.command()
@@ -99,7 +99,7 @@ def synth(
 
     Writes LibriSpeech layout (16 kHz FLAC + .trans.txt), an MFA-style TextGrid
     and a TIMIT-style .PHN per utterance, and manifest.json. Needs the optional
-    extra: pip install 'satool[synth]' (eSpeak NG, GPL-3.0).
+    extra: pip install 'satool\\[synth]' (eSpeak NG, GPL-3.0).
     """
     from satool.synth import synthesize_corpus
 
@@ -110,4 +110,4 @@ def synth(
             heldout_speakers=heldout_speakers, progress=lambda done, total: bar.total(total, done),
         )
     hours = manifest["total_hours"]
-    console.print(f"wrote {out} ({hours:.2f} h); see {out / 'manifest.json'}", highlight=False)
+    say(f"wrote {out} ({hours:.2f} h); see {out / 'manifest.json'}")

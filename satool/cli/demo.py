@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar
+from satool.cli.common import console, progress_bar, say
 
 
 def demo(
@@ -33,4 +33,4 @@ def demo(
 
     state = run_demo(out, settings, on_stage=on_stage, progress_factory=lambda name: progress_bar(None, name))
     total = sum(v.get("seconds", 0) for v in state.values())
-    console.print(f"report: {out / 'report.html'} (stages took {total / 60:.1f} min in all)", highlight=False)
+    say(f"report: {out / 'report.html'} (stages took {total / 60:.1f} min in all)")

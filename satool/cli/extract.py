@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, progress_bar
+from satool.cli.common import console, parse_csv, progress_bar, say
 
 DEFAULT_OUT = Path("attention-cache")
 
@@ -35,7 +35,7 @@ def extract(
 ) -> None:
     """Run a model over a corpus and store its attention maps in an HDF5 cache.
 
-    Stores, per utterance, the maps [layer, head, query, key] at the model's step
+    Stores, per utterance, the maps \\[layer, head, query, key] at the model's step
     rate (float16), speaker, frame and step counts, and phone labels and
     boundaries when alignments exist. Killed or interrupted? Run the same command:
     finished utterances are kept and skipped. Several processes: --shard i/N in
@@ -77,7 +77,7 @@ def extract(
             progress=lambda done, total: bar.total(total, done),
         )
     for utt, reason in summary.skipped:
-        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+        say(f"{utt}: {reason}", "skipped")
     console.print(
         f"{out}: {summary.written} utterances written, {summary.already_done} already there, "
         f"{len(summary.skipped)} skipped ({summary.seconds:.1f} s; "

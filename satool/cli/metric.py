@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, print_json, progress_bar
+from satool.cli.common import parse_csv, print_json, progress_bar, say
 
 DEFAULT_OUT = Path("results/metric")
 
@@ -57,7 +57,7 @@ def metric(
 
             raise UsageError(f"{source} is a cache: CORPUS is only for checkpoints")
         cache = open_cache(source)
-        cache.require_complete(allow_partial, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+        cache.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
         with progress_bar(len(cache.utterance_ids), "scoring heads") as bar:
             scores = score_cache(cache, metrics, progress=bar.advance)
         example_id = cache.utterance_ids[0]
@@ -80,7 +80,7 @@ def metric(
                                  source={"checkpoint": str(source), "corpus": str(corpus)})
             bar.advance(len(skipped))
         for utt, reason in skipped:
-            console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+            say(f"{utt}: {reason}", "skipped")
         example_id, example = first.get("id"), first.get("attention")
         workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
     paths = write_outputs(scores, out, example_id, example, k=top)
@@ -89,7 +89,7 @@ def metric(
         print_json(scores.records())
     else:
         _print_summary(scores)
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}", highlight=False)
+    say(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def _print_summary(scores) -> None:

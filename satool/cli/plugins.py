@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from satool.cli.common import print_json
+from satool.cli.common import print_json, say
 
 
 def plugins(
@@ -35,4 +35,4 @@ def plugins(
     console = Console()
     console.print(table)
     for f in described["failed"]:
-        console.print(f"[red]failed:[/] {f['name']}: {f['error']}", highlight=False)
+        say(f"{f['name']}: {f['error']}", "failed:", style="red", out=console)

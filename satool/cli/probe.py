@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, print_json, progress_bar
+from satool.cli.common import parse_csv, print_json, progress_bar, say
 
 DEFAULT_OUT = Path("results/probe")
 
@@ -99,7 +99,7 @@ def probe(
                           progress=bar.advance) for utts in (train, test)]
         splits = [d.represent(config) for d in data]
     for utt, reason in data[0].skipped + data[1].skipped:
-        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+        say(f"{utt}: {reason}", "skipped")
     with progress_bar(len(tasks), "training probes") as bar:
         results = []
         for t in tasks:

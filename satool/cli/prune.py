@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, progress_bar
+from satool.cli.common import console, parse_csv, progress_bar, say
 
 DEFAULT_OUT = Path("results/prune")
 
@@ -98,7 +98,7 @@ def prune(
     workspace.record("prune", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
                                "prune": out}, by=by, task=task)
     for utt, reason in (data[0].skipped + data[1].skipped)[:5]:
-        console.print(f"[yellow]skipped[/] {utt}: {reason}", highlight=False)
+        say(f"{utt}: {reason}", "skipped")
     _print(rows, span is not None)
     console.print(f"{store.passes} representation passes; wrote {', '.join(str(p) for p in paths.values())}",
                   highlight=False)

@@ -8,20 +8,20 @@ from __future__ import annotations
 import inspect
 
 import typer.main
+from rich.text import Text
 
 from satool.cli import build_app
 
 
 def _strip_markup(text: str) -> str:
-    for tag in ("[bold]", "[/]", "[/bold]", "[dim]"):
-        text = text.replace(tag, "")
-    return text
+    """The text ``--help`` shows: rich style tags removed, ``\\[`` escapes undone."""
+    return Text.from_markup(text).plain
 
 
 def _param_row(param) -> str:
     names = ", ".join(f"`{n}`" for n in (param.opts + param.secondary_opts)) if param.param_type_name == "option" \
         else f"`{param.name.upper()}`"
-    help_text = " ".join((getattr(param, "help", None) or "").split())
+    help_text = " ".join(_strip_markup(getattr(param, "help", None) or "").split())
     default = param.default
     shown = "" if default in (None, False, "", ()) or callable(default) else f"`{default}`"
     if param.param_type_name == "argument":
@@ -53,7 +53,7 @@ def cli_reference() -> str:
         command = root.commands[name]
         subcommands = getattr(command, "commands", None)
         if subcommands:
-            lines += [f"## `satool {name}`", "", inspect.cleandoc(command.help or ""), ""]
+            lines += [f"## `satool {name}`", "", inspect.cleandoc(_strip_markup(command.help or "")), ""]
             for sub in sorted(subcommands):
                 lines += ["#" + line if line.startswith("## ") else line
                           for line in _command_section(f"satool {name} {sub}", subcommands[sub])]

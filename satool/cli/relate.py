@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar
+from satool.cli.common import console, progress_bar, say
 
 DEFAULT_OUT = Path("results/relate")
 
@@ -23,9 +23,9 @@ def relate(
 ) -> None:
     """Which phones attend to which: P'_h, the uniform baseline P_U, P_h and the concentration C_h.
 
-    P'_h[m, n] is the attention mass from frames of phone m to frames of phone n
+    P'_h\\[m, n] is the attention mass from frames of phone m to frames of phone n
     (a joint distribution), P_U the same for uniform attention, P_h = (P' - P_U)
-    / P_U (> 0 preference, < 0 avoidance) and C_h[n] the mean of P_h over query
+    / P_U (> 0 preference, < 0 avoidance) and C_h\\[n] the mean of P_h over query
     phones (> 0: the head focuses on phone n). Computed for every head from the
     model-rate maps (SPEC section 6). Writes relations.npz, relations.csv,
     concentration.csv, one heat map per drawn head and
@@ -43,7 +43,7 @@ def relate(
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
     out = out or DEFAULT_OUT
     opened = open_cache(cache_path)
-    opened.require_complete(allow_partial, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
     with progress_bar(len(opened.utterance_ids), "relating phones") as bar:
         relations = run_relate(cache_stream(opened), opened.layers, opened.heads, opened.phone_set,
                                progress=bar.advance)
@@ -71,4 +71,4 @@ def relate(
         console.print(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
                       f"{relations.phones[best]!r} (C = {c[best]:+.2f})", highlight=False)
     written = len(paths) - 1 + len(paths["maps"])
-    console.print(f"{relations.utterances} aligned utterances; wrote {written} files into {out}", highlight=False)
+    say(f"{relations.utterances} aligned utterances; wrote {written} files into {out}")

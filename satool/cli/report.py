@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console
+from satool.cli.common import say
 
 
 def report(
@@ -18,4 +18,4 @@ def report(
     from satool.report import build_report
 
     path = build_report(directory, out)
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar
+from satool.cli.common import console, progress_bar, say
 
 DEFAULT_OUT = Path("results/segment")
 
@@ -52,7 +52,7 @@ def segment(
     out = out or DEFAULT_OUT
     sources = parse_sources(features)
     opened = open_cache(cache_path)
-    opened.require_complete(allow_partial, warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
     test_ids = aligned_ids(opened, test_on)
     fixed = alpha is not None and beta is not None
     tune_ids = [] if fixed else aligned_ids(opened, tune_on)
@@ -83,7 +83,7 @@ def segment(
     if all_heads:
         best = ", ".join(f"L{r['layer']}.H{r['head']} {100 * r['strict_r_value']:.1f}" for r in rows[:5])
         console.print(f"best heads by strict R-value: {best} (all in {paths['heads']})", highlight=False)
-    console.print(f"wrote {len(paths)} files into {out}", highlight=False)
+    say(f"wrote {len(paths)} files into {out}")
 
 
 def _print(results, tolerance: float, convention: str) -> None:
