@@ -169,6 +169,18 @@ class _OpenShard:
     opened: float
 
 
+CHUNK_BYTES = 1 << 20
+
+
+def attention_chunks(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """HDF5 chunk shape for float16 maps ``[layer, head, query, key]``: whole maps of one
+    layer, as many heads as fit in about 1 MiB (at least one). Fewer, larger chunks
+    write and read faster; the cap keeps reading one head of a long utterance cheap."""
+    layers, heads, queries, keys = shape
+    per_map = max(1, queries * keys * 2)
+    return 1, max(1, min(heads, CHUNK_BYTES // per_map)), queries, keys
+
+
 class CacheWriter:
     """Appends utterances to a cache directory in crash-safe shards.
 
@@ -270,7 +282,7 @@ class CacheWriter:
             group = shard.file.create_group(f"utterances/{utt_id}")
             if attention is not None:
                 a = np.asarray(attention, dtype=np.float16)
-                group.create_dataset("attention", data=a, chunks=(1, 1, *a.shape[2:]) if a.size else None,
+                group.create_dataset("attention", data=a, chunks=attention_chunks(a.shape) if a.size else None,
                                      **(self._filters() if a.size else {}))
                 shard.nbytes += a.nbytes
             if hidden is not None:

@@ -3,8 +3,9 @@
 One utterance at a time (bounded memory): read audio (at most ``max_frames``
 10 ms frames of it), compute the model's input, encode, keep the chosen
 layers and heads, append to the cache (:mod:`satool.cache`). Audio reading and
-feature computation for the next utterance overlap with the current forward
-pass (a background thread). Bad utterances are recorded as skipped with the
+feature computation for the next utterance run ahead in one background thread,
+and writing the previous utterance runs behind in another, both overlapping the
+current forward pass (:mod:`satool.prefetch`). Bad utterances are recorded as skipped with the
 reason and never block the cache from being complete.
 
 Scale-out: ``shard=(i, N)`` (``--shard i/N``, or torchrun's RANK/WORLD_SIZE)
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import InputError, UsageError
-from satool.prefetch import prefetched
+from satool.prefetch import WriteBehind, prefetched
 
 LABEL_HOP_SAMPLES = 160
 
@@ -158,13 +159,13 @@ def extract(
             return None, str(exc)
 
     done = already
-    with writer:
+    with writer, WriteBehind() as write_behind:
         if progress is not None:
             progress(done, len(mine))
         for utt, (loaded, features) in prefetched(todo, prepare):
             if loaded is None:  # features holds the reason
                 skipped.append((utt.id, features))
-                writer.add_skipped(utt.id, features)
+                write_behind(writer.add_skipped, utt.id, features)
             else:
                 encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states),
                                        layers=layer_list)[0]
@@ -180,7 +181,7 @@ def extract(
                 bounds = loaded.boundaries
                 if bounds is not None:
                     bounds = bounds[bounds < loaded.duration_s]
-                writer.add(utt.id, attention=attention, hidden=hidden, meta={
+                write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta={
                     "speaker": utt.speaker, "split": utt.split, "order": order[utt.id],
                     "n_samples": len(loaded.wave), "duration_s": loaded.duration_s,
                     "n_frames": n_frames, "n_steps": encoded.n_steps,

@@ -1,4 +1,4 @@
-"""Read ahead in a background thread while the caller computes (bounded queue)."""
+"""Overlap I/O with computation: read ahead, and write behind, in one background thread each."""
 
 from __future__ import annotations
 
@@ -47,3 +47,47 @@ def prefetched(items: Iterable[T], load: Callable[[T], Any], depth: int = 2) -> 
                 q.get(timeout=0.05)
             except queue.Empty:
                 pass
+
+
+class WriteBehind:
+    """Run write calls in one background thread, in order, at most one behind the caller.
+
+    ``write_behind(fn, *args)`` waits for the previous write (re-raising its
+    error), then starts ``fn(*args)`` and returns at once, so the next
+    utterance is computed while this one is written. Leaving the ``with``
+    block waits for the last write, also on an error or Ctrl-C, so whoever
+    closes the file afterwards never races a write in progress.
+    """
+
+    def __enter__(self) -> WriteBehind:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="satool-write")
+        self._pending = None
+        return self
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args, **kwargs)
+
+    def wait(self) -> None:
+        """Block until the last write finished; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            else:  # already failing: finish the write in flight, keep the first error
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    while True:
+                        try:
+                            pending.exception()
+                            break
+                        except KeyboardInterrupt:  # a second Ctrl-C: the write still has to end first
+                            continue
+        finally:
+            self._pool.shutdown(wait=True)

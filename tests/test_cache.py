@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from satool.cache import SCHEMA_VERSION, CacheWriter, open_cache
+from satool.cache import SCHEMA_VERSION, CacheWriter, attention_chunks, open_cache
 from satool.errors import BusyError, EnvironmentProblem, InputError, UsageError
 
 
@@ -38,7 +38,25 @@ def write(path, ids, rng, *, shard_bytes=1 << 30, **kwargs):
     return maps
 
 
-@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_attention_chunks_hold_whole_maps_of_one_layer_up_to_one_mib():
+    assert attention_chunks((4, 12, 100, 100)) == (1, 12, 100, 100)  # 12 x 20 kB: the whole layer
+    assert attention_chunks((1, 12, 300, 300)) == (1, 5, 300, 300)  # 180 kB maps: 5 fit in 1 MiB
+    assert attention_chunks((2, 12, 1000, 1000)) == (1, 1, 1000, 1000)  # 2 MB maps: one per chunk
+    assert attention_chunks((1, 3, 1, 1)) == (1, 3, 1, 1)
+
+
+def test_one_head_reads_right_when_a_chunk_holds_several_heads(tmp_path):
+    rng = np.random.default_rng(3)
+    maps = random_maps(rng, 400, layers=2, heads=5)  # 320 kB per map: chunks of 3 heads, then 2
+    with CacheWriter(tmp_path / "c", manifest(["u"], heads=[1, 2, 3, 4, 5])) as writer:
+        writer.add("u", attention=maps, meta={"n_steps": 400})
+    cache = open_cache(tmp_path / "c")
+    for layer in range(2):
+        for head in range(5):
+            np.testing.assert_allclose(cache.attention("u", layer=layer, head=head), maps[layer, head], atol=5e-4)
+
+
+@pytest.mark.parametrize("compression", ["none", "blosc", "lzf", "gzip"])
 def test_round_trip(tmp_path, compression):
     rng = np.random.default_rng(0)
     ids = [f"u{i}" for i in range(5)]
