@@ -122,6 +122,7 @@ def versus_transformers(work: Path, preset: str, steps: int, n: int) -> list[lis
 
     from satool.cache import CacheWriter
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder
+    from satool.prefetch import WriteBehind
 
     config = MockingjayConfig.preset(preset, input_dim=80, downsample_rate=3)
     encoder = MockingjayEncoder(config).eval()
@@ -149,10 +150,10 @@ def versus_transformers(work: Path, preset: str, steps: int, n: int) -> list[lis
                 "heads": list(range(1, config.num_heads + 1)), "hidden_states": [], "settings": {},
                 "planned": [f"utt{i}" for i in range(n)], "frames_per_step": 3}
     start = time.perf_counter()
-    with torch.no_grad(), CacheWriter(ours, manifest) as writer:
-        for i, xi in enumerate(x):
+    with torch.no_grad(), CacheWriter(ours, manifest) as writer, WriteBehind() as write_behind:
+        for i, xi in enumerate(x):  # as satool extract does it: write one utterance while encoding the next
             maps = torch.stack(encoder(xi, output_hidden_states=False).attentions)[:, 0]
-            writer.add(f"utt{i}", attention=maps.to(torch.float16).numpy(), meta={"n_steps": steps})
+            write_behind(writer.add, f"utt{i}", attention=maps.to(torch.float16).numpy(), meta={"n_steps": steps})
     our_time = time.perf_counter() - start
     our_bytes = dir_bytes(ours)
     return [
