@@ -81,7 +81,9 @@ def globalness(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.nd
 
 def verticality(attn: np.ndarray, meta: Mapping[str, Any] | None = None) -> np.ndarray:
     """V = -H((1/T) sum_q A[q]): negative entropy of the mean row. ``[layer, head]``."""
-    mean_row = attn.mean(axis=-2)  # float32: T <= a few thousand terms of at most 1
+    # float32 column sums (T <= a few thousand terms of at most 1); einsum's loop is
+    # about 1.7x faster than numpy's reduction over the non-contiguous query axis
+    mean_row = np.einsum("...qk->...k", attn) / np.float32(attn.shape[-2])
     return _xlogx_sum(mean_row)
 
 
