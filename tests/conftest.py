@@ -37,3 +37,16 @@ def _fresh_plugins():
     reset_plugins()
     yield
     reset_plugins()
+
+
+WORKSPACE_LEFTOVERS = ("satool.toml", ".satool.toml.lock", "results")
+
+
+@pytest.fixture(autouse=True)
+def _repository_stays_clean():
+    """A test that runs a stage must give it a cwd of its own: stages write satool.toml and
+    results/ into the working directory, and those must never land in the repository."""
+    before = {name for name in WORKSPACE_LEFTOVERS if (REPO / name).exists()}
+    yield
+    created = [name for name in WORKSPACE_LEFTOVERS if (REPO / name).exists() and name not in before]
+    assert not created, f"this test wrote {created} into the repository (run the stage with cwd=tmp_path)"

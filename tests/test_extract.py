@@ -121,7 +121,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     ckpt = testing.make_checkpoint(tmp_path / "ckpt.pt", preset="demo")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     began = time.perf_counter()
-    reference = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "ref"), env=env, capture_output=True,
+    reference = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "ref"), env=env, cwd=tmp_path, capture_output=True,
                                text=True, timeout=600)
     duration = time.perf_counter() - began
     assert reference.returncode == 0, reference.stderr
@@ -133,9 +133,10 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
                 assert partial.attention(utt).shape[-1] == partial.meta(utt)["n_steps"]
 
     kills = testing.kill_at_random_moments(_extract_cmd(ckpt, corpus, tmp_path / "c"), duration, seed=0,
-                                           window=(0.4, 0.9), after_kill=whole_utterances_only, env=env)
+                                           window=(0.4, 0.9), after_kill=whole_utterances_only, env=env,
+                                           cwd=tmp_path)
     assert kills >= 2, "extraction finished too fast to be interrupted"
-    final = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "c"), env=env, capture_output=True,
+    final = subprocess.run(_extract_cmd(ckpt, corpus, tmp_path / "c"), env=env, cwd=tmp_path, capture_output=True,
                            text=True, timeout=600)
     assert final.returncode == 0, final.stderr
     _same_cache(tmp_path / "ref", tmp_path / "c")
@@ -158,7 +159,7 @@ def test_second_writer_is_refused_while_first_runs(setup, tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert first.stdout.readline().startswith("progress")  # it holds the lock now
     second = subprocess.run(_extract_cmd(ckpt, root / "LS", tmp_path / "c"), capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, cwd=tmp_path)
     first_still_running = first.poll() is None
     out, err = first.communicate(timeout=600)
     assert first_still_running, "the first extraction ended before the second started"
