@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, progress_bar, say
+from satool.cli.common import parse_csv, progress_bar, say
 
 DEFAULT_OUT = Path("attention-cache")
 
@@ -78,11 +78,9 @@ def extract(
         )
     for utt, reason in summary.skipped:
         say(f"{utt}: {reason}", "skipped")
-    console.print(
-        f"{out}: {summary.written} utterances written, {summary.already_done} already there, "
+    say(f"{out}: {summary.written} utterances written, {summary.already_done} already there, "
         f"{len(summary.skipped)} skipped ({summary.seconds:.1f} s; "
-        f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)", highlight=False,
-    )
+        f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)")
     if index == 0:
         workspace.record("extract", {"checkpoint": checkpoint, "corpus": corpus, "alignments": alignments,
                                      "cache": out}, split=split, max_frames=max_frames)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, parse_csv, progress_bar, say
+from satool.cli.common import parse_csv, progress_bar, say
 
 DEFAULT_OUT = Path("results/prune")
 
@@ -100,8 +100,7 @@ def prune(
     for utt, reason in (data[0].skipped + data[1].skipped)[:5]:
         say(f"{utt}: {reason}", "skipped")
     _print(rows, span is not None)
-    console.print(f"{store.passes} representation passes; wrote {', '.join(str(p) for p in paths.values())}",
-                  highlight=False)
+    say(f"{store.passes} representation passes; wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def _print(rows, spans: bool) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar, say
+from satool.cli.common import progress_bar, say
 
 DEFAULT_OUT = Path("results/relate")
 
@@ -68,7 +68,7 @@ def relate(
     for h in chosen:
         c = concentration[h]
         best = int(np.nanargmax(np.where(np.isfinite(c), c, -np.inf)))
-        console.print(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
-                      f"{relations.phones[best]!r} (C = {c[best]:+.2f})", highlight=False)
+        say(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
+                      f"{relations.phones[best]!r} (C = {c[best]:+.2f})")
     written = len(paths) - 1 + len(paths["maps"])
     say(f"{relations.utterances} aligned utterances; wrote {written} files into {out}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar, say
+from satool.cli.common import progress_bar, say
 
 DEFAULT_OUT = Path("results/segment")
 
@@ -82,7 +82,7 @@ def segment(
     _print(results, tolerance, BOUNDARY_CONVENTION)
     if all_heads:
         best = ", ".join(f"L{r['layer']}.H{r['head']} {100 * r['strict_r_value']:.1f}" for r in rows[:5])
-        console.print(f"best heads by strict R-value: {best} (all in {paths['heads']})", highlight=False)
+        say(f"best heads by strict R-value: {best} (all in {paths['heads']})")
     say(f"wrote {len(paths)} files into {out}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar
+from satool.cli.common import console, progress_bar, say
 
 
 def pretrain(
@@ -64,12 +64,8 @@ def pretrain(
         return
     workspace.record("pretrain", {"checkpoint": out, "corpus": corpus, "alignments": alignments},
                      preset=preset, mask_span=mask_span, downsample=downsample, steps=steps)
-    console.print(
-        f"wrote {out} after {result.steps} steps (final loss {result.final_loss:.3f}, "
-        f"{result.frames_per_second:.0f} frames/s)", highlight=False,
-    )
+    say(f"wrote {out} after {result.steps} steps (final loss {result.final_loss:.3f}, "
+        f"{result.frames_per_second:.0f} frames/s)")
     if result.heldout_l1 is not None:
-        console.print(
-            f"held-out masked L1 {result.heldout_l1:.3f} vs {result.heldout_mean_frame_l1:.3f} for predicting "
-            "each utterance's mean frame", highlight=False,
-        )
+        say(f"held-out masked L1 {result.heldout_l1:.3f} vs {result.heldout_mean_frame_l1:.3f} for predicting "
+            "each utterance's mean frame")
