@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 from conftest import REPO
@@ -18,11 +17,10 @@ def demo_dir(tmp_path_factory):
     from conftest import run_satool
 
     out = tmp_path_factory.mktemp("demo") / "run"
-    began = time.perf_counter()
+    # Its time budget (3 minutes) is measured by benchmarks/bench_demo.py, not asserted here:
+    # a timed test fails on a busy machine for reasons that have nothing to do with satool.
     result = run_satool("demo", "--quick", "--out", out, timeout=900)
-    seconds = time.perf_counter() - began
     assert result.returncode == 0, result.stderr[-3000:]
-    assert seconds < 180, f"demo --quick took {seconds:.0f} s (budget: 3 minutes)"
     return out
 
 
@@ -40,13 +38,14 @@ def test_demo_quick_writes_everything(demo_dir):
 
 
 def test_second_run_reuses_stages(demo_dir, satool_cli):
-    began = time.perf_counter()
+    outputs = ("model.ckpt", "attention-cache/manifest.json", "results/prune/prune_results.csv")
+    stamps = {rel: (demo_dir / rel).stat().st_mtime_ns for rel in outputs}
     result = satool_cli("demo", "--quick", "--out", demo_dir)
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stderr.split())
     for stage in ("corpus", "pretrain", "extract", "metric", "segment", "relate", "probe", "prune"):
         assert re.search(rf"\d/9 {stage} \(done before, reused\)", text), stage
-    assert time.perf_counter() - began < 60
+    assert {rel: (demo_dir / rel).stat().st_mtime_ns for rel in outputs} == stamps  # nothing recomputed
 
 
 def test_report_rebuilds_from_saved_results(demo_dir, tmp_path, satool_cli):
