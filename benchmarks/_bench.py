@@ -18,6 +18,19 @@ def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> fl
     return min(times)
 
 
+def best_times_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, float]:
+    """Smallest wall time of each function (seconds) over ``rounds`` rounds that call them in
+    turn, after one warm-up round: slow phases of a noisy machine hit every function alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(rounds + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: min(t) for name, t in times.items()}
+
+
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
     """A plain-text table that reads well in a terminal and in CI logs."""
     cells = [[str(c) if not isinstance(c, float) else f"{c:.4g}" for c in row] for row in rows]

@@ -503,27 +503,37 @@ class AttentionCache:
             self._files.move_to_end(shard)
         return f
 
-    def _group(self, utt_id: str):
+    def _shard(self, utt_id: str) -> Path:
         try:
-            shard = self._where[utt_id]
+            return self._where[utt_id]
         except KeyError:
             raise UsageError(f"{self.path}: no utterance {utt_id!r} in this cache") from None
+
+    def _group(self, utt_id: str):
+        shard = self._shard(utt_id)
         return self._file(shard)[f"utterances/{utt_id}"], shard
 
-    def _read(self, utt_id: str, name: str, selection: tuple = ()) -> np.ndarray:
-        group, shard = self._group(utt_id)
-        if name not in group:
-            raise InputError(f"utterance {utt_id!r} has no {name!r} dataset", path=shard)
+    def _read(self, utt_id: str, name: str, selection: tuple = (), *, stored: bool = False) -> np.ndarray:
+        shard = self._shard(utt_id)
+        file = self._file(shard)
+        path = f"utterances/{utt_id}/{name}"
         try:
-            data = group[name][selection] if selection else group[name][()]
+            data = file[path][selection] if selection else _read_whole(file, path)
+        except KeyError:
+            raise InputError(f"utterance {utt_id!r} has no {name!r} dataset", path=shard) from None
         except Exception as exc:
             raise InputError(f"corrupt data for {utt_id!r} ({type(exc).__name__})", path=shard) from None
-        return _to_float32(data)
+        return data if stored else to_float32(data)
 
-    def attention(self, utt_id: str, layer: int | None = None, head: int | None = None) -> np.ndarray:
-        """float32 maps: all ``[layer, head, query, key]``, one layer ``[head, query, key]``, or one head."""
+    def attention(self, utt_id: str, layer: int | None = None, head: int | None = None, *,
+                  stored: bool = False) -> np.ndarray:
+        """float32 maps: all ``[layer, head, query, key]``, one layer ``[head, query, key]``, or one head.
+
+        ``stored=True`` (all maps only) returns them as stored, float16, without the
+        float32 copy (:func:`to_float32` makes it later, e.g. into a reused buffer).
+        """
         if layer is None and head is None:
-            return self._read(utt_id, "attention")
+            return self._read(utt_id, "attention", stored=stored)
         if head is None:
             return self._read(utt_id, "attention", (layer,))
         if layer is None:
@@ -560,26 +570,52 @@ class AttentionCache:
         return len(self.utterance_ids)
 
 
-_CAST_BLOCK = 16384  # elements per cast: below torch's parallel grain size, so no OpenMP threads wake up
+def _read_whole(file, path: str) -> np.ndarray:
+    """A whole dataset through h5py's low-level API: about 25% faster than ``file[path][()]``
+    for a demo-size utterance, and it holds the GIL for less of the read, which matters
+    when the read runs next to metric computation (docs/performance.md)."""
+    import h5py
+
+    dataset = h5py.h5d.open(file.id, path.encode())
+    out = np.empty(dataset.shape, dtype=dataset.dtype)
+    if out.size:
+        dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    return out
 
 
-def _to_float32(data: np.ndarray) -> np.ndarray:
-    """float16 -> float32 with torch's vectorised cast (numpy's is ~9x slower), block by block.
+def to_float32(data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float16 (or any) maps -> float32, into ``out`` if given (same shape, C-contiguous).
 
-    Blocks stay single-threaded: torch's OpenMP workers would otherwise keep
-    spinning next to the caller's numpy work, and the cast releases the GIL so
-    a reader thread overlaps with computation.
+    float16 goes through torch's vectorised cast (numpy's is ~25x slower), on
+    the calling thread only: torch's OpenMP workers would otherwise wake up and
+    keep spinning next to a metric thread's numpy work. The cast releases the
+    GIL, so a reader thread overlaps with it.
     """
+    if out is None:
+        if data.dtype != np.float16:
+            return np.asarray(data, dtype=np.float32)
+        out = np.empty(data.shape, dtype=np.float32)
     if data.dtype != np.float16:
-        return np.asarray(data, dtype=np.float32)
+        np.copyto(out, data)
+        return out
     import torch
 
-    flat = torch.from_numpy(np.ascontiguousarray(data).reshape(-1))
-    out = np.empty(data.shape, dtype=np.float32)
-    target = torch.from_numpy(out.reshape(-1))
-    for start in range(0, flat.numel(), _CAST_BLOCK):
-        target[start:start + _CAST_BLOCK].copy_(flat[start:start + _CAST_BLOCK])
+    with torch_threads(1):
+        torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(data)))
     return out
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run torch's CPU ops with ``n`` intra-op threads inside the block, then restore."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def open_cache(path: str | Path) -> AttentionCache:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from satool.cache import to_float32
 from satool.errors import InputError
 from satool.metrics import HeadMetric
 from satool.prefetch import prefetched
@@ -176,14 +178,17 @@ def score_heads(
     shape = (len(layers), len(heads))
     accumulators = [_Accumulator(m, shape) for m in metrics]
     n = 0
-    for attn, meta in stream:
-        for acc in accumulators:
-            if acc.metric.needs_labels and meta.get("frame_labels") is None:
-                continue
-            acc.add(acc.metric.per_utterance(attn, meta))
-        n += 1
-        if progress is not None:
-            progress(1)
+    # one BLAS thread: the metric kernels are single BLAS calls, and a second BLAS
+    # thread would compete with the thread reading the cache (docs/performance.md)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for attn, meta in stream:
+            for acc in accumulators:
+                if acc.metric.needs_labels and meta.get("frame_labels") is None:
+                    continue
+                acc.add(acc.metric.per_utterance(attn, meta))
+            n += 1
+            if progress is not None:
+                progress(1)
     if n == 0:
         raise InputError("no utterances to score")
     return HeadScores(
@@ -193,11 +198,25 @@ def score_heads(
     )
 
 
-def cache_stream(cache, utterance_ids: Sequence[str] | None = None) -> Iterator[tuple[np.ndarray, dict]]:
-    """(attention, meta) of each cached utterance, read ahead in a thread."""
+def cache_stream(cache, utterance_ids: Sequence[str] | None = None, *,
+                 reuse_buffer: bool = False) -> Iterator[tuple[np.ndarray, dict]]:
+    """(float32 attention, meta) of each cached utterance.
+
+    A background thread reads (decompresses) the stored float16 maps one
+    utterance ahead; the float32 copy is made here. With ``reuse_buffer`` every
+    utterance is copied into the same buffer, so a map is only valid until the
+    next one is yielded (no fresh 4-byte-per-value allocation per utterance:
+    see docs/performance.md).
+    """
     ids = cache.utterance_ids if utterance_ids is None else list(utterance_ids)
-    for _, pair in prefetched(ids, lambda u: (cache.attention(u), LazyMeta(cache, u))):
-        yield pair
+    buffer = np.empty(0, dtype=np.float32)
+    for utt, stored in prefetched(ids, lambda u: cache.attention(u, stored=True)):
+        out = None
+        if reuse_buffer:
+            if buffer.size < stored.size:
+                buffer = np.empty(stored.size, dtype=np.float32)
+            out = buffer[:stored.size].reshape(stored.shape)
+        yield to_float32(stored, out), LazyMeta(cache, utt)
 
 
 class LazyMeta(Mapping):
@@ -225,10 +244,11 @@ def score_cache(cache, metrics: Sequence[HeadMetric], *, progress=None) -> HeadS
     """Score the finished utterances of an :class:`~satool.cache.AttentionCache` in one pass.
 
     Maps are read one utterance ahead in a background thread while the metrics
-    run (see docs/performance.md for how much the two overlap).
+    run (see docs/performance.md for how much the two overlap). Metrics must
+    not keep a reference to the maps they are given: the buffer is reused.
     """
     return score_heads(
-        cache_stream(cache), metrics, cache.layers, cache.heads, progress=progress,
+        cache_stream(cache, reuse_buffer=True), metrics, cache.layers, cache.heads, progress=progress,
         source={"cache": str(cache.path), "model": cache.attrs.get("model", {}).get("checkpoint"),
                 "sha256": cache.attrs.get("model", {}).get("sha256")},
     )

@@ -77,6 +77,45 @@ def test_round_trip(tmp_path, compression):
     assert cache.attrs["schema_version"] == SCHEMA_VERSION
 
 
+def test_stored_maps_and_float32_copies(tmp_path):
+    import torch
+
+    from satool.cache import to_float32
+
+    rng = np.random.default_rng(5)
+    maps = write(tmp_path / "c", ["a", "b"], rng)
+    cache = open_cache(tmp_path / "c")
+    stored = cache.attention("b", stored=True)
+    assert stored.dtype == np.float16 and stored.shape == maps["b"].shape
+    np.testing.assert_array_equal(stored.astype(np.float32), cache.attention("b"))  # numpy's own cast
+    threads = torch.get_num_threads()
+    out = np.full(stored.shape, np.nan, np.float32)
+    assert to_float32(stored, out) is out
+    np.testing.assert_array_equal(out, stored.astype(np.float32))
+    assert torch.get_num_threads() == threads  # the single-thread cast restores torch's setting
+    np.testing.assert_array_equal(to_float32(maps["b"].astype(np.float64), out), maps["b"])
+
+
+def test_cache_stream_reuses_one_buffer_and_matches_attention(tmp_path):
+    from satool.headscores import cache_stream
+
+    rng = np.random.default_rng(6)
+    ids = [f"u{i}" for i in range(4)]
+    write(tmp_path / "c", ids, rng)
+    cache = open_cache(tmp_path / "c")
+    seen = []
+    longest_first = ids[::-1]  # maps of 7, 6, 5 and 4 steps
+    for (attn, meta), utt in zip(cache_stream(cache, longest_first, reuse_buffer=True), longest_first, strict=True):
+        assert meta["id"] == utt and attn.dtype == np.float32
+        np.testing.assert_array_equal(attn, cache.attention(utt))
+        seen.append(attn)
+    assert all(np.shares_memory(seen[0], a) for a in seen)  # one buffer, sized by the first map
+    fresh = [a for a, _ in cache_stream(cache)]
+    assert not np.shares_memory(fresh[0], fresh[1])
+    for a, utt in zip(fresh, ids):
+        np.testing.assert_array_equal(a, cache.attention(utt))
+
+
 def test_partial_shard_is_ignored_and_resume_skips_finished(tmp_path):
     rng = np.random.default_rng(1)
     ids = ["a", "b", "c", "d"]
@@ -140,6 +179,30 @@ def test_truncated_shard_is_reported(tmp_path):
     shard.write_bytes(shard.read_bytes()[:300])
     with pytest.raises(InputError, match=rf"{shard.name}: corrupt cache shard"):
         open_cache(tmp_path / "c")
+
+
+def test_missing_dataset_and_corrupt_chunk_are_reported(tmp_path):
+    import h5py
+
+    diagonal = np.broadcast_to(np.eye(40, dtype=np.float32), (2, 3, 40, 40))  # compresses well
+    with CacheWriter(tmp_path / "c", manifest(["a", "b"])) as writer:  # attention only, no hidden states
+        for utt in ("a", "b"):
+            writer.add(utt, attention=diagonal, meta={"n_steps": 40})
+    shard = next((tmp_path / "c").glob("shard-*.h5"))
+    cache = open_cache(tmp_path / "c")
+    with pytest.raises(InputError, match=rf"{shard.name}: utterance 'a' has no 'hidden' dataset"):
+        cache.hidden("a")
+    cache.close()
+    with h5py.File(shard, "r") as f:  # where b's first Blosc-compressed chunk sits in the file
+        chunk = f["utterances/b/attention"].id.get_chunk_info(0)
+    assert chunk.filter_mask == 0  # the filter ran on it (tiny chunks are stored raw)
+    with open(shard, "r+b") as f:
+        f.seek(chunk.byte_offset)
+        f.write(b"\xff" * chunk.size)
+    cache = open_cache(tmp_path / "c")
+    with pytest.raises(InputError, match=rf"{shard.name}: corrupt data for 'b'"):
+        cache.attention("b")
+    assert cache.attention("a").shape == (2, 3, 40, 40)  # the other utterance still reads
 
 
 def test_disk_full_leaves_no_finished_shard(tmp_path, monkeypatch):
