@@ -210,7 +210,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
 
         opened = open_cache(cache)
         bar.total(len(opened.utterance_ids), 0)
-        relations = run(cache_stream(opened), opened.layers, opened.heads, opened.phone_set, progress=bar.advance)
+        relations = run(cache_stream(opened, reuse_buffer=True), opened.layers, opened.heads, opened.phone_set, progress=bar.advance)
         save_all(relations, top_heads(relations.verticality, 4), results / "relate")
         workspace.record("relate", {"relate": results / "relate"})
 

@@ -132,7 +132,8 @@ def relate(stream, layers: Sequence[int], heads: Sequence[int], phones: Sequence
     """Accumulate P' (every stored head) and P_U over ``(attn[layer, head, q, k], meta)`` pairs.
 
     Utterances without frame labels are skipped. Also accumulates every head's
-    verticality (for the verticality-vs-concentration figure).
+    verticality (for the verticality-vs-concentration figure). Nothing keeps a
+    reference to ``attn``, so the stream may reuse one buffer.
     """
     from satool.metrics import verticality
 

@@ -45,7 +45,7 @@ def relate(
     opened = open_cache(cache_path)
     opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
     with progress_bar(len(opened.utterance_ids), "relating phones") as bar:
-        relations = run_relate(cache_stream(opened), opened.layers, opened.heads, opened.phone_set,
+        relations = run_relate(cache_stream(opened, reuse_buffer=True), opened.layers, opened.heads, opened.phone_set,
                                progress=bar.advance)
     if heads:
         chosen = select_heads(relations, parse_heads(heads))
