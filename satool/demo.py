@@ -145,7 +145,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         ), progress=lambda step, loss: (bar.total(settings.pretrain_steps, step), bar.info(f"loss {loss:.3f}")))
         workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus}, steps=settings.pretrain_steps)
         return {"final_loss": result.final_loss, "heldout_l1": result.heldout_l1,
-                "heldout_mean_frame_l1": result.heldout_mean_frame_l1, "frames_per_second": result.frames_per_second}
+                "frames_per_second": result.frames_per_second}
 
     def extract(bar):
         from satool.extract import ExtractSettings

@@ -49,6 +49,25 @@ class HeadScores:
     utterances: int
     prune_first: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    # [layer, head, offset]: mean weight at offsets -MAX_OFFSET..MAX_OFFSET in units of uniform
+    # attention (satool.locality); None for results saved before satool recorded it
+    offset_profile: np.ndarray | None = None
+    uniform_diagonality: float | None = None  # mean over utterances of D under uniform attention
+
+    def locality(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(weight at the favourite offset / uniform weight, favourite offset in steps), ``[layer, head]``."""
+        if self.offset_profile is None:
+            return None
+        from satool.locality import locality
+
+        return locality(self.offset_profile)
+
+    def diagonality_vs_uniform(self) -> np.ndarray | None:
+        """``[layer, head]``: a head's mean query-key distance relative to uniform attention's
+        (D / D_uniform: 1 = as far as uniform attention, 0 = every weight on the diagonal)."""
+        if self.uniform_diagonality is None or "diagonality" not in self.values:
+            return None
+        return self.values["diagonality"] / self.uniform_diagonality
 
     def rank(self, name: str) -> np.ndarray:
         """int ``[layer, head]``: 1 = highest value of ``name`` (NaN last; ties by head order)."""
@@ -81,6 +100,7 @@ class HeadScores:
         """One dict per head: layer, head, every metric, its rank, category."""
         ranks = {n: self.rank(n) for n in self.values}
         categories = self.categories()
+        relative, local = self.diagonality_vs_uniform(), self.locality()
         rows = []
         for i, layer in enumerate(self.layers):
             for j, head in enumerate(self.heads):
@@ -91,6 +111,11 @@ class HeadScores:
                 for name in self.values:
                     row[f"rank_{name}"] = int(ranks[name][i, j])
                 row["category"] = categories[i, j]
+                if relative is not None:
+                    row["diagonality_vs_uniform"] = _finite_or_none(relative[i, j])
+                if local is not None:
+                    row["locality"] = _finite_or_none(local[0][i, j])
+                    row["favourite_offset"] = int(local[1][i, j]) if np.isfinite(local[0][i, j]) else None
                 rows.append(row)
         return rows
 
@@ -107,6 +132,14 @@ class HeadScores:
                             "counts": self.counts[n].tolist()} for n in self.values},
             "source": self.source, "heads_table": rows,
         }
+        if self.offset_profile is not None:
+            document["offset_profile"] = {
+                "offsets": list(range(-(self.offset_profile.shape[-1] // 2), self.offset_profile.shape[-1] // 2 + 1)),
+                "ratio_to_uniform": [[[_finite_or_none(v) for v in head] for head in layer]
+                                     for layer in self.offset_profile],
+            }
+        if self.uniform_diagonality is not None:
+            document["uniform_diagonality"] = self.uniform_diagonality
         (out / "metrics.json").write_text(json.dumps(document, indent=1))
         return {"csv": out / "metrics.csv", "json": out / "metrics.json"}
 
@@ -125,6 +158,9 @@ class HeadScores:
                 utterances=int(doc["utterances"]),
                 prune_first={n: m["prune_first"] for n, m in metrics.items()},
                 source=doc.get("source", {}),
+                offset_profile=(np.array(doc["offset_profile"]["ratio_to_uniform"], dtype=float)
+                                if "offset_profile" in doc else None),
+                uniform_diagonality=(float(doc["uniform_diagonality"]) if "uniform_diagonality" in doc else None),
             )
         except FileNotFoundError:
             raise InputError("no metric results here (run 'satool metric' first)", path=file) from None
@@ -134,6 +170,11 @@ class HeadScores:
 
 def _nan_to_none(a: np.ndarray) -> list:
     return [[None if np.isnan(v) else float(v) for v in row] for row in a]
+
+
+def _finite_or_none(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 class _Accumulator:
@@ -175,9 +216,12 @@ def score_heads(
     source: dict[str, Any] | None = None,
 ) -> HeadScores:
     """Accumulate ``metrics`` over a stream of ``(attn[layer, head, query, key], meta)``."""
+    from satool.locality import offset_sums, profile, uniform_diagonality
+
     shape = (len(layers), len(heads))
     accumulators = [_Accumulator(m, shape) for m in metrics]
     n = 0
+    offset_totals, offset_queries, uniform_d = 0.0, 0.0, 0.0
     # one BLAS thread: the metric kernels are single BLAS calls, and a second BLAS
     # thread would compete with the thread reading the cache (docs/performance.md)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -186,6 +230,9 @@ def score_heads(
                 if acc.metric.needs_labels and meta.get("frame_labels") is None:
                     continue
                 acc.add(acc.metric.per_utterance(attn, meta))
+            sums, queries = offset_sums(attn)
+            offset_totals, offset_queries = offset_totals + sums, offset_queries + queries
+            uniform_d += uniform_diagonality(attn.shape[-1])
             n += 1
             if progress is not None:
                 progress(1)
@@ -195,6 +242,7 @@ def score_heads(
         layers, heads, {a.metric.name: a.result() for a in accumulators},
         {a.metric.name: a.count for a in accumulators}, n,
         {m.name: m.prune_first for m in metrics}, source or {},
+        offset_profile=profile(offset_totals, offset_queries), uniform_diagonality=uniform_d / n,
     )
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from satool.errors import InputError, UsageError
+from satool.heldout import HealthCheck, health_check, health_warnings, make_heldout
 from satool.masking import MaskPolicy, mask_batch
 
 
@@ -42,6 +43,7 @@ class PretrainSettings:
     pre_layer_norm: bool = False
     steps: int = 3000
     batch_size: int = 8  # utterances per step (over all processes)
+    length_buckets: int = 8  # draw each batch from one of N groups of similar length (1 = any lengths)
     max_steps_per_utterance: int = 250  # random crop length, in model steps
     learning_rate: float = 2e-4
     warmup: float = 0.07
@@ -51,6 +53,8 @@ class PretrainSettings:
     save_every: int = 200
     split: str | None = "train"
     heldout_split: str | None = "dev"
+    heldout_utts: int = 200  # held-out utterances checked at intervals (first N of heldout_split)
+    eval_every: int = 0  # steps between held-out checks (0: ten checks over the run)
     max_utts: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # MockingjayConfig overrides
 
@@ -60,10 +64,14 @@ class PretrainResult:
     checkpoint: Path
     steps: int
     final_loss: float
-    heldout_l1: float | None
-    heldout_mean_frame_l1: float | None
+    health: HealthCheck | None  # the last held-out check (None without a held-out split)
     seconds: float
     frames_per_second: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def heldout_l1(self) -> float | None:
+        return None if self.health is None else self.health.model_l1
 
 
 def learning_rate_at(step: int, settings: PretrainSettings) -> float:
@@ -82,7 +90,7 @@ def _seed_for(*parts: int) -> int:
 class _Data:
     """Utterances of a split; features computed on first use and kept while they fit ``budget_bytes``."""
 
-    def __init__(self, corpus, utterances, extractor, rate: int, budget_bytes: int = 1 << 30):
+    def __init__(self, corpus, utterances, extractor, rate: int, budget_bytes: int = 4 << 30):
         self.corpus = corpus
         self.utterances = utterances
         self.extractor = extractor
@@ -105,6 +113,24 @@ class _Data:
             self._kept[index] = pair
             self._bytes += size
         return pair
+
+
+def length_buckets(lengths: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """Utterance indices sorted by length and cut into ``buckets`` groups of (nearly) equal size."""
+    order = np.argsort(lengths, kind="stable")
+    return [b for b in np.array_split(order, max(1, min(buckets, len(order)))) if len(b)]
+
+
+def draw_batch(groups: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One batch: an utterance drawn uniformly picks its group, the rest come from that group.
+
+    Every utterance is equally likely to be in a batch (the groups have equal sizes), while the
+    batch's lengths are similar, so little of the step is spent on padding.
+    """
+    sizes = np.array([len(g) for g in groups])
+    anchor = int(rng.integers(sizes.sum()))
+    group = groups[int(np.searchsorted(np.cumsum(sizes), anchor, side="right"))]
+    return rng.choice(group, size=size, replace=len(group) < size)
 
 
 def _collate(pairs, max_steps: int, rng: np.random.Generator):
@@ -180,6 +206,7 @@ def pretrain(
         lr=settings.learning_rate,
     )
     history: list[dict[str, float]] = []
+    checks: list[dict[str, float]] = []
     start_step = 0
     if rank == 0:
         remove_stale_temporaries(out)  # left by a run killed while saving
@@ -197,6 +224,7 @@ def pretrain(
             optimizer.load_state_dict(saved.training_state["Optimizer"])
         start_step = int(saved.step or 0)
         history = list((saved.satool or {}).get("history", []))
+        checks = list((saved.satool or {}).get("checks", []))
         if log and rank == 0:
             log(f"resuming {out} at step {start_step}")
     train_model = model
@@ -204,6 +232,26 @@ def pretrain(
         train_model = torch.nn.parallel.DistributedDataParallel(model)
 
     policy = MaskPolicy(span=settings.mask_span, proportion=settings.mask_proportion)
+    heldout = None
+    if rank == 0 and settings.heldout_split in splits and settings.heldout_utts > 0:
+        held = corpus.select(settings.heldout_split, settings.heldout_utts)
+        held_data = _Data(corpus, held, extractor, settings.downsample)
+        heldout = make_heldout([tuple(t.numpy() for t in held_data.features(i)) for i in range(len(held))],
+                               settings.mask_span, settings.mask_proportion, settings.seed)
+    every = settings.eval_every or max(1, settings.steps // 10)
+    baselines: dict[str, float] | None = None
+    last_check: HealthCheck | None = None
+
+    def check(step: int) -> None:
+        nonlocal baselines, last_check
+        last_check = health_check(encoder, head, heldout, settings.downsample, step=step, baselines=baselines,
+                                  device=device)
+        baselines = last_check.baselines
+        checks[:] = [c for c in checks if c["step"] != step] + [last_check.row()]
+
+    # lengths (in steps, after cropping) of every training utterance: features are computed once here
+    groups = length_buckets(np.array([min(len(data.features(i)[0]), settings.max_steps_per_utterance)
+                                      for i in range(len(utterances))]), settings.length_buckets)
     began = time.perf_counter()
     frames_seen = 0
 
@@ -219,13 +267,14 @@ def pretrain(
                                          "weight_decay": settings.weight_decay,
                                          "gradient_clipping": settings.clip_norm},
                            "total_steps": settings.steps},
-            satool={"training": {**training, "settings": json_safe(asdict(settings))}, "history": history},
+            satool={"training": {**training, "settings": json_safe(asdict(settings))}, "history": history,
+                    "checks": checks},
         )
 
     model.train()
     for step in range(start_step, settings.steps):
         rng = np.random.default_rng(_seed_for(settings.seed, step))
-        batch = rng.choice(len(utterances), size=settings.batch_size, replace=len(utterances) < settings.batch_size)
+        batch = draw_batch(groups, settings.batch_size, rng)
         mine = batch[rank::world]
         local_rng = np.random.default_rng(_seed_for(settings.seed, step, rank))
         inputs, targets, lengths = _collate([data.features(int(i)) for i in mine],
@@ -244,25 +293,62 @@ def pretrain(
         history.append({"step": step + 1, "loss": float(loss.detach()), "lr": learning_rate_at(step, settings)})
         if progress is not None and rank == 0:
             progress(step + 1, float(loss.detach()))
+        if heldout is not None and (step + 1) % every == 0 and step + 1 < settings.steps:
+            check(step + 1)
+            model.train()
         if (step + 1) % settings.save_every == 0 and step + 1 < settings.steps:
             save(step + 1)
     seconds = time.perf_counter() - began
     model.eval()
-    heldout = None
-    if rank == 0 and settings.heldout_split in splits:
-        held = corpus.select(settings.heldout_split)
-        heldout = masked_l1(encoder, head, _Data(corpus, held, extractor, settings.downsample), policy,
-                            seed=settings.seed, device=device)
-        training["heldout"] = {"split": settings.heldout_split, "masked_l1": heldout[0],
-                               "mean_frame_l1": heldout[1], "utterances": len(held)}
+    warnings: list[str] = []
+    if rank == 0:
+        rise = loss_rise(history, warmup_steps(settings))
+        if rise:
+            warnings.append(rise)
+        if heldout is not None:
+            check(settings.steps)
+            training["heldout"] = {
+                "split": settings.heldout_split, "utterances": len(heldout), **last_check.row(),
+                "locality": last_check.locality.round(4).tolist(),
+                "favourite_offset": last_check.favourite_offset.tolist(),
+            }
+            warnings += health_warnings(last_check)
     save(settings.steps)
     if rank == 0:
         write_loss_curve(out, history)
+        write_health(out, checks)
+        if log:
+            for line in warnings:
+                log(f"warning: {line}")
     if world > 1:
         torch.distributed.barrier()
     final = history[-1]["loss"] if history else float("nan")
-    return PretrainResult(out, settings.steps, final, heldout[0] if heldout else None,
-                          heldout[1] if heldout else None, seconds, frames_seen * world / max(seconds, 1e-9))
+    return PretrainResult(out, settings.steps, final, last_check, seconds,
+                          frames_seen * world / max(seconds, 1e-9), warnings)
+
+
+def warmup_steps(settings: PretrainSettings) -> int:
+    return max(1, int(round(settings.warmup * settings.steps)))
+
+
+def loss_rise(history: list[dict[str, float]], warmup: int, *, threshold: float = 0.05) -> str | None:
+    """A one-line warning when the training loss rises for a sustained window after warm-up, else None.
+
+    The loss is averaged over blocks of ``max(50, steps / 20)`` steps; the rule fires when two
+    consecutive blocks that end after warm-up both lie more than ``threshold`` (5 %) above the
+    lowest earlier block (a single noisy block does not count).
+    """
+    losses = np.array([h["loss"] for h in history], dtype=np.float64)
+    width = max(50, len(losses) // 20)
+    blocks = [losses[i:i + width].mean() for i in range(0, len(losses) - width + 1, width)]
+    ends = [i + width for i in range(0, len(losses) - width + 1, width)]
+    for b in range(2, len(blocks)):
+        lowest = min(blocks[:b - 1])
+        if ends[b - 1] > warmup and blocks[b - 1] > (1 + threshold) * lowest and blocks[b] > (1 + threshold) * lowest:
+            return (f"training loss rose after warm-up: mean {blocks[b]:.3f} over steps {ends[b] - width + 1}-{ends[b]} "
+                    f"against {lowest:.3f} earlier (more than {100 * threshold:.0f} % higher for two blocks of "
+                    f"{width} steps); try a lower --lr or --pre-ln")
+    return None
 
 
 class MaskedAcousticModel(torch.nn.Module):
@@ -276,30 +362,6 @@ class MaskedAcousticModel(torch.nn.Module):
     def forward(self, inputs, lengths):
         hidden = self.Transformer(inputs, lengths, output_attentions=False)
         return self.SpecHead(hidden.last_hidden_state)
-
-
-def masked_l1(encoder, head, data: _Data, policy: MaskPolicy, *, seed: int, device: str = "cpu"
-              ) -> tuple[float, float]:
-    """(model L1, mean-frame L1) on masked steps of ``data`` with a fixed masking draw.
-
-    The baseline predicts, for every chosen step, the utterance's mean target
-    frame: a model that learned nothing about context does no better.
-    """
-    total = baseline = 0.0
-    count = 0
-    with torch.no_grad():
-        for i in range(len(data.utterances)):
-            inp, tgt = data.features(i)
-            rng = np.random.default_rng(_seed_for(seed, 10**6 + i))
-            lengths = torch.tensor([inp.shape[0]])
-            masked, chosen = mask_batch(inp[None], lengths, policy, rng)
-            prediction = head(encoder(masked.to(device), lengths, output_attentions=False).last_hidden_state)
-            error = (prediction[0].cpu() - tgt).abs()[chosen[0].cpu()]
-            base = (tgt - tgt.mean(dim=0, keepdim=True)).abs()[chosen[0].cpu()]
-            total += float(error.sum())
-            baseline += float(base.sum())
-            count += error.numel()
-    return total / max(count, 1), baseline / max(count, 1)
 
 
 def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
@@ -332,3 +394,47 @@ def json_safe(value: Any) -> Any:
 
     return json.loads(json.dumps(value, default=str))
 
+
+
+def write_health(out: Path, checks: list[dict[str, float]]) -> None:
+    """``out``.heldout.csv (one row per held-out check) and ``out``.heldout.png: held-out masked L1
+    beside the four baselines and attention-off, and head locality, against training steps."""
+    from satool.heldout import BASELINES, LOCAL_RATIO
+    from satool.plotting import figure
+    from satool.results import write_csv
+
+    if not checks:
+        return
+    checks = sorted(checks, key=lambda c: c["step"])
+    write_csv(out.with_name(out.name + ".heldout.csv"), checks)
+    steps = [c["step"] for c in checks]
+    with figure(out.with_name(out.name + ".heldout.png"), size=(10, 3.8), ncols=2) as (fig, axes):
+        ax = axes[0]
+        ax.plot(steps, [c["heldout_l1"] for c in checks], marker="o", ms=3, lw=1.5, color="black", label="model")
+        ax.plot(steps, [c["attention_off_l1"] for c in checks], marker="o", ms=3, lw=1, color="tab:red",
+                label="model, attention off")
+        for name, style in zip(BASELINES, (":", "-.", "--", (0, (5, 1)))):
+            ax.axhline(checks[-1][f"{name}_l1"], color="gray", lw=1, ls=style, label=f"baseline: {name}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out masked L1 (lower is better)")
+        ax.set_title(f"Held-out masked L1 ({checks[-1]['utterances']} utterances, fixed masks)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[1]
+        ax.plot(steps, [c["max_locality"] for c in checks], marker="o", ms=3, color="black",
+                label="most local head")
+        ax.axhline(LOCAL_RATIO, color="gray", ls="--", lw=0.8, label=f"{LOCAL_RATIO:g}x (local)")
+        ax.axhline(1, color="gray", ls=":", lw=0.8, label="1x (uniform)")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("weight at favourite offset / uniform weight")
+        ax.set_title("Locality of heads", fontsize=9)
+        counts = ax.twinx()
+        counts.plot(steps, [c["heads_ge_3x"] for c in checks], marker="s", ms=3, lw=0.8, color="tab:blue",
+                    label="heads >= 3x (right axis)")
+        counts.plot(steps, [c[f"heads_ge_{LOCAL_RATIO:g}x"] for c in checks], marker="^", ms=3, lw=0.8,
+                    color="tab:orange", label=f"heads >= {LOCAL_RATIO:g}x (right axis)")
+        counts.set_ylabel("number of heads")
+        counts.set_ylim(bottom=0)
+        lines = ax.get_legend_handles_labels()
+        more = counts.get_legend_handles_labels()
+        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)

@@ -116,7 +116,7 @@ def test_scoring_runs_blas_on_one_thread_and_restores_it():
     before = blas_threads()
     seen = []
     spy = HeadMetric("spy", lambda a, m: seen.append(blas_threads()) or np.zeros((1, 1)), prune_first="lowest")
-    score_heads(((None, {}) for _ in range(2)), [spy], [1], [1])
+    score_heads(((np.full((1, 1, 2, 2), 0.5, np.float32), {}) for _ in range(2)), [spy], [1], [1])
     assert seen and all(threads and set(threads) == {1} for threads in seen)
     assert blas_threads() == before
 
@@ -137,7 +137,7 @@ def test_nan_values_are_left_out_and_reducers():
 
     values = iter([np.array([[1.0, np.nan]]), np.array([[3.0, 5.0]])])
     metric = HeadMetric("odd", lambda a, m: next(values), prune_first="lowest")
-    scores = score_heads(((None, {}) for _ in range(2)), [metric], [1], [1, 2])
+    scores = score_heads(((np.zeros((1, 2, 2, 2), np.float32), {}) for _ in range(2)), [metric], [1], [1, 2])
     assert scores.values["odd"].tolist() == [[2.0, 5.0]] and scores.counts["odd"].tolist() == [[2, 1]]
     peak = HeadMetric("peak", lambda a, m: a, prune_first="highest", reduce="max")
     maxed = score_heads(((np.array([[v, -v]]), {}) for v in (1.0, 4.0, 2.0)), [peak], [1], [1, 2])

@@ -19,12 +19,19 @@ def pretrain(
     downsample: int = typer.Option(3, min=1, help="R: frames stacked per model step (paper-era models: 3)."),
     steps: int = typer.Option(3000, min=1, help="Optimiser steps."),
     batch_size: int = typer.Option(8, min=1, help="Utterances per step (over all processes)."),
+    length_buckets: int = typer.Option(
+        8, min=1, help="Draw each batch from one of N groups of similar length (less padding; 1 = any lengths)."),
     max_steps_per_utterance: int = typer.Option(250, min=8, help="Random crop length in model steps."),
     learning_rate: float = typer.Option(2e-4, "--lr", help="Peak learning rate (warm-up 7 %, then linear decay)."),
+    warmup: float = typer.Option(0.07, min=0.0, max=1.0, help="Fraction of the steps spent warming up the learning rate."),
+    dropout: float = typer.Option(0.1, min=0.0, max=0.99, help="Dropout on hidden states (s3prl: 0.1)."),
     pre_ln: bool = typer.Option(False, "--pre-ln", help="Pre-LN Transformer instead of post-LN."),
     seed: int = typer.Option(0, help="Same seed, same model (also across interruptions)."),
     save_every: int = typer.Option(200, min=1, help="Write a resumable checkpoint every N steps."),
     split: str = typer.Option("train", help="Split to train on (all splits if the corpus has no such split)."),
+    heldout_split: str = typer.Option("dev", help="Split for the held-out checks (none if the corpus lacks it)."),
+    heldout_utts: int = typer.Option(200, min=0, help="Held-out utterances checked (first N; 0 = no checks)."),
+    eval_every: int = typer.Option(0, min=0, help="Steps between held-out checks (0 = ten over the run)."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (not needed for pre-training)."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
 ) -> None:
@@ -48,7 +55,9 @@ def pretrain(
     settings = PretrainSettings(
         preset=preset, mask_span=mask_span, downsample=downsample, pre_layer_norm=pre_ln, steps=steps,
         batch_size=batch_size, max_steps_per_utterance=max_steps_per_utterance, learning_rate=learning_rate,
-        seed=seed, save_every=save_every, split=split,
+        seed=seed, save_every=save_every, split=split, length_buckets=length_buckets, warmup=warmup,
+        overrides={} if dropout == 0.1 else {"hidden_dropout": dropout},
+        heldout_split=heldout_split, heldout_utts=heldout_utts, eval_every=eval_every,
     )
     rank, _ = _world()
     with progress_bar(steps, "pre-training") as bar:
@@ -66,6 +75,10 @@ def pretrain(
                      preset=preset, mask_span=mask_span, downsample=downsample, steps=steps)
     say(f"wrote {out} after {result.steps} steps (final loss {result.final_loss:.3f}, "
         f"{result.frames_per_second:.0f} frames/s)")
-    if result.heldout_l1 is not None:
-        say(f"held-out masked L1 {result.heldout_l1:.3f} vs {result.heldout_mean_frame_l1:.3f} for predicting "
-            "each utterance's mean frame")
+    if result.health is not None:
+        h = result.health
+        base = ", ".join(f"{name} {value:.3f}" for name, value in h.baselines.items())
+        say(f"held-out masked L1 {h.model_l1:.3f} ({h.utterances} utterances); attention off {h.attention_off_l1:.3f}; "
+            f"baselines: {base}")
+        say(f"most local head: {float(h.locality.max()):.1f}x the uniform weight at its favourite offset; "
+            f"curves in {out}.heldout.png")

@@ -521,6 +521,7 @@ class MockingjayEncoder(nn.Module):
         output_attentions: bool = True,
         output_hidden_states: bool = True,
         num_layers: int | None = None,
+        attention_window: int | None = None,
     ) -> EncoderOutput:
         """Encode ``features[batch, step, downsample_rate * input_dim]``.
 
@@ -531,6 +532,10 @@ class MockingjayEncoder(nn.Module):
           (it contributes nothing before the output projection), 1 keeps it.
         - ``attention_span`` r: weights with ``|query - key| > r`` are set to 0
           after the softmax (rows are not renormalised).
+        - ``attention_window`` w: keys with ``|query - key| > w`` are masked
+          *before* the softmax (like padding), so each row is renormalised over
+          its window; ``0`` makes every head attend only to its own step (the
+          model without context: the "attention off" check of pre-training).
         - ``num_layers``: run only the first n layers (attention extraction of
           a subset of layers needs no more).
         - ``output_hidden_states=False`` with ``output_attentions``: the last
@@ -553,6 +558,13 @@ class MockingjayEncoder(nn.Module):
                 raise ValueError(f"lengths must be [batch={batch}], got {list(lengths.shape)}")
             valid = torch.arange(steps, device=device)[None, :] < lengths[:, None]
             padding = ((1.0 - valid.to(dtype)) * -10000.0)[:, None, None, :]  # [batch,1,1,key]
+        if attention_window is not None:
+            if attention_window < 0:
+                raise ValueError(f"attention_window must be >= 0, got {attention_window}")
+            position = torch.arange(steps, device=device)
+            outside = (position[:, None] - position[None, :]).abs() > attention_window
+            window = (outside.to(dtype) * -10000.0)[None, None]  # [1, 1, query, key]
+            padding = window if padding is None else padding + window
 
         layer_masks: list[Tensor | None] = [None] * config.num_layers
         if head_mask is not None:

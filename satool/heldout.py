@@ -1,0 +1,219 @@
+"""Has a masked acoustic model learned? Held-out checks against simple baselines.
+
+Every number here is measured on held-out utterances with one fixed draw of
+masks (the pre-training policy's spans, always zeroed, so nothing of a chosen
+step is visible) and compared with what needs no model at all:
+
+- ``zeros``: predict 0 for every masked value (targets are normalised per
+  utterance, so this is the utterance's mean frame);
+- ``median``: the per-utterance median of the *unmasked* target frames;
+- ``nearest``: copy the nearest unmasked frame (10 ms frames; ties take the
+  earlier one);
+- ``interpolation``: linear interpolation, frame by frame, between the
+  unmasked frames on either side of a masked run (the nearest one at an
+  edge).
+
+Two properties of the model itself:
+
+- ``attention_off``: the same model with every head restricted to its own
+  step (``attention_window=0``: no context at all). A model whose attention
+  does something useful is clearly worse without it.
+- every head's *locality* (on unmasked input, as the analysis sees it): the
+  weight its favourite relative offset carries, in units of what uniform
+  attention would put there (:mod:`satool.locality`): 1 means no preference,
+  5 means five times the uniform weight.
+
+All L1 values are means over every masked target value of every utterance
+(pooled, as the pre-training loss is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from satool.locality import LOCAL_RATIO, locality
+
+BASELINES = ("zeros", "median", "nearest", "interpolation")
+
+
+@dataclass
+class HeldoutUtterance:
+    """One held-out utterance with its fixed mask.
+
+    ``inputs[step, R * input_dim]`` and ``targets[step, R * output_dim]``
+    (float32, stacked as the model reads them), ``chosen[step]`` bool.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    chosen: np.ndarray
+
+
+def make_heldout(pairs: Sequence[tuple[np.ndarray, np.ndarray]], span: int, proportion: float,
+                 seed: int) -> list[HeldoutUtterance]:
+    """Fix one mask per ``(inputs, targets)`` pair (same seed, same masks, whatever the model)."""
+    from satool.masking import MaskPolicy, choose_steps
+
+    policy = MaskPolicy(span=span, proportion=proportion)
+    out = []
+    for i, (inputs, targets) in enumerate(pairs):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 10**6 + i]))
+        chosen = choose_steps(len(inputs), policy, rng)
+        out.append(HeldoutUtterance(np.asarray(inputs, np.float32), np.asarray(targets, np.float32), chosen))
+    return out
+
+
+def baseline_predictions(targets: np.ndarray, chosen_frames: np.ndarray) -> dict[str, np.ndarray]:
+    """Each baseline's prediction ``[frame, dim]`` of ``targets[frame, dim]`` from its unmasked frames.
+
+    Only the rows where ``chosen_frames`` is True are meaningful.
+    """
+    n, dim = targets.shape
+    visible = np.flatnonzero(~chosen_frames)
+    out = {"zeros": np.zeros_like(targets)}
+    if len(visible) == 0:  # nothing to copy from: every baseline falls back to zeros
+        return {name: out["zeros"] for name in BASELINES}
+    out["median"] = np.broadcast_to(np.median(targets[visible], axis=0), targets.shape)
+    frames = np.arange(n)
+    # index of the last visible frame at or before f, and the first at or after f
+    position = np.searchsorted(visible, frames, side="right") - 1
+    left = visible[np.clip(position, 0, None)]
+    has_left = position >= 0
+    right_pos = np.searchsorted(visible, frames, side="left")
+    right = visible[np.clip(right_pos, None, len(visible) - 1)]
+    has_right = right_pos < len(visible)
+    left = np.where(has_left, left, right)
+    right = np.where(has_right, right, left)
+    nearest = np.where(frames - left <= right - frames, left, right)
+    out["nearest"] = targets[nearest]
+    gap = (right - left).astype(np.float32)
+    weight = np.where(gap > 0, (frames - left) / np.maximum(gap, 1), 0.0).astype(np.float32)[:, None]
+    out["interpolation"] = (1 - weight) * targets[left] + weight * targets[right]
+    return out
+
+
+def baseline_l1(heldout: Sequence[HeldoutUtterance], rate: int) -> dict[str, float]:
+    """Masked L1 of every baseline, pooled over ``heldout`` (frames are unstacked by ``rate``)."""
+    totals = dict.fromkeys(BASELINES, 0.0)
+    count = 0
+    for utt in heldout:
+        steps = len(utt.targets)
+        frames = utt.targets.reshape(steps * rate, -1)
+        chosen = np.repeat(utt.chosen, rate)
+        for name, guess in baseline_predictions(frames, chosen).items():
+            totals[name] += float(np.abs(guess[chosen] - frames[chosen]).sum(dtype=np.float64))
+        count += int(chosen.sum()) * frames.shape[1]
+    return {name: total / max(count, 1) for name, total in totals.items()}
+
+
+def _batches(heldout: Sequence[HeldoutUtterance], batch_size: int):
+    order = sorted(range(len(heldout)), key=lambda i: len(heldout[i].inputs))
+    for start in range(0, len(order), batch_size):
+        yield [heldout[i] for i in order[start:start + batch_size]]
+
+
+def _padded(items, attribute: str):
+    import torch
+
+    arrays = [getattr(u, attribute) for u in items]
+    width = max(len(a) for a in arrays)
+    out = torch.zeros(len(arrays), width, arrays[0].shape[-1])
+    for b, a in enumerate(arrays):
+        out[b, : len(a)] = torch.from_numpy(np.ascontiguousarray(a))
+    return out
+
+
+def model_l1(encoder, head, heldout: Sequence[HeldoutUtterance], *, attention_window: int | None = None,
+             batch_size: int = 16, device: str = "cpu") -> float:
+    """Masked L1 of the model's prediction (chosen steps zeroed in the input), pooled."""
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for items in _batches(heldout, batch_size):
+            inputs, targets = _padded(items, "inputs"), _padded(items, "targets")
+            chosen = torch.zeros(inputs.shape[:2], dtype=torch.bool)
+            for b, u in enumerate(items):
+                chosen[b, : len(u.chosen)] = torch.from_numpy(u.chosen)
+            inputs[chosen] = 0.0
+            lengths = torch.tensor([len(u.inputs) for u in items])
+            hidden = encoder(inputs.to(device), lengths.to(device), output_attentions=False,
+                             attention_window=attention_window).last_hidden_state
+            error = (head(hidden).cpu() - targets).abs()[chosen]
+            total += float(error.sum(dtype=torch.float64))
+            count += error.numel()
+    return total / max(count, 1)
+
+
+def offset_profile(encoder, heldout: Sequence[HeldoutUtterance], *, batch_size: int = 16,
+                   device: str = "cpu") -> np.ndarray:
+    """Every head's offset profile ``[layer, head, offset]`` (see :mod:`satool.locality`) on the
+    unmasked inputs of ``heldout``."""
+    import torch
+
+    from satool.locality import offset_sums, profile
+
+    sums = queries = 0.0
+    with torch.no_grad():
+        for items in _batches(heldout, batch_size):
+            inputs = _padded(items, "inputs")
+            lengths = torch.tensor([len(u.inputs) for u in items])
+            maps = encoder(inputs.to(device), lengths.to(device), output_attentions=True,
+                           output_hidden_states=False).attentions
+            attn = torch.stack(maps, dim=1).float().cpu().numpy()  # [batch, layer, head, query, key]
+            for b, n in enumerate(int(x) for x in lengths):
+                one_sums, one_queries = offset_sums(attn[b, :, :, :n, :n])
+                sums, queries = sums + one_sums, queries + one_queries
+    return profile(sums, queries)
+
+
+@dataclass
+class HealthCheck:
+    """One held-out evaluation of a model (what ``satool pretrain`` records at intervals)."""
+
+    step: int
+    model_l1: float
+    attention_off_l1: float
+    baselines: dict[str, float]
+    locality: np.ndarray  # [layer, head] ratio to uniform at the favourite offset
+    favourite_offset: np.ndarray  # [layer, head] steps
+    utterances: int
+
+    def row(self) -> dict[str, float]:
+        """A flat row for CSV: step, L1s, locality summary (max, heads >= 3x, heads >= 5x)."""
+        return {
+            "step": self.step, "heldout_l1": self.model_l1, "attention_off_l1": self.attention_off_l1,
+            **{f"{name}_l1": value for name, value in self.baselines.items()},
+            "max_locality": float(np.nanmax(self.locality)),
+            "heads_ge_3x": int(np.sum(self.locality >= 3)),
+            f"heads_ge_{LOCAL_RATIO:g}x": int(np.sum(self.locality >= LOCAL_RATIO)),
+            "utterances": self.utterances,
+        }
+
+
+def health_check(encoder, head, heldout: Sequence[HeldoutUtterance], rate: int, *, step: int = 0,
+                 baselines: dict[str, float] | None = None, device: str = "cpu") -> HealthCheck:
+    """Every held-out number for the model as it is now (``baselines`` are reused when given)."""
+    was_training = encoder.training
+    encoder.eval()
+    head.eval()
+    try:
+        full = model_l1(encoder, head, heldout, device=device)
+        off = model_l1(encoder, head, heldout, attention_window=0, device=device)
+        best, where = locality(offset_profile(encoder, heldout, device=device))
+    finally:
+        encoder.train(was_training)
+        head.train(was_training)
+    return HealthCheck(step, full, off, baselines or baseline_l1(heldout, rate), best, where, len(heldout))
+
+
+def health_warnings(check: HealthCheck) -> list[str]:
+    """One line per problem ``satool pretrain`` warns about at the end of a run (none: no line)."""
+    nearest = check.baselines["nearest"]
+    if check.model_l1 >= nearest:
+        return [f"held-out masked L1 {check.model_l1:.3f} is no better than copying the nearest unmasked "
+                f"frame ({nearest:.3f}): the model has not learned to use context"]
+    return []
