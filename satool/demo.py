@@ -4,14 +4,16 @@ Stages (each a plain library call; finished ones are skipped on a second run,
 tracked in ``DIR/demo-state.json`` together with the settings they ran with):
 
 1. synthesise the corpus (eSpeak NG voices, exact phone alignments)
-2. pre-train the demo model (Cnum = 3, R = 3)
-3. extract attention (dev and test splits, with hidden states)
-4. metric: G, V, D, W and categories
-5. segment: MFCC, log-Mel, every head (ranked), the best head and hidden layer
-6. relate: phone relation maps of the most vertical heads
-7. probe: phone, speaker, utterance speaker, reconstruction
-8. prune: every metric and random orders, three tasks
-9. report: DIR/report.html
+2. model: copy the reference model that ships with satool (:mod:`satool.reference`), or
+   with ``pretrain=True`` pre-train one with the same recipe as far as the budget allows
+3. health: held-out masked L1 beside four baselines, attention off, head locality (dev split)
+4. extract attention (dev and test splits, with hidden states)
+5. metric: G, V, D, W, categories, offset profiles and locality
+6. segment: MFCC, log-Mel, every head (ranked on dev), the best head and hidden layer
+7. relate: phone relation maps of the most vertical heads
+8. probe: phone, speaker, utterance speaker, reconstruction; log-Mel and MFCC beside
+9. prune: every metric and five random orders, three tasks
+10. report: DIR/report.html, every finding judged by a stated rule
 
 ``DIR/satool.toml`` records everything, so any stage can be rerun by hand
 inside DIR (e.g. ``cd DIR && satool prune --by globalness --task speaker``).
@@ -35,27 +37,28 @@ class DemoSettings:
 
     speakers: int = 40
     utterances_per_speaker: int = 30
+    # False: analyse the shipped reference model; True: pre-train one here with the same recipe
+    pretrain: bool = False
     preset: str = "demo"
-    pretrain_steps: int = 1500
-    # The demo trains 5x faster than SPEC's s3prl rate (2e-4) so that heads specialise
-    # within minutes on 2 CPU cores; `satool pretrain` keeps 2e-4 as its default.
+    pretrain_steps: int = 3000
     learning_rate: float = 1e-3
+    pre_layer_norm: bool = True
     batch_size: int = 8
     hidden_states: tuple[int, ...] = (0, 1, 2, 3, 4)
     segment_tune_utts: int | None = 60
     segment_test_utts: int | None = 120
-    probe_steps: int = 500
-    probe_train_utts: int | None = 300
+    probe_steps: int = 1500
+    probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
     probe_test_utts: int | None = 120
-    prune_step: int = 6
-    random_seeds: int = 2
+    prune_step: int = 8  # 0, 8, ..., 48 heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, ...
+    random_seeds: int = 5  # the spread of the random orders is the noise every verdict is compared with
     seed: int = 0
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(speakers=8, utterances_per_speaker=10, preset="tiny", pretrain_steps=60, batch_size=8,
-                   hidden_states=(0, 1, 2), segment_tune_utts=None, segment_test_utts=None, probe_steps=150,
-                   probe_train_utts=None, probe_test_utts=None, prune_step=1, random_seeds=2)
+        return cls(speakers=8, utterances_per_speaker=10, pretrain=True, preset="tiny", pretrain_steps=60,
+                   batch_size=8, hidden_states=(0, 1, 2), segment_tune_utts=None, segment_test_utts=None,
+                   probe_steps=150, probe_train_utts=None, probe_test_utts=None, prune_step=1, random_seeds=3)
 
 
 @dataclass
@@ -86,7 +89,7 @@ def _plain(settings: dict) -> dict:
     return json.loads(json.dumps(settings))
 
 
-STAGES = ("corpus", "pretrain", "extract", "metric", "segment", "relate", "probe", "prune", "report")
+STAGES = ("corpus", "model", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report")
 
 
 def run_demo(out: str | Path, settings: DemoSettings, *,
@@ -102,6 +105,13 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     out.mkdir(parents=True, exist_ok=True)
     state = DemoState.load(out)
     s = asdict(settings)
+    # what the analysed model depends on: the shipped weights, or the recipe that trains one here
+    if settings.pretrain:
+        s["model"] = {k: s[k] for k in ("preset", "pretrain_steps", "learning_rate", "pre_layer_norm", "batch_size")}
+    else:
+        from satool import reference
+
+        s["model"] = {"reference": reference.provenance().get("sha256")}
 
     from satool.workspace import Workspace
 
@@ -134,18 +144,34 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         workspace.record("corpus", {"corpus": corpus})
         return {"hours": manifest["total_hours"]}
 
-    def pretrain(bar):
+    def model(bar):
+        if not settings.pretrain:
+            import shutil
+
+            from satool import reference
+
+            shutil.copyfile(reference.checkpoint(), ckpt)
+            workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus})
+            return {"reference": reference.provenance()}
         from satool.pretrain import PretrainSettings
         from satool.pretrain import pretrain as run
 
         result = run(corpus, ckpt, PretrainSettings(
             preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,
             batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-            save_every=max(100, settings.pretrain_steps // 5),
+            pre_layer_norm=settings.pre_layer_norm, save_every=max(100, settings.pretrain_steps // 5),
         ), progress=lambda step, loss: (bar.total(settings.pretrain_steps, step), bar.info(f"loss {loss:.3f}")))
         workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus}, steps=settings.pretrain_steps)
         return {"final_loss": result.final_loss, "heldout_l1": result.heldout_l1,
-                "frames_per_second": result.frames_per_second}
+                "frames_per_second": result.frames_per_second, "warnings": result.warnings}
+
+    def health(bar):
+        from satool.heldout import evaluate_checkpoint, save_health
+
+        bar.total(len(open_corpus_split(corpus, "dev")), 0)
+        check = evaluate_checkpoint(ckpt, corpus, "dev", seed=settings.seed, progress=bar.advance)
+        save_health(check, results / "health", split="dev", checkpoint=ckpt)
+        workspace.record("health", {"health": results / "health"})
 
     def extract(bar):
         from satool.extract import ExtractSettings
@@ -165,7 +191,8 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         opened = open_cache(cache)
         bar.total(len(opened.utterance_ids), 0)
         scores = score_cache(opened, [e.obj for e in get_plugins().metrics], progress=bar.advance)
-        write_outputs(scores, results / "metric", opened.utterance_ids[0], opened.attention(opened.utterance_ids[0]))
+        write_outputs(scores, results / "metric", opened.utterance_ids[0], opened.attention(opened.utterance_ids[0]),
+                      step_s=opened.frames_per_step * 0.01)
         workspace.record("metric", {"metrics": results / "metric"})
 
     def segment(bar):
@@ -195,8 +222,9 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         outcomes = study(frames, [FeatureSource("mfcc"), FeatureSource("mel"), best_head, *hidden], tune_ids,
                          test_ids, tuned_on="dev", curve=lambda source: source.kind != "hidden",
                          progress=lambda label, done, total: (bar.total(total, done), bar.info(label)))
+        # the hidden state is chosen on the tuning split (dev), like the head: the test split only scores it
         best_hidden = max((r for r in outcomes if r.source.startswith("hidden:")),
-                          key=lambda r: r.strict["r_value"], default=None)
+                          key=lambda r: r.tune_r_value, default=None)
         write_study(frames, outcomes, results / "segment", tolerance=0.02, example_id=test_ids[0],
                     examples=[FeatureSource("mfcc"), best_head],
                     extra={"best_head": best_head.label, "best_hidden": best_hidden.source if best_hidden else None})
@@ -220,26 +248,26 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         from satool.representations import ProbeData
 
         model, opened = load_model(ckpt), open_corpus(corpus)
-        train = opened.select("train", settings.probe_train_utts)
-        test = opened.select("test", settings.probe_test_utts)
+        train = opened.select("train", settings.probe_train_utts, balanced=True)
+        test = opened.select("test", settings.probe_test_utts, balanced=True)
         bar.total(len(train) + len(test), 0)
-        return model, [ProbeData(model, opened, utts, reconstruction=True, progress=bar.advance)
-                       for utts in (train, test)]
+        return model, opened, train, test, [ProbeData(model, opened, utts, reconstruction=True, progress=bar.advance)
+                                            for utts in (train, test)]
 
     def probe(bar):
         from satool.plugins import get_plugins
+        from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
         from satool.probing import ProbeSettings
-        from satool.pruning import evaluate_tasks
-        from satool.representations import Configuration
         from satool.results import write_csv, write_json
 
-        _, data = probe_and_prune_data(bar)
+        model, opened, train, test, data = probe_and_prune_data(bar)
         tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt", "reconstruction")]
-        rows = evaluate_tasks(tasks, *(d.represent(Configuration()) for d in data), seed=settings.seed,
-                              settings=ProbeSettings(steps=settings.probe_steps))
+        rows, _ = probe_rows(model, opened, train, test, tasks, settings=ProbeSettings(steps=settings.probe_steps),
+                             seed=settings.seed, data=tuple(data))
         write_csv(results / "probe" / "probe_results.csv", rows)
         write_json(results / "probe" / "probe_results.json", rows)
         workspace.record("probe", {"probe": results / "probe"})
+        return {"warnings": left_out_warnings(rows) + convergence_warnings(rows)}
 
     def prune(bar):
         from satool.headscores import HeadScores
@@ -247,7 +275,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         from satool.probing import ProbeSettings
         from satool.pruning import RepresentationStore, plan, save_sweep, sweep_heads
 
-        model, data = probe_and_prune_data(bar)
+        model, _, _, _, data = probe_and_prune_data(bar)
         tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt")]
         scores = HeadScores.load(results / "metric")
         sweep = plan(["globalness", "verticality", "diagonality", "weight", "random"], scores, model.num_layers,
@@ -266,20 +294,19 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         build_report(out)
         workspace.record("report", {"report": out / "report.html"})
 
+    data_keys = ("speakers", "utterances_per_speaker", "seed")
+    model_keys = (*data_keys, "model")
+    probe_keys = (*model_keys, "probe_steps", "probe_train_utts", "probe_test_utts")
     bodies = [
-        ("corpus", ("speakers", "utterances_per_speaker", "seed"), make_corpus),
-        ("pretrain", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "learning_rate",
-                      "batch_size"), pretrain),
-        ("extract", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "hidden_states"),
-         extract),
-        ("metric", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), metric),
-        ("segment", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "segment_tune_utts",
-                     "segment_test_utts"), segment),
-        ("relate", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps"), relate),
-        ("probe", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "probe_steps",
-                   "probe_train_utts", "probe_test_utts"), probe),
-        ("prune", ("speakers", "utterances_per_speaker", "seed", "preset", "pretrain_steps", "probe_steps",
-                   "probe_train_utts", "probe_test_utts", "prune_step", "random_seeds"), prune),
+        ("corpus", data_keys, make_corpus),
+        ("model", model_keys, model),
+        ("health", model_keys, health),
+        ("extract", (*model_keys, "hidden_states"), extract),
+        ("metric", model_keys, metric),
+        ("segment", (*model_keys, "segment_tune_utts", "segment_test_utts"), segment),
+        ("relate", model_keys, relate),
+        ("probe", probe_keys, probe),
+        ("prune", (*probe_keys, "prune_step", "random_seeds"), prune),
     ]
     for index, (name, keys, body) in enumerate(bodies, 1):
         stage(index, name, keys, body)
@@ -291,6 +318,12 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         report(bar)
     state.mark("report", {}, time.perf_counter() - began)
     return state.done
+
+
+def open_corpus_split(corpus: Path, split: str) -> list:
+    from satool.corpus import open_corpus
+
+    return open_corpus(corpus).select(split)
 
 
 def _num_layers(ckpt: Path) -> int:

@@ -98,3 +98,29 @@ def verticality_vs_concentration(verticality: np.ndarray, concentration: np.ndar
         ax.set_title("Vertical heads focus on particular phones")
         ax.legend(fontsize=7)
     return Path(path)
+
+
+def offset_profiles(profile: np.ndarray, labels: Sequence[str], path: str | Path, *, step_s: float | None = None,
+                    title: str = "Offset profiles") -> Path:
+    """Mean weight by relative offset, in units of uniform attention, one line per head.
+
+    ``profile[head, offset]`` over offsets ``-M..M`` (model steps); a dashed line marks uniform
+    attention (1) and a dotted one the locality threshold (5x). With ``step_s`` the axis is in
+    milliseconds.
+    """
+    from satool.locality import LOCAL_RATIO
+
+    max_offset = (profile.shape[-1] - 1) // 2
+    offsets = np.arange(-max_offset, max_offset + 1)
+    x = offsets * step_s * 1000 if step_s else offsets
+    with figure(path, size=(7, 4)) as (fig, ax):
+        for row, label in zip(profile, labels):
+            ax.plot(x, row, marker="o", ms=2.5, lw=1, label=label)
+        ax.axhline(1, color="gray", ls="--", lw=0.8, label="uniform attention (1x)")
+        ax.axhline(LOCAL_RATIO, color="gray", ls=":", lw=0.8, label=f"local threshold ({LOCAL_RATIO:g}x)")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("key offset from the query (ms)" if step_s else "key offset from the query (model steps)")
+        ax.set_ylabel("mean weight / uniform weight")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
+    return Path(path)

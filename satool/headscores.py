@@ -334,22 +334,47 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
         yield attn, meta
 
 
-def top_heads(scores: HeadScores, name: str, k: int) -> list[tuple[int, int]]:
-    """The ``k`` heads with the highest ``name`` (1-based layer and head numbers)."""
-    flat = scores.values[name].ravel()
+def _top_by(values: np.ndarray, scores: HeadScores, k: int) -> list[tuple[int, int]]:
+    """The ``k`` heads with the highest ``values[layer, head]`` (NaN last)."""
+    flat = values.ravel()
     order = np.argsort(-np.where(np.isnan(flat), -np.inf, flat), kind="stable")[:k]
     n = len(scores.heads)
     return [(scores.layers[i // n], scores.heads[i % n]) for i in order]
 
 
+def top_heads(scores: HeadScores, name: str, k: int) -> list[tuple[int, int]]:
+    """The ``k`` heads with the highest ``name`` (1-based layer and head numbers)."""
+    return _top_by(scores.values[name], scores, k)
+
+
 def write_outputs(scores: HeadScores, out_dir: str | Path, example_id: str | None,
-                  example: np.ndarray | None, *, k: int = 4) -> dict[str, Path]:
-    """metrics.csv/json, head_distribution.png, and top_heads.png (+ top_heads.npz with the maps drawn)."""
+                  example: np.ndarray | None, *, k: int = 4, step_s: float | None = None) -> dict[str, Path]:
+    """metrics.csv/json, head_distribution.png, top_heads.png (+ top_heads.npz with the maps drawn) and
+    offset_profiles.png/.csv (the most local and the most diagonal heads; ``step_s``: seconds per step)."""
     from satool import figures
 
     out = Path(out_dir)
     paths = scores.save(out)
     paths["distribution"] = figures.head_distribution(scores, out / "head_distribution.png")
+    local = scores.locality()
+    if local is not None:
+        ranked = [("locality", h) for h in _top_by(local[0], scores, k)]
+        if "diagonality" in scores.values:
+            ranked += [("diagonality", h) for h in top_heads(scores, "diagonality", k) if ("locality", h) not in ranked]
+        heads = list(dict.fromkeys(h for _, h in ranked))
+        index = [(scores.layers.index(layer), scores.heads.index(head)) for layer, head in heads]
+        rows = np.array([scores.offset_profile[i, j] for i, j in index])
+        labels = [f"{head_label(*h)} ({local[0][i, j]:.1f}x at {int(local[1][i, j]):+d})"
+                  for h, (i, j) in zip(heads, index)]
+        paths["offset_profiles"] = figures.offset_profiles(
+            rows, labels, out / "offset_profiles.png", step_s=step_s,
+            title=f"Offset profiles of the {k} most local and the {k} most diagonal heads")
+        max_offset = (scores.offset_profile.shape[-1] - 1) // 2
+        paths["offset_profiles_csv"] = write_csv(out / "offset_profiles.csv", [
+            {"label": head_label(*h), "offset_steps": d - max_offset,
+             "offset_s": None if step_s is None else round((d - max_offset) * step_s, 6),
+             "weight_vs_uniform": _finite_or_none(scores.offset_profile[i, j, d])}
+            for h, (i, j) in zip(heads, index) for d in range(scores.offset_profile.shape[-1])])
     if example is not None:
         rows: dict[str, list] = {}
         arrays: dict[str, np.ndarray] = {}

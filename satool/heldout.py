@@ -217,3 +217,61 @@ def health_warnings(check: HealthCheck) -> list[str]:
         return [f"held-out masked L1 {check.model_l1:.3f} is no better than copying the nearest unmasked "
                 f"frame ({nearest:.3f}): the model has not learned to use context"]
     return []
+
+
+def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | None = None, seed: int = 0,
+                        alignments=None, device: str = "cpu",
+                        progress=None) -> HealthCheck:
+    """The held-out checks for a Mockingjay checkpoint on a corpus split (masks drawn as the model was
+    trained: its recorded span, 15 %). Needs the pre-training head."""
+    from satool.corpus import open_corpus
+    from satool.errors import InputError, UsageError
+    from satool.features import FeatureConfig, FeatureExtractor
+    from satool.models.checkpoint import load_checkpoint
+    from satool.models.mockingjay import stack_frames
+
+    loaded = load_checkpoint(checkpoint)
+    if loaded.spec_head is None:
+        raise UsageError(f"{checkpoint}: no pre-training head (SpecHead), so held-out reconstruction cannot be "
+                         "measured")
+    corpus = open_corpus(corpus_path, alignments)
+    utterances = corpus.select(split, max_utts)
+    features = FeatureConfig.from_s3prl(loaded.audio) if loaded.audio else FeatureConfig()
+    extractor = FeatureExtractor(features)
+    rate = loaded.config.downsample_rate
+    pairs = []
+    for utt in utterances:
+        try:
+            inputs, targets = extractor.input_and_target(corpus.load(utt).wave)
+        except InputError:
+            continue
+        finally:
+            if progress is not None:
+                progress(1)
+        if targets.shape[-1] * rate != loaded.config.step_output_dim:
+            raise UsageError(f"{checkpoint}: its head predicts {loaded.config.step_output_dim} values per step, "
+                             f"but these features give {targets.shape[-1] * rate}")
+        pairs.append((stack_frames(inputs[None], rate)[0].numpy(), stack_frames(targets[None], rate)[0].numpy()))
+    pairs = [p for p in pairs if len(p[0])]
+    if not pairs:
+        raise InputError(f"no readable utterances in split {split!r}", path=corpus_path)
+    task = loaded.task or {}
+    span = int(task.get("mask_consecutive_min", 3) or 3)
+    proportion = float(task.get("mask_proportion", 0.15) or 0.15)
+    heldout = make_heldout(pairs, span, proportion, seed)
+    encoder, head = loaded.encoder.to(device), loaded.spec_head.to(device)
+    return health_check(encoder, head, heldout, rate, step=int(loaded.step or 0), device=device)
+
+
+def save_health(check: HealthCheck, out_dir, *, split: str, checkpoint: str) -> dict[str, object]:
+    """``health.json`` (the row, per-head locality and favourite offsets) and ``health.csv`` in ``out_dir``."""
+    from pathlib import Path
+
+    from satool.results import write_csv, write_json
+
+    out = Path(out_dir)
+    document = {"split": split, "checkpoint": str(checkpoint), **check.row(),
+                "locality": check.locality.round(4).tolist(), "favourite_offset": check.favourite_offset.tolist()}
+    write_json(out / "health.json", document)
+    write_csv(out / "health.csv", [{"split": split, **check.row()}])
+    return document

@@ -115,6 +115,18 @@ class _Data:
         return pair
 
 
+def _estimated_steps(utterance, rate: int) -> int:
+    """Model steps of an utterance from its audio header (no decoding; 0 if unreadable)."""
+    from satool.audio import SAMPLE_RATE, audio_info
+    from satool.corpus.base import HOP_SAMPLES
+
+    try:
+        info = audio_info(utterance.audio)
+    except InputError:
+        return 0
+    return (1 + int(info.frames * SAMPLE_RATE / info.sample_rate) // HOP_SAMPLES) // rate
+
+
 def length_buckets(lengths: np.ndarray, buckets: int) -> list[np.ndarray]:
     """Utterance indices sorted by length and cut into ``buckets`` groups of (nearly) equal size."""
     order = np.argsort(lengths, kind="stable")
@@ -249,9 +261,8 @@ def pretrain(
         baselines = last_check.baselines
         checks[:] = [c for c in checks if c["step"] != step] + [last_check.row()]
 
-    # lengths (in steps, after cropping) of every training utterance: features are computed once here
-    groups = length_buckets(np.array([min(len(data.features(i)[0]), settings.max_steps_per_utterance)
-                                      for i in range(len(utterances))]), settings.length_buckets)
+    groups = length_buckets(np.array([min(_estimated_steps(u, settings.downsample), settings.max_steps_per_utterance)
+                                      for u in utterances]), settings.length_buckets)
     began = time.perf_counter()
     frames_seen = 0
 

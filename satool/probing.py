@@ -158,10 +158,13 @@ def train_and_score_classifier(
     seed: int,
     settings: ProbeSettings,
     device: str = "cpu",
+    report: dict[str, Any] | None = None,
 ) -> tuple[float, np.ndarray]:
     """Train ``kind`` ('linear' or 'mlp') with Adam + cross-entropy; return (test accuracy, predictions).
 
-    Inputs are standardised with the training mean/std. Deterministic for a seed.
+    Inputs are standardised with the training mean/std. Deterministic for a seed. ``report``
+    (a dict) receives the convergence check (:func:`converged`): ``converged``, ``train_loss``
+    (mean over the last fifth of the steps) and ``loss_change`` (relative, against the fifth before).
     """
     import torch
 
@@ -178,18 +181,37 @@ def train_and_score_classifier(
     n = xt.shape[0]
     batch = min(settings.batch_size, n)
     model.train()
-    for _ in range(settings.steps):
+    losses = torch.zeros(settings.steps)
+    for step in range(settings.steps):
         index = torch.randint(0, n, (batch,), generator=generator).to(device)
         loss = torch.nn.functional.cross_entropy(model(xt[index]), yt[index])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        losses[step] = loss.detach()
+    if report is not None:
+        report.update(converged(losses.numpy()))
     model.eval()
     with torch.no_grad():
         xs = torch.from_numpy(((x_test - mean) / std).astype(np.float32)).to(device)
         predictions = torch.cat([model(chunk).argmax(-1) for chunk in xs.split(65536)]).cpu().numpy()
     accuracy = float((predictions == y_test).mean()) if len(y_test) else float("nan")
     return accuracy, predictions
+
+
+CONVERGED_CHANGE = 0.02
+
+
+def converged(losses: np.ndarray) -> dict[str, Any]:
+    """Has training levelled off? The mean loss of the last fifth of the steps against the fifth
+    before it: converged when it fell by less than 2 % (relative). Too few steps (< 50): not judged."""
+    fifth = len(losses) // 5
+    if fifth < 10:
+        return {"converged": None, "train_loss": float(np.mean(losses)) if len(losses) else float("nan"),
+                "loss_change": float("nan")}
+    last, before = float(np.mean(losses[-fifth:])), float(np.mean(losses[-2 * fifth:-fifth]))
+    change = (last - before) / before if before > 0 else 0.0
+    return {"converged": bool(change > -CONVERGED_CHANGE), "train_loss": last, "loss_change": change}
 
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
@@ -227,11 +249,14 @@ class FrameClassificationTask(ProbeTask):
         self.classifier = classifier
         self.class_names = class_names
 
-    def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(frames, labels, number of utterances skipped for want of labels)."""
         xs, ys = [], []
+        skipped = 0
         for utt in split.utterances:
             y = self.labels(utt, classes)
             if y is None:
+                skipped += 1
                 continue
             x = utt.frame_hidden()
             n = min(len(x), len(y))
@@ -239,16 +264,16 @@ class FrameClassificationTask(ProbeTask):
             xs.append(x[:n][keep])
             ys.append(y[:n][keep])
         if not xs:
-            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped
+        return np.concatenate(xs), np.concatenate(ys).astype(np.int64), skipped
 
     def evaluate(self, train, test, *, seed=0, device="cpu", settings=None):
         settings = settings or ProbeSettings()
         classes: dict[str, int] = {}
         if self.class_names is not None:
             classes = {c: i for i, c in enumerate(self.class_names(train, test))}
-        x_train, y_train = self._gather(train, classes)
-        x_test, y_test = self._gather(test, classes)
+        x_train, y_train, _ = self._gather(train, classes)
+        x_test, y_test, skipped = self._gather(test, classes)
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
@@ -256,13 +281,14 @@ class FrameClassificationTask(ProbeTask):
         n_classes = max(int(y_train.max()), int(y_test.max())) + 1
         tr = _subsample(len(y_train), settings.max_train_frames, seed)
         te = _subsample(len(y_test), settings.max_test_frames, seed + 1)
+        report: dict[str, Any] = {}
         accuracy, _ = train_and_score_classifier(
             x_train[tr], y_train[tr], x_test[te], y_test[te], n_classes,
-            kind=self.classifier, seed=seed, settings=settings, device=device,
+            kind=self.classifier, seed=seed, settings=settings, device=device, report=report,
         )
         return ProbeScore(
             self.name, accuracy, majority_chance(y_train[tr], y_test[te]), self.score_name,
-            True, len(tr), len(te), {"classes": n_classes},
+            True, len(tr), len(te), {"classes": n_classes, "test_utterances_left_out": skipped, **report},
         )
 
 
@@ -296,13 +322,15 @@ class UtteranceClassificationTask(ProbeTask):
             from satool.errors import InputError
 
             raise InputError(f"task {self.name!r}: no utterances with a label seen in training")
+        report: dict[str, Any] = {}
         accuracy, _ = train_and_score_classifier(
             x_train, y_train, x_test, y_test, len(classes),
-            kind=self.classifier, seed=seed, settings=settings, device=device,
+            kind=self.classifier, seed=seed, settings=settings, device=device, report=report,
         )
         return ProbeScore(
             self.name, accuracy, majority_chance(y_train, y_test), self.score_name, True,
-            len(y_train), len(y_test), {"classes": len(classes)},
+            len(y_train), len(y_test),
+            {"classes": len(classes), "test_utterances_left_out": len(test.utterances) - len(y_test), **report},
         )
 
 
@@ -338,9 +366,10 @@ def phone_labels(utt: ProbeUtterance, classes: dict[str, int]) -> np.ndarray | N
 
 
 def speaker_frame_labels(utt: ProbeUtterance, classes: dict[str, int]) -> np.ndarray | None:
-    """Every frame of the utterance labelled with its speaker's id."""
+    """Every frame of the utterance labelled with its speaker's id; None (left out, as the
+    utterance-level task does) for a speaker the training split does not have."""
     if utt.speaker not in classes:
-        classes[utt.speaker] = len(classes)
+        return None
     n_frames = len(utt.hidden) * utt.downsample
     return np.full(n_frames, classes[utt.speaker], dtype=np.int64)
 

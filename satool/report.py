@@ -3,8 +3,10 @@
 Everything is read back from the files the stages saved (found through the
 directory's ``satool.toml``), so ``satool report DIR`` rebuilds the report
 at any time. Figures are embedded as base64 PNGs: the file opens offline
-and can be mailed around. A table sets this run's numbers beside the
-paper's (SPEC sections 5 and 7), each with a one-line reading.
+and can be mailed around. The report opens with the model's health checks;
+a table then sets this run's numbers beside the paper's findings, each
+judged by a stated rule (:mod:`satool.verdicts`) and all of them
+"inconclusive" when the model is not healthy.
 """
 
 from __future__ import annotations
@@ -65,80 +67,19 @@ def _paths(directory: Path) -> dict[str, Path | None]:
     ws = Workspace(directory / "satool.toml")
     results = directory / "results"
     found: dict[str, Path | None] = {}
-    for name in ("checkpoint", "corpus", "cache", "metrics", "segment", "relate", "probe", "prune"):
+    for name in ("checkpoint", "corpus", "cache", "health", "metrics", "segment", "relate", "probe", "prune"):
         path = ws.path(name)
-        if path is None and name in ("metrics", "segment", "relate", "probe", "prune"):
+        if path is None and name in ("health", "metrics", "segment", "relate", "probe", "prune"):
             candidate = results / ("metric" if name == "metrics" else name)
             path = candidate if candidate.exists() else None
         found[name] = path
     return found
 
 
-def pruning_readings(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The paper's pruning findings (SPEC section 7) checked on this run's curves."""
-    if not rows:
-        return []
-    total = max(int(r["pruned"]) for r in rows)
-    tasks = sorted({r["task"] for r in rows})
-
-    def score(by: str, task: str, pruned: int) -> float | None:
-        values = [float(r["score"]) for r in rows if r["by"] == by and r["task"] == task
-                  and int(r["pruned"]) == pruned]
-        return float(np.mean(values)) if values else None
-
-    levels = sorted({int(r["pruned"]) for r in rows})
-    half = min(levels, key=lambda p: abs(p - total / 2))
-    early = min((p for p in levels if p > 0), key=lambda p: abs(p - min(24, total / 2)), default=0)
-    out = []
-    names = [n for n in ("globalness", "verticality", "diagonality", "weight", "random")
-             if any(r["by"] == n for r in rows)]
-    if "diagonality" in names and early:
-        drops = {n: np.mean([score(n, t, 0) - score(n, t, early) for t in tasks]) for n in names}
-        worst = max(drops, key=drops.get)
-        out.append({
-            "claim": f"diagonal heads matter most: pruning the most diagonal heads ({early} of {total} here; "
-                     "paper: 24 of 144) drops all tasks sharply",
-            "this run": "change after pruning: " + ", ".join(
-                f"{n} {-100 * d:+.1f} pts" for n, d in sorted(drops.items(), key=lambda x: -x[1])),
-            "reading": "reproduces" if worst == "diagonality" else
-                       f"does not reproduce: pruning by {worst} costs most here (mean drop over tasks)",
-        })
-    if "verticality" in names and "speaker" in tasks and early:
-        v = score("verticality", "speaker", 0) - score("verticality", "speaker", early)
-        others = [score(n, "speaker", 0) - score(n, "speaker", early) for n in names if n != "verticality"]
-        out.append({
-            "claim": "vertical heads matter for frame-level speaker identity",
-            "this run": f"speaker accuracy change after {early} heads: verticality {-100 * v:+.1f} pts, "
-                        f"others {-100 * float(np.mean(others)):+.1f} pts on average",
-            "reading": "reproduces" if v > float(np.mean(others)) + 0.01 else
-                       "does not reproduce (within 1 point of the other orders)" if v > float(np.mean(others)) else
-                       "does not reproduce",
-        })
-    if "globalness" in names and "phone" in tasks:
-        before, after = score("globalness", "phone", 0), score("globalness", "phone", half)
-        least = min([n for n in names if n != "random"],
-                    key=lambda n: np.mean([score(n, t, 0) - score(n, t, half) for t in tasks]))
-        line = {
-            "claim": "global heads matter least; pruning > 50 % of heads by globalness keeps phone accuracy "
-                     f"(paper: about {PAPER['phone_accuracy_before']:.0f} % before pruning)",
-            "this run": f"phone accuracy {100 * before:.1f} % -> {100 * after:.1f} % after pruning {half} of {total} "
-                        f"heads by globalness; least harmful order: {least}",
-            "reading": ("reproduces" if before - after < 0.02 and least == "globalness" else
-                        "partly reproduces" if before - after < 0.02 else "does not reproduce"),
-        }
-        out.append(line)
-        if "speaker-utt" in tasks:
-            b, a = score("globalness", "speaker-utt", 0), score("globalness", "speaker-utt", half)
-            out.append({
-                "claim": "utterance-level speaker accuracy is mostly kept when pruning by globalness",
-                "this run": f"{100 * b:.1f} % -> {100 * a:.1f} % after {half} heads",
-                "reading": "reproduces" if a >= 0.8 * b else "does not reproduce",
-            })
-    return out
-
-
 def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """Write ``directory/report.html`` (or ``out``) from the saved results."""
+    from satool import verdicts as rules
+
     directory = Path(directory).resolve()
     if not directory.is_dir():
         raise InputError("not a directory", path=directory)
@@ -146,8 +87,8 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     if not any(paths.values()):
         raise InputError("no satool results here (no satool.toml paths and no results/ directory)", path=directory)
     out = Path(out) if out is not None else directory / "report.html"
-    sections: list[str] = []
-    comparison: list[dict[str, str]] = []
+    sections: list[tuple[str, str]] = []
+    findings: list[rules.Verdict] = []
     state = (_load_json(directory / "demo-state.json") or {}).get("done", {})
 
     # -- run summary -----------------------------------------------------------
@@ -160,40 +101,45 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
         counts = corpus_manifest.get("counts", {})
         summary.append(f"<p>Corpus: synthetic, {corpus_manifest.get('total_hours', 0):.2f} h, "
                        f"{html.escape(json.dumps(counts))}.</p>")
-    pre = state.get("pretrain", {})
-    if pre.get("heldout_l1") is not None:
+    reference = state.get("model", {}).get("reference")
+    if reference:
         summary.append(
-            f"<p>Pre-training: held-out masked-frame L1 <b>{pre['heldout_l1']:.3f}</b> against "
-            f"{pre['heldout_mean_frame_l1']:.3f} for predicting each utterance's mean frame "
-            f"({100 * (1 - pre['heldout_l1'] / pre['heldout_mean_frame_l1']):.0f} % lower).</p>")
+            f"<p>Model: the reference model that ships with satool, trained by <code>"
+            f"{html.escape(str(reference.get('command', '')))}</code> ({reference.get('steps')} steps, seed "
+            f"{reference.get('seed')}, satool {html.escape(str(reference.get('satool_version')))}; sha256 "
+            f"{html.escape(str(reference.get('sha256', ''))[:16])}...).</p>")
     if paths["checkpoint"]:
-        loss = paths["checkpoint"].with_name(paths["checkpoint"].name + ".loss.png")
-        summary.append(_img(loss, "Pre-training loss (masked-frame L1)", "60%"))
+        for suffix, alt in ((".loss.png", "Pre-training loss (masked-frame L1)"),
+                            (".heldout.png", "Held-out checks during pre-training: masked L1 beside the baselines, "
+                                             "and head locality")):
+            figure_path = paths["checkpoint"].with_name(paths["checkpoint"].name + suffix)
+            if figure_path.exists():
+                summary.append(_img(figure_path, alt, "80%"))
     sections.append(("Run", "".join(summary)))
 
-    # -- heads -----------------------------------------------------------------
+    # -- inputs of the health gate and of the findings --------------------------
+    health_doc = _load_json(paths["health"] / "health.json") if paths["health"] else None
+    probe_rows = _load_json(paths["probe"] / "probe_results.json") if paths["probe"] else None
+    prune_rows = _read_csv(paths["prune"] / "prune_results.csv") if paths["prune"] else []
+    curves = rules.PruneCurves(prune_rows) if prune_rows else None
+    scores = None
     if paths["metrics"] and (paths["metrics"] / "metrics.json").exists():
-        doc = _load_json(paths["metrics"] / "metrics.json")
-        rows = doc["heads_table"]
-        per_layer: dict[int, dict[str, int]] = {}
-        for r in rows:
-            per_layer.setdefault(r["layer"], {"global": 0, "vertical": 0, "diagonal": 0})[r["category"]] += 1
-        layer_rows = [{"layer": k, **v} for k, v in sorted(per_layer.items())]
-        body = (
-            "<p>Each head's globalness (mean entropy of its rows), verticality (negative entropy of its mean "
-            "row) and diagonality (negative mean |q - k| / T); its category is the metric it ranks best in.</p>"
-            + _img(paths["metrics"] / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
-            + _table(layer_rows, [("layer", "layer"), ("global", "global"), ("vertical", "vertical"),
-                                  ("diagonal", "diagonal")])
-            + _img(paths["metrics"] / "head_distribution.png", "Head distribution, coloured by layer")
-        )
-        sections.append(("Which heads are global, vertical, diagonal (paper Fig. 1)", body))
+        from satool.headscores import HeadScores
+
+        scores = HeadScores.load(paths["metrics"])
+    health = rules.health(health_doc, probe_rows, curves)
+    sections.append(("Model health", _health_section(health, health_doc, probe_rows, curves)))
+
+    # -- heads -----------------------------------------------------------------
+    if scores is not None:
+        sections.append(("Which heads are global, vertical, diagonal (paper Fig. 1)",
+                         _heads_section(scores, paths["metrics"])))
 
     # -- segmentation ----------------------------------------------------------
     seg_dir = paths["segment"]
     if seg_dir and (seg_dir / "segment_results.json").exists():
         doc = _load_json(seg_dir / "segment_results.json")
-        rows = doc["results"]
+        rows = [dict(r) for r in doc["results"]]
         for r in rows:
             for key in ("strict_r_value", "lenient_r_value", "strict_precision", "strict_recall", "strict_f1"):
                 if isinstance(r.get(key), (int, float)):
@@ -212,28 +158,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
         for example in sorted(seg_dir.glob("example_*.png")):
             body += _img(example, f"Segmentation example: {example.stem.removeprefix('example_')}")
         sections.append(("Phone boundaries from attention (paper Fig. 2)", body))
-        by_source = {r["source"]: r for r in rows}
-        mfcc = by_source.get("mfcc")
-        head = by_source.get(doc.get("best_head") or "", None)
-        hidden = by_source.get(doc.get("best_hidden") or "", None)
-        if mfcc:
-            comparison.append({"claim": "MFCC baseline R-value (TIMIT, strict, 20 ms)", "paper": f"{PAPER['mfcc_r']}",
-                               "this run": f"{mfcc['strict_r_value']:.2f}",
-                               "reading": "a different corpus (synthetic speech): compare the gaps, not the values"})
-        if head and mfcc:
-            better = head["strict_r_value"] > mfcc["strict_r_value"]
-            comparison.append({
-                "claim": "the best block-diagonal head beats MFCC (M3 79.99, M6 78.43, M9 78.19 vs 76.68)",
-                "paper": "79.99 / 78.43 / 78.19",
-                "this run": f"{head['source']}: {head['strict_r_value']:.2f} vs MFCC {mfcc['strict_r_value']:.2f}",
-                "reading": "reproduces" if better else "does not reproduce: no head beats MFCC here",
-            })
-        if hidden and mfcc:
-            comparison.append({
-                "claim": "a hidden layer beats MFCC (M3 layer 11: 77.53 vs 76.68)", "paper": f"{PAPER['hidden11_r']}",
-                "this run": f"{hidden['source']}: {hidden['strict_r_value']:.2f}",
-                "reading": "reproduces" if hidden["strict_r_value"] > mfcc["strict_r_value"] else "does not reproduce",
-            })
+        findings += _segment_findings(doc)
 
     # -- relations -------------------------------------------------------------
     rel_dir = paths["relate"]
@@ -245,43 +170,162 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
                      "Fig. 4: verticality against each head's strongest phone concentration", "60%")
         data = np.load(rel_dir / "relations.npz")
         conc = np.where(np.isfinite(data["concentration"]), data["concentration"], -np.inf).max(axis=1)
-        vert = data["verticality"]
-        if len(vert) > 2:
-            rho = _spearman(vert, conc)
-            comparison.append({
-                "claim": "vertical heads focus on particular phones (Fig. 4)", "paper": "positive relation",
-                "this run": f"Spearman rho(verticality, max concentration) = {rho:.2f} over {len(vert)} heads",
-                "reading": "reproduces" if rho > 0.3 else "does not reproduce",
-            })
+        findings.append(rules.vertical_phones_verdict(np.asarray(data["verticality"], float),
+                                                      np.where(np.isfinite(conc), conc, np.nan)))
         sections.append(("Which phones attend to which (paper Fig. 3 and 4)", body))
 
     # -- probing and pruning ---------------------------------------------------
-    probe_rows = _read_csv(paths["probe"] / "probe_results.csv") if paths["probe"] else []
     if probe_rows:
-        sections.append(("What the representations know", _table(
-            probe_rows, [("task", "task"), ("score", "score"), ("chance", "chance"), ("score_name", "measure"),
-                         ("n_train", "train items"), ("n_test", "test items")])))
-    prune_rows = _read_csv(paths["prune"] / "prune_results.csv") if paths["prune"] else []
-    if prune_rows:
+        sections.append(("What the representations know", _probe_section(probe_rows)))
+    if curves is not None:
         body = (_img(paths["prune"] / "prune_curves.png", "Fig. 5: pruning heads in each metric's order")
                 + _img(paths["prune"] / "globalness_vs_weight.png",
-                       "Fig. 6: positions of every head in the globalness and the weight order", "55%"))
+                       "Fig. 6: positions of every head in the globalness and the weight order", "55%")
+                + "<p>Each metric's order against the random orders at the paper's share of heads and larger "
+                  "ones (drop = accuracy lost against no pruning; positive = worse):</p>"
+                + _table(curves.table(), [("share", "heads pruned"), ("task", "task"), ("by", "order"),
+                                          ("drop", "drop"), ("random_mean", "random mean drop"),
+                                          ("random_spread", "random spread"), ("versus_random", "vs random")],
+                         {"drop": ".3f", "random_mean": ".3f", "random_spread": ".3f"}))
         sections.append(("Which heads matter (paper Fig. 5 and 6)", body))
-        for line in pruning_readings(prune_rows):
-            comparison.append({"claim": line["claim"], "paper": "yes", "this run": line["this run"],
-                               "reading": line["reading"]})
+        local, order = None, None
+        if scores is not None and scores.locality() is not None and "diagonality" in scores.values:
+            ratio = scores.locality()[0]
+            local = {(layer, head): float(ratio[i, j]) for i, layer in enumerate(scores.layers)
+                     for j, head in enumerate(scores.heads)}
+            order = scores.pruning_order("diagonality")
+        findings += rules.pruning_verdicts(curves, local, order)
 
-    if comparison:
-        sections.insert(1, ("This run beside the paper", _table(
-            comparison, [("claim", "finding (Yang, Liu & Lee 2020)"), ("paper", "paper"), ("this run", "this run"),
-                         ("reading", "reading")])))
+    if findings:
+        judged = rules.gate(findings, health)
+        rows = [v.row() for v in judged]
+        used = sorted({v.rule for v in judged} | {"health"}, key=list(rules.RULES).index)
+        body = (_gate_note(health)
+                + _table(rows, [("claim", "finding (Yang, Liu & Lee 2020)"), ("paper", "paper"),
+                                ("this run", "this run"), ("verdict", "verdict"), ("reason", "why")])
+                + "<h3>Rules</h3><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(rules.RULES[k])}</li>"
+                                                for k in used) + "</ul>")
+        sections.insert(1, ("This run beside the paper", body))
+        from satool.results import write_csv, write_json
+
+        write_csv(directory / "results" / "verdicts.csv", rows)
+        write_json(directory / "results" / "verdicts.json",
+                   {"health": [c.__dict__ for c in health.checks], "healthy": health.passed, "verdicts": rows,
+                    "rules": {k: rules.RULES[k] for k in used}})
     out.write_text(_page(directory, sections))
     return out
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+def _gate_note(health) -> str:
+    if health.passed:
+        return "<p>The model passed every health check, so the findings below are judged by their rules.</p>"
+    return ("<p class=\"missing\">The model did not pass the health checks (" + html.escape(health.failure())
+            + "): every finding is <b>inconclusive</b>. The numbers are shown, but they describe a model that "
+              "has not learned what the paper's models learned.</p>")
+
+
+def _health_section(health, doc: dict | None, probe_rows, curves) -> str:
+    parts = ["<p>Before reading the heads, check that the model learned: a model that did not learn has heads "
+             "whose categories are only rank order, and nothing here would say anything about the paper's "
+             "models.</p>"]
+    if doc:
+        from satool.heldout import BASELINES
+
+        rows = [{"what": "model", "masked L1": doc["heldout_l1"]},
+                {"what": "model, attention off (each head attends only to its own step)",
+                 "masked L1": doc["attention_off_l1"]}]
+        rows += [{"what": f"baseline: {name}", "masked L1": doc[f"{name}_l1"]} for name in BASELINES]
+        parts.append(f"<p>Held-out masked reconstruction ({doc.get('split', 'dev')} split, {doc['utterances']} "
+                     "utterances, one fixed draw of masks, masked steps zeroed; lower is better):</p>")
+        parts.append(_table(rows, [("what", ""), ("masked L1", "masked L1")], {"masked L1": ".4f"}))
+    rows = [{"check": c.name, "result": {True: "pass", False: "FAIL", None: "not measured"}[c.passed],
+             "detail": c.detail} for c in health.checks]
+    parts.append(_table(rows, [("check", "check"), ("result", "result"), ("detail", "numbers")]))
+    parts.append(f"<p><b>{'Healthy' if health.passed else 'Not healthy'}</b>: {html.escape(_rule('health'))}</p>")
+    return "".join(parts)
+
+
+def _rule(key: str) -> str:
+    from satool.verdicts import RULES
+
+    return RULES[key]
+
+
+def _heads_section(scores, metrics_dir: Path) -> str:
+    from satool.locality import LOCAL_RATIO
+
+    rows = scores.records()
+    per_layer: dict[int, dict[str, int]] = {}
+    for r in rows:
+        counts = per_layer.setdefault(r["layer"], {"global": 0, "vertical": 0, "diagonal": 0, "local": 0})
+        if r["category"]:
+            counts[r["category"]] += 1
+        if (r.get("locality") or 0) >= LOCAL_RATIO:
+            counts["local"] += 1
+    layer_rows = [{"layer": k, **v} for k, v in sorted(per_layer.items())]
+    n_local = sum(v["local"] for v in per_layer.values())
+    n_diag = sum(v["diagonal"] for v in per_layer.values())
+    text = ("<p>Each head's globalness (mean entropy of its rows), verticality (negative entropy of its mean "
+            "row) and diagonality (negative mean |q - k| / T); its category is the metric it ranks best in. "
+            "Categories compare ranks among this model's heads, not values against uniform attention, so they "
+            "are shown beside two absolute measures: D relative to uniform attention (1 = weights as far from "
+            "the diagonal as uniform attention puts them, 0 = all on the diagonal) and locality (the weight a "
+            f"head's favourite relative offset carries, in units of the uniform weight; local = at least "
+            f"{LOCAL_RATIO:g}x).</p>")
+    if scores.locality() is not None:
+        text += (f"<p>{n_local} of {len(rows)} heads are local; {n_diag} heads rank best in diagonality. "
+                 + ("Only local heads are called diagonal heads in this report." if n_local else
+                    "No head is local: the heads ranked 'diagonal' do not attend near themselves, and this "
+                    "report does not call them diagonal heads.") + "</p>")
+    top = sorted(rows, key=lambda r: -(r.get("locality") or 0))[:8]
+    return (text + _img(metrics_dir / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
+            + _table(layer_rows, [("layer", "layer"), ("global", "rank: global"), ("vertical", "rank: vertical"),
+                                  ("diagonal", "rank: diagonal"), ("local", f"local (>= {LOCAL_RATIO:g}x)")])
+            + "<p>The most local heads:</p>"
+            + _table(top, [("label", "head"), ("category", "rank category"), ("locality", "locality (x uniform)"),
+                           ("favourite_offset", "favourite offset (steps)"),
+                           ("diagonality_vs_uniform", "D / D of uniform")],
+                     {"locality": ".2f", "diagonality_vs_uniform": ".3f"})
+            + _img(metrics_dir / "offset_profiles.png", "Offset profiles: mean weight by relative offset, in units "
+                   "of uniform attention", "70%")
+            + _img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
+
+
+def _probe_section(rows: list[dict[str, Any]]) -> str:
+    shown = []
+    for r in rows:
+        shown.append({**r, "converged": {True: "yes", False: "NO", None: "-"}.get(r.get("converged"), "-"),
+                      "left out": r.get("test_utterances_left_out", 0)})
+    return ("<p>The same probes on the model's last layer and on the input features: the difference is what "
+            "pre-training added. Chance = always answering the most frequent training class (reconstruction: "
+            "predicting each utterance's mean frame). Test utterances whose speaker the training split lacks "
+            "are left out of both speaker tasks.</p>"
+            + _table(shown, [("task", "task"), ("representation", "representation"), ("score", "score"),
+                             ("chance", "chance"), ("score_name", "measure"), ("n_train", "train items"),
+                             ("n_test", "test items"), ("left out", "test utts left out"),
+                             ("converged", "probe converged")], {"score": ".4f", "chance": ".4f"}))
+
+
+def _segment_findings(doc: dict[str, Any]) -> list:
+    from satool.verdicts import segment_verdict
+
+    by_source = {r["source"]: r for r in doc["results"]}
+    per_utt = doc.get("strict_per_utterance") or {}
+    out = []
+    mfcc = by_source.get("mfcc")
+    if not mfcc or "mfcc" not in per_utt:
+        return out
+    mfcc = {**mfcc, "strict_per_utterance": per_utt["mfcc"]}
+    for key, claim, paper in (
+        ("best_head", "the best block-diagonal head beats MFCC (M3 79.99, M6 78.43, M9 78.19 vs 76.68)",
+         "79.99 / 78.43 / 78.19"),
+        ("best_hidden", "a hidden layer beats MFCC (M3 layer 11: 77.53 vs 76.68)", str(PAPER["hidden11_r"])),
+    ):
+        label = doc.get(key)
+        if label in by_source and label in per_utt:
+            out.append(segment_verdict(claim, paper, label, {**by_source[label], "strict_per_utterance": per_utt[label]},
+                                       mfcc))
+    return out
 
 
 def _page(directory: Path, sections: list[tuple[str, str]]) -> str:

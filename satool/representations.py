@@ -131,3 +131,32 @@ class ProbeData:
                 recon.l1 if recon else None, recon.n_values if recon else 0, recon.mean_frame_l1 if recon else None,
             ))
         return ProbeSplit(out, self.phone_set)
+
+
+INPUT_FEATURES = ("log-Mel", "MFCC")
+
+
+def input_feature_split(corpus, utterances, kind: str, *, max_frames: int | None = None,
+                        progress: Callable[[int], None] | None = None) -> ProbeSplit:
+    """The probes' inputs without any model: ``"log-Mel"`` (80 bins, -25 dB, per-utterance CMVN: what
+    a Mockingjay model reads) or ``"MFCC"`` (13 + deltas + delta-deltas, CMVN), ``[frame, dim]`` at
+    the 10 ms label rate. Probing them shows what pre-training added. Unreadable utterances are left out.
+    """
+    from satool.features import FeatureConfig, FeatureExtractor, mfcc
+
+    if kind not in INPUT_FEATURES:
+        raise ValueError(f"kind must be one of {INPUT_FEATURES}, got {kind!r}")
+    extract = FeatureExtractor(FeatureConfig()) if kind == "log-Mel" else mfcc
+    max_seconds = None if max_frames is None else max_frames * 160 / 16000
+    out = []
+    for utt in utterances:
+        try:
+            loaded = corpus.load(utt, max_seconds=max_seconds)
+        except InputError:
+            continue
+        finally:
+            if progress is not None:
+                progress(1)
+        out.append(ProbeUtterance(utt.id, utt.speaker, np.asarray(extract(loaded.wave), np.float32), 1,
+                                  loaded.frame_labels))
+    return ProbeSplit(out, list(corpus.phone_set.names))

@@ -161,10 +161,13 @@ class SourceResult:
     strict: dict[str, Any]
     lenient: dict[str, Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
+    tune_r_value: float | None = None  # strict R-value on the tuning split at the chosen parameters
+    per_utterance: list[dict[str, int]] = field(default_factory=list)  # strict hits, n_ref, n_pred per test utt
 
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"source": self.source, "alpha": self.alpha, "beta": self.beta,
-                               "tuned_on": self.tuned_on, "n_tune": self.n_tune, "n_test": self.n_test}
+                               "tuned_on": self.tuned_on, "n_tune": self.n_tune, "n_test": self.n_test,
+                               "tune_r_value": self.tune_r_value}
         for mode, m in (("strict", self.strict), ("lenient", self.lenient)):
             for key in ("precision", "recall", "f1", "os", "r_value", "hits", "n_ref", "n_pred"):
                 row[f"{mode}_{key}"] = m.get(key)
@@ -183,6 +186,7 @@ def run_source(
         return [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in ids]
 
     test = pairs(test_ids)
+    tune_r = None
     if alpha is None or beta is None:
         tuning = pairs(tune_ids)
         if not tuning:
@@ -190,18 +194,29 @@ def run_source(
         grid = [alpha] if alpha is not None else list(alphas if alphas is not None else default_alpha_grid(tuning))
         beta_grid = [beta] if beta is not None else list(betas)
         best = tune(tuning, grid, beta_grid, tolerance=tolerance, progress=progress)
-        alpha, beta = best.alpha, best.beta
-    strict_eval = _evaluate(test, alpha, beta, tolerance)
+        alpha, beta, tune_r = best.alpha, best.beta, float(best.metrics["r_value"])
+    strict, lenient, per_utterance = _evaluate(test, alpha, beta, tolerance)
     sweep = pr_curve(test, alpha, betas, tolerance=tolerance) if curve else []
     return SourceResult(source.label, float(alpha), float(beta), tuned_on, len(tune_ids), len(test_ids),
-                        strict_eval[0], strict_eval[1], sweep)
+                        strict, lenient, sweep, tune_r, per_utterance)
 
 
-def _evaluate(pairs, alpha: float, beta: float, tolerance: float) -> tuple[dict, dict]:
+def _evaluate(pairs, alpha: float, beta: float, tolerance: float) -> tuple[dict, dict, list[dict[str, int]]]:
+    """Strict and lenient scores over ``pairs``, and the strict counts of each utterance (for bootstraps)."""
     predicted = [SegmentationWork(v, alpha).boundaries(beta) for v, _ in pairs]
     reference = [r for _, r in pairs]
     return (evaluate_boundaries(reference, predicted, tolerance, mode="strict"),
-            evaluate_boundaries(reference, predicted, tolerance, mode="lenient"))
+            evaluate_boundaries(reference, predicted, tolerance, mode="lenient"),
+            strict_counts(reference, predicted, tolerance))
+
+
+def strict_counts(reference, predicted, tolerance: float) -> list[dict[str, int]]:
+    """Strict ``hits``, ``n_ref`` and ``n_pred`` of each utterance (what a bootstrap resamples)."""
+    counts = []
+    for r, p in zip(reference, predicted):
+        m = evaluate_boundaries([r], [p], tolerance, mode="strict")
+        counts.append({"hits": m["hits"], "n_ref": m["n_ref"], "n_pred": m["n_pred"]})
+    return counts
 
 
 def study(frames: FrameSource, sources: Sequence[FeatureSource], tune_ids: Sequence[str],
@@ -245,6 +260,7 @@ def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str]
         f"evenly spaced ({rate:.1f}/s)", float("nan"), float("nan"), None, len(tune_ids), len(test_ids),
         evaluate_boundaries(reference, predicted, tolerance, "strict"),
         evaluate_boundaries(reference, predicted, tolerance, "lenient"),
+        per_utterance=strict_counts(reference, predicted, tolerance),
     )
 
 
@@ -257,7 +273,8 @@ def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: floa
     rows = [r.row() for r in results]
     write_csv(out / "segment_results.csv", rows)
     write_json(out / "segment_results.json", {"tolerance_s": tolerance, "boundary_convention": BOUNDARY_CONVENTION,
-                                              "results": rows, **(extra or {})})
+                                              "results": rows, **(extra or {}),
+                                              "strict_per_utterance": {r.source: r.per_utterance for r in results}})
     curve_rows = []
     for r in results:
         for point in r.curve:

@@ -568,6 +568,20 @@ def _metrics(hits: int, hits_ref: int, n_ref: int, n_pred: int, mode: str) -> di
     }
 
 
+def r_value_from_counts(hits, n_ref, n_pred):
+    """Strict R-value from pooled counts; numpy arrays broadcast (NaN where ``n_ref`` is 0).
+
+    The same formula as :func:`evaluate_boundaries` in strict mode, vectorised for bootstrapping.
+    """
+    hits, n_ref, n_pred = (np.asarray(x, dtype=np.float64) for x in (hits, n_ref, n_pred))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(n_ref > 0, hits / np.maximum(n_ref, 1), np.nan)
+        over = np.where(n_ref > 0, n_pred / np.maximum(n_ref, 1) - 1.0, np.nan)
+    r1 = np.sqrt((1.0 - recall) ** 2 + over**2)
+    r2 = (-over + recall - 1.0) / np.sqrt(2.0)
+    return 1.0 - (np.abs(r1) + np.abs(r2)) / 2.0
+
+
 _MODES = ("strict", "lenient")
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from satool.errors import InputError, UsageError
 
 FILE_NAME = "satool.toml"
-KNOWN_PATHS = ("checkpoint", "corpus", "alignments", "cache", "metrics", "segment", "relate", "probe",
+KNOWN_PATHS = ("checkpoint", "corpus", "alignments", "cache", "health", "metrics", "segment", "relate", "probe",
                "prune", "report")
 
 

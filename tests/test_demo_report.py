@@ -25,16 +25,32 @@ def demo_dir(tmp_path_factory):
 
 
 def test_demo_quick_writes_everything(demo_dir):
-    for rel in ("corpus/manifest.json", "model.ckpt", "model.ckpt.loss.png", "attention-cache/manifest.json",
-                "results/metric/metrics.csv", "results/segment/segment_results.json", "results/relate/relations.npz",
-                "results/probe/probe_results.csv", "results/prune/prune_results.csv", "report.html", "satool.toml",
-                "demo-state.json"):
+    for rel in ("corpus/manifest.json", "model.ckpt", "model.ckpt.loss.png", "model.ckpt.heldout.png",
+                "results/health/health.json", "attention-cache/manifest.json", "results/metric/metrics.csv",
+                "results/metric/offset_profiles.png", "results/segment/segment_results.json",
+                "results/relate/relations.npz", "results/probe/probe_results.csv", "results/prune/prune_results.csv",
+                "results/verdicts.json", "report.html", "satool.toml", "demo-state.json"):
         assert (demo_dir / rel).exists(), rel
     report = (demo_dir / "report.html").read_text()
-    for title in ("This run beside the paper", "paper Fig. 1", "paper Fig. 2", "paper Fig. 3 and 4",
-                  "paper Fig. 5 and 6", "What the representations know"):
+    for title in ("Model health", "This run beside the paper", "paper Fig. 1", "paper Fig. 2", "paper Fig. 3 and 4",
+                  "paper Fig. 5 and 6", "What the representations know", "Rules"):
         assert title in report, title
     assert report.count("<img") >= 10 and "http://" not in report and "https://" not in report  # self-contained
+
+
+def test_quick_demo_is_inconclusive_throughout(demo_dir):
+    """A 60-step tiny model has not learned: the health gate fails and no finding is claimed either way."""
+    import json
+
+    doc = json.loads((demo_dir / "results" / "verdicts.json").read_text())
+    assert doc["healthy"] is False
+    learned = next(c for c in doc["health"] if c["name"] == "learned")
+    assert learned["passed"] is False
+    assert len(doc["verdicts"]) >= 6
+    assert {v["verdict"] for v in doc["verdicts"]} == {"inconclusive"}
+    assert all("health checks did not pass" in v["reason"] for v in doc["verdicts"])
+    report = (demo_dir / "report.html").read_text()
+    assert "reproduces</td>" not in report and "Not healthy" in report
 
 
 def test_second_run_reuses_stages(demo_dir, satool_cli):
@@ -43,8 +59,8 @@ def test_second_run_reuses_stages(demo_dir, satool_cli):
     result = satool_cli("demo", "--quick", "--out", demo_dir)
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stderr.split())
-    for stage in ("corpus", "pretrain", "extract", "metric", "segment", "relate", "probe", "prune"):
-        assert re.search(rf"\d/9 {stage} \(done before, reused\)", text), stage
+    for stage in ("corpus", "model", "health", "extract", "metric", "segment", "relate", "probe", "prune"):
+        assert re.search(rf"\d+/10 {stage} \(done before, reused\)", text), stage
     assert {rel: (demo_dir / rel).stat().st_mtime_ns for rel in outputs} == stamps  # nothing recomputed
 
 

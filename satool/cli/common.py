@@ -43,9 +43,19 @@ def _json_default(value: Any) -> Any:
 
 
 class _Progress:
-    """A rich progress bar on stderr; ``advance(n)`` moves it, ``update(**fields)`` changes text."""
+    """A rich progress bar on stderr; ``advance(n)`` moves it, ``info(text)`` changes its text.
+
+    When stderr is not a terminal (a job under nohup, a log file), a plain line
+    ``description: done/total (percent) elapsed info`` is written at most once a
+    minute instead, so long runs leave a readable trace.
+    """
 
     def __init__(self, total: int | None, description: str):
+        import time
+
+        self._plain = not console.is_terminal
+        self._description, self._total, self._done, self._text = description, total, 0, ""
+        self._began = self._last = time.monotonic()
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -63,20 +73,48 @@ class _Progress:
         self._task = self._progress.add_task(description, total=total, info="")
 
     def __enter__(self):
-        self._progress.__enter__()
+        if not self._plain:
+            self._progress.__enter__()
         return self
 
     def __exit__(self, *exc):
+        if self._plain:
+            if self._done or self._total:
+                self._log(force=exc[0] is None)
+            return False
         return self._progress.__exit__(*exc)
 
+    def _log(self, force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not force and now - self._last < 60:
+            return
+        self._last = now
+        share = f" ({100 * self._done / self._total:.0f} %)" if self._total else ""
+        minutes, seconds = divmod(int(now - self._began), 60)
+        say(f"{self._description}: {self._done}/{self._total or '?'}{share} {minutes}m{seconds:02d}s {self._text}")
+
     def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._task, n)
+        self._done += n
+        if self._plain:
+            self._log()
+        else:
+            self._progress.advance(self._task, n)
 
     def info(self, text: str) -> None:
-        self._progress.update(self._task, info=text)
+        self._text = text
+        if not self._plain:
+            self._progress.update(self._task, info=text)
 
     def total(self, total: int, completed: int | None = None) -> None:
-        self._progress.update(self._task, total=total, completed=completed)
+        self._total = total
+        if completed is not None:
+            self._done = completed
+        if self._plain:
+            self._log()
+        else:
+            self._progress.update(self._task, total=total, completed=completed)
 
 
 def progress_bar(total: int | None, description: str) -> _Progress:

@@ -62,6 +62,7 @@ def metric(
             scores = score_cache(cache, metrics, progress=bar.advance)
         example_id = cache.utterance_ids[0]
         example = cache.attention(example_id)
+        step_s = cache.frames_per_step * 0.01
         workspace_paths = {"cache": source, "metrics": out}
     else:
         from satool.corpus import open_corpus
@@ -82,8 +83,9 @@ def metric(
         for utt, reason in skipped:
             say(f"{utt}: {reason}", "skipped")
         example_id, example = first.get("id"), first.get("attention")
+        step_s = model.step_s
         workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
-    paths = write_outputs(scores, out, example_id, example, k=top)
+    paths = write_outputs(scores, out, example_id, example, k=top, step_s=step_s)
     workspace.record("metric", workspace_paths, metrics=",".join(names))
     if as_json:
         print_json(scores.records())
@@ -95,6 +97,7 @@ def metric(
 def _print_summary(scores) -> None:
     from collections import Counter
 
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -104,6 +107,19 @@ def _print_summary(scores) -> None:
     categories = Counter(scores.categories().ravel().tolist())
     out.print(f"{len(scores.layers) * len(scores.heads)} heads over {scores.utterances} utterances: "
               + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))
+    local = scores.locality()
+    if local is not None:
+        from satool.locality import LOCAL_RATIO
+
+        ratio, offset = local
+        best = np.unravel_index(np.nanargmax(np.where(np.isfinite(ratio), ratio, -np.inf)), ratio.shape)
+        n_local = int(np.sum(ratio >= LOCAL_RATIO))
+        out.print(f"local heads (favourite offset >= {LOCAL_RATIO:g}x the uniform weight): {n_local} of {ratio.size}; "
+                  f"most local L{scores.layers[best[0]]}.H{scores.heads[best[1]]}: {ratio[best]:.1f}x at offset "
+                  f"{int(offset[best]):+d} steps")
+        if categories.get("diagonal") and n_local == 0:
+            out.print("note: categories compare ranks; no head is local, so the heads ranked 'diagonal' do not "
+                      "attend near themselves")
     table = Table("metric", "prune first", "top heads (highest value first)")
     for name in scores.values:
         top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))

@@ -11,8 +11,12 @@ from satool.cli.common import parse_csv, print_json, progress_bar, say
 DEFAULT_OUT = Path("results/probe")
 
 
-def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device):
-    """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors."""
+def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device,
+                   balanced: bool = True):
+    """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors.
+
+    With ``max_utts``, subsets are taken round-robin over speakers (``balanced``) so that every
+    test speaker is in the training subset when it can be."""
     from satool.corpus import open_corpus
     from satool.errors import UsageError
     from satool.models.base import load_model, resolve_device
@@ -27,8 +31,8 @@ def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_
             raise UsageError(f"{corpus_path}: no split {split!r} (splits: {', '.join(opened.splits)}); "
                              "use --train-split / --test-split")
     model = load_model(checkpoint, device=resolve_device(device))
-    return (model, opened, opened.select(train_split, max_utts), opened.select(test_split, max_utts),
-            checkpoint, corpus_path, alignments)
+    return (model, opened, opened.select(train_split, max_utts, balanced=balanced),
+            opened.select(test_split, max_utts, balanced=balanced), checkpoint, corpus_path, alignments)
 
 
 def resolve_tasks(text: str | None, model) -> list:
@@ -66,24 +70,29 @@ def probe(
     test_split: str = typer.Option("test", help="Split they are evaluated on (same speakers for speaker tasks)."),
     steps: int = typer.Option(1500, min=1, help="Training steps per probe (paper: 50k)."),
     seed: int = typer.Option(0, help="Same seed, same scores."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
+    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split "
+                                        "(taken round-robin over speakers)."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    inputs: bool = typer.Option(True, "--inputs/--no-inputs", help="Also probe the log-Mel and MFCC input "
+                                "features (what pre-training added is the difference)."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
     out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
 ) -> None:
-    """Train probes on a model's representations and score them beside chance (SPEC section 7).
+    """Train probes on a model's representations and score them beside chance and the input features.
 
     phone: frame-level phone classification (MLP, one hidden layer); speaker: the
     same MLP on single frames; speaker-utt: mean pooling then one linear layer;
     reconstruction: L1 of the pre-training head against the un-masked target
-    (lower is better; chance = predicting each utterance's mean frame). One
-    forward pass per utterance serves every task. Deterministic for a seed.
+    (lower is better; chance = predicting each utterance's mean frame). The
+    log-Mel and MFCC input features go through the same probes (--no-inputs to
+    skip), and every probe's convergence is checked. One forward pass per
+    utterance serves every task. Deterministic for a seed.
     """
+    from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
     from satool.probing import ProbeSettings
-    from satool.pruning import evaluate_tasks
-    from satool.representations import Configuration, ProbeData
+    from satool.representations import Configuration
     from satool.results import write_csv, write_json
     from satool.workspace import Workspace
 
@@ -93,19 +102,14 @@ def probe(
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask), state, span)
-    need_recon = any("reconstruction" in t.needs for t in tasks)
-    with progress_bar(len(train) + len(test), "representations") as bar:
-        data = [ProbeData(model, opened, utts, reconstruction=need_recon, max_frames=max_frames,
-                          progress=bar.advance) for utts in (train, test)]
-        splits = [d.represent(config) for d in data]
-    for utt, reason in data[0].skipped + data[1].skipped:
+    with progress_bar(len(train) + len(test), "representations and probes") as bar:
+        results, skipped = probe_rows(model, opened, train, test, tasks, configuration=config,
+                                      settings=ProbeSettings(steps=steps), seed=seed, input_features=inputs,
+                                      max_frames=max_frames, progress=bar.advance)
+    for utt, reason in skipped:
         say(f"{utt}: {reason}", "skipped")
-    with progress_bar(len(tasks), "training probes") as bar:
-        results = []
-        for t in tasks:
-            results += evaluate_tasks([t], *splits, seed=seed, settings=ProbeSettings(steps=steps),
-                                      device=str(getattr(model, "device", "cpu")))
-            bar.advance()
+    for line in left_out_warnings(results) + convergence_warnings(results):
+        say(line, "warning:")
     for r in results:
         r.update(layer=layer, head_mask=head_mask or "", span=span, seed=seed, train_split=train_split,
                  test_split=test_split)
@@ -120,9 +124,9 @@ def probe(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("task", "score", "chance", "measure", "train", "test")
+    table = Table("task", "representation", "score", "chance", "measure", "train", "test")
     for r in results:
-        table.add_row(r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}", r["score_name"]
+        table.add_row(r["task"], r["representation"], f"{r['score']:.4f}", f"{r['chance']:.4f}", r["score_name"]
                       + (" (lower is better)" if not r["higher_is_better"] else ""), str(r["n_train"]),
                       str(r["n_test"]))
     Console(highlight=False).print(table)

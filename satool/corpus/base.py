@@ -79,8 +79,13 @@ class Corpus:
     def splits(self) -> list[str]:
         return sorted({u.split for u in self.utterances})
 
-    def select(self, split: str | Iterable[str] | None = None, max_utts: int | None = None) -> list[Utterance]:
-        """Utterances of ``split`` (all splits if None), in a stable order."""
+    def select(self, split: str | Iterable[str] | None = None, max_utts: int | None = None, *,
+               balanced: bool = False) -> list[Utterance]:
+        """Utterances of ``split`` (all splits if None), in a stable order.
+
+        ``balanced``: take the ``max_utts`` round-robin over speakers (see :func:`speaker_balanced`)
+        instead of the first ones, so that every speaker is in the subset when it can be.
+        """
         if split is None:
             chosen = list(self.utterances)
         else:
@@ -91,7 +96,9 @@ class Corpus:
                     f"{self.root}: no split {', '.join(sorted(unknown))} (splits: {', '.join(self.splits)})"
                 )
             chosen = [u for u in self.utterances if u.split in wanted]
-        return chosen[:max_utts] if max_utts is not None else chosen
+        if max_utts is None:
+            return chosen
+        return speaker_balanced(chosen, max_utts) if balanced else chosen[:max_utts]
 
     def load(self, utt: Utterance, *, require_alignment: bool = False,
              max_seconds: float | None = None) -> LoadedUtterance:
@@ -126,6 +133,26 @@ class Corpus:
                 if strict:
                     raise
                 skipped.append(Skipped(utt.id, str(exc)))
+
+
+def speaker_balanced(utterances: list[Utterance], n: int) -> list[Utterance]:
+    """``n`` utterances taken round-robin over speakers (sorted by id), each speaker's in their order.
+
+    With ``n`` at least the number of speakers every speaker is present, and no speaker has more
+    than one utterance more than another (until a speaker runs out). The result keeps the input order.
+    """
+    by_speaker: dict[str, list[int]] = {}
+    for i, u in enumerate(utterances):
+        by_speaker.setdefault(u.speaker, []).append(i)
+    queues = [by_speaker[s] for s in sorted(by_speaker)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < min(n, len(utterances)):
+        for queue in queues:
+            if depth < len(queue) and len(picked) < n:
+                picked.append(queue[depth])
+        depth += 1
+    return [utterances[i] for i in sorted(picked)]
 
 
 class CorpusReader(Protocol):

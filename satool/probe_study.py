@@ -1,0 +1,64 @@
+"""`satool probe` as a library call: the model's representations and the input features, through
+the same probes, with what every number rests on.
+
+Rows carry a ``representation`` column: ``model`` (the chosen hidden state, under the chosen head
+mask or span), ``log-Mel`` and ``MFCC`` (no model at all; see
+:func:`satool.representations.input_feature_split`). A task that needs the pre-training head
+(reconstruction) has no input-feature row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from satool.probing import ProbeSettings, ProbeTask
+from satool.pruning import evaluate_tasks
+from satool.representations import INPUT_FEATURES, Configuration, ProbeData, input_feature_split
+
+
+def probe_rows(model, corpus, train_utts, test_utts, tasks: Sequence[ProbeTask], *,
+               configuration: Configuration | None = None, settings: ProbeSettings | None = None,
+               seed: int = 0, input_features: bool = True, max_frames: int | None = None,
+               data: tuple[ProbeData, ProbeData] | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """(result rows, skipped (utterance, reason) pairs). ``data``: train and test :class:`ProbeData`
+    already read (they are read here otherwise)."""
+    settings = settings or ProbeSettings()
+    configuration = configuration or Configuration()
+    need_recon = any("reconstruction" in t.needs for t in tasks)
+    if data is None:
+        data = tuple(ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=max_frames,
+                               progress=progress) for utts in (train_utts, test_utts))
+    device = str(getattr(model, "device", "cpu"))
+    splits = [d.represent(configuration) for d in data]
+    rows = [{"representation": "model", **r}
+            for r in evaluate_tasks(tasks, *splits, seed=seed, settings=settings, device=device)]
+    if input_features:
+        plain = [t for t in tasks if "reconstruction" not in t.needs]
+        for kind in INPUT_FEATURES:
+            feature_splits = [input_feature_split(corpus, utts, kind, max_frames=max_frames)
+                              for utts in (train_utts, test_utts)]
+            rows += [{"representation": kind, **r}
+                     for r in evaluate_tasks(plain, *feature_splits, seed=seed, settings=settings, device=device)]
+    return rows, data[0].skipped + data[1].skipped
+
+
+def left_out_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per task and representation that scored fewer test utterances than it was given."""
+    lines = []
+    for r in rows:
+        n = int(r.get("test_utterances_left_out") or 0)
+        if n:
+            why = ("their speaker is not in the training split" if "speaker" in r["task"]
+                   else "they have no labels for this task")
+            lines.append(f"task {r['task']} ({r.get('representation', 'model')}): {n} test utterance(s) left "
+                         f"out because {why}")
+    return lines
+
+
+def convergence_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per probe whose training loss was still falling at the end (raise --steps)."""
+    return [f"task {r['task']} ({r.get('representation', 'model')}): the probe had not converged (training "
+            f"loss still fell {-100 * r['loss_change']:.1f} % over the last fifth of its steps)"
+            for r in rows if r.get("converged") is False]
