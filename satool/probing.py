@@ -249,8 +249,13 @@ class FrameClassificationTask(ProbeTask):
         self.classifier = classifier
         self.class_names = class_names
 
-    def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
-        """(frames, labels, number of utterances skipped for want of labels)."""
+    def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(frames ``[frame, dim]``, labels ``[frame]``) of the utterances that have labels."""
+        x, y, _ = self.gather(split, classes)
+        return x, y
+
+    def gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(frames, labels, number of utterances left out for want of labels)."""
         xs, ys = [], []
         skipped = 0
         for utt in split.utterances:
@@ -272,8 +277,8 @@ class FrameClassificationTask(ProbeTask):
         classes: dict[str, int] = {}
         if self.class_names is not None:
             classes = {c: i for i, c in enumerate(self.class_names(train, test))}
-        x_train, y_train, _ = self._gather(train, classes)
-        x_test, y_test, skipped = self._gather(test, classes)
+        x_train, y_train, _ = self.gather(train, classes)
+        x_test, y_test, skipped = self.gather(test, classes)
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
