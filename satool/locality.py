@@ -15,12 +15,32 @@ a head local when its favourite offset carries at least :data:`LOCAL_RATIO`
 times the uniform weight, and says "diagonal" in prose only of such heads.
 """
 
-from __future__ import annotations
+import functools
 
 import numpy as np
 
 LOCAL_RATIO = 5.0  # a head is "local" when its favourite offset carries >= 5x the uniform weight
-MAX_OFFSET = 20  # offsets -20..20 steps are profiled
+MAX_OFFSET = 10  # offsets -10..10 steps are profiled (+-300 ms at R = 3, +-200 ms for 20 ms models)
+
+
+@functools.lru_cache(maxsize=64)
+def _band(steps: int, max_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices ``q * T + q + d`` of the band, grouped by offset d, the start of each non-empty
+    group, which offsets those groups are, and the number of queries per offset (read-only)."""
+    indices, starts, present, queries = [], [], [], []
+    position = 0
+    for i, d in enumerate(range(-max_offset, max_offset + 1)):
+        q = np.arange(max(0, -d), min(steps, steps - d))
+        queries.append(len(q))
+        if len(q):
+            indices.append(q * (steps + 1) + d)
+            starts.append(position)
+            present.append(i)
+            position += len(q)
+    arrays = (np.concatenate(indices), np.array(starts), np.array(present), np.array(queries, dtype=np.float64))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def offset_sums(attn: np.ndarray, max_offset: int = MAX_OFFSET) -> tuple[np.ndarray, np.ndarray]:
@@ -28,14 +48,15 @@ def offset_sums(attn: np.ndarray, max_offset: int = MAX_OFFSET) -> tuple[np.ndar
 
     ``sums[..., i]`` is ``T * sum_q attn[..., q, q + d]`` for ``d = i - max_offset`` (weights in
     units of uniform attention, summed over queries) and ``queries[i]`` the number of queries
-    that have a key at offset d (0 where ``|d| >= T``).
+    that have a key at offset d (0 where ``|d| >= T``). One gather of the band, then one sum per
+    offset (about a quarter of the cost of the head metrics together; docs/performance.md).
     """
     steps = attn.shape[-1]
-    offsets = range(-max_offset, max_offset + 1)
-    sums = np.stack([np.diagonal(attn, offset=d, axis1=-2, axis2=-1).sum(axis=-1, dtype=np.float64)
-                     if abs(d) < steps else np.zeros(attn.shape[:-2]) for d in offsets], axis=-1)
-    queries = np.array([max(steps - abs(d), 0) for d in offsets], dtype=np.float64)
-    return sums * steps, queries
+    indices, starts, present, queries = _band(steps, max_offset)
+    maps = attn.reshape(-1, steps * steps)
+    sums = np.zeros((maps.shape[0], 2 * max_offset + 1))
+    sums[:, present] = np.add.reduceat(np.take(maps, indices, axis=1), starts, axis=1, dtype=np.float64)
+    return sums.reshape(*attn.shape[:-2], 2 * max_offset + 1) * steps, queries
 
 
 def profile(sums: np.ndarray, queries: np.ndarray) -> np.ndarray:
