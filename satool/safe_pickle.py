@@ -35,12 +35,15 @@ import _compat_pickle
 import argparse
 import builtins
 import collections
+import contextvars
 import hashlib
 import io
 import os
 import pickle
 import pickletools
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from satool.errors import EnvironmentProblem, InputError, UnsafeFileError
@@ -136,7 +139,19 @@ def _token(name: str) -> _Sealed:
     return cls()
 
 
+def _refusing_token(name: str, use: str) -> _Sealed:
+    """A stand-in that may be passed around but refuses to be called."""
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused_use(use)
+
+    cls = type(name, (_Sealed,), {"__slots__": (), "__call__": call, "__repr__": lambda self: f"<{name}>"})
+    return cls()
+
+
 _TENSOR = _token("torch.Tensor")
+# numpy.ndarray(shape, dtype, buffer) would build an array over arbitrary bytes (with an object
+# dtype: over arbitrary pointers); a file may only name it as _reconstruct's subtype.
+_NDARRAY = _refusing_token("numpy.ndarray", "numpy.ndarray called directly (arrays over raw buffers)")
 _PARAMETER = _token("torch.nn.Parameter")
 _UNTYPED_STORAGE = _token("torch.UntypedStorage")
 
@@ -311,11 +326,40 @@ def _codecs_encode(obj, encoding="utf-8", errors="strict"):
 
 
 def _numpy_reconstruct(subtype, shape, dtype):
+    """numpy's pickle entry point: an empty array of ``dtype`` that BUILD then fills from bytes the
+    file holds. Only plain arrays of plain numbers; ``shape`` must be the empty shape numpy writes."""
     import numpy as np
 
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY:
         raise _refused_use(f"numpy array subclass {getattr(subtype, '__name__', subtype)!r}")
+    if dtype != b"b":  # numpy writes b"b"; the real dtype comes with the data (BUILD)
+        _check_numpy_dtype(dtype)
+    if not (isinstance(shape, tuple) and all(type(n) is int and 0 <= n <= 1 for n in shape)):
+        raise _refused_use(f"a numpy array pre-allocated with shape {shape!r}")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _numpy_dtype(spec, align=False, copy=False):
+    """numpy.dtype as numpy pickles it (``dtype('f8', False, True)``): plain numbers only."""
+    import numpy as np
+
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise _refused_use(f"numpy.dtype of {type(spec).__name__}")
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise _refused_use(f"numpy.dtype {spec!r}") from None
+    _check_numpy_dtype(dtype)
+    return np.dtype(spec, bool(align), bool(copy))
+
+
+def _check_numpy_dtype(dtype: Any) -> None:
+    import numpy as np
+
+    if not isinstance(dtype, np.dtype):
+        raise _refused_use(f"a numpy array of {type(dtype).__name__}")
+    if dtype.hasobject or dtype.kind not in "biufc":
+        raise _refused_use(f"a numpy array of dtype {dtype}")
 
 
 _ALLOWED: dict[tuple[str, str], Any] | None = None
@@ -342,6 +386,7 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
             ("numpy._core.multiarray", "scalar"): _numpy_scalar,
             ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
             ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+            ("numpy", "dtype"): _numpy_dtype,
         }
         table: dict[tuple[str, str], Any] = {
             key: _sealed_callable(function, f"{key[0]}.{key[1]}")
@@ -352,8 +397,7 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
             ("collections", "OrderedDict"): collections.OrderedDict,
             ("torch", "Size"): torch.Size,
             ("torch", "device"): torch.device,
-            ("numpy", "dtype"): np.dtype,
-            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "ndarray"): _NDARRAY,  # only as _reconstruct's subtype: never called
             # Read-only stand-ins for Python classes.
             ("argparse", "Namespace"): Namespace,
             ("torch", "Tensor"): _TENSOR,
@@ -362,14 +406,55 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
             ("torch", "UntypedStorage"): _UNTYPED_STORAGE,
             ("torch.storage", "UntypedStorage"): _UNTYPED_STORAGE,
         })
-        for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex",
-                     "bool", "str", "bytes", "bytearray", "slice", "range"):
-            table[("builtins", name)] = getattr(builtins, name)
+        for name in ("int", "float", "complex", "bool", "slice", "range"):
+            table[("builtins", name)] = getattr(builtins, name)  # C types of bounded size
+        for name, function in _CHECKED_BUILTINS.items():
+            table[("builtins", name)] = _sealed_callable(function, f"builtins.{name}")
         for name, value in vars(torch).items():
             if isinstance(value, torch.dtype):
                 table[("torch", name)] = value
         _ALLOWED = table
     return _ALLOWED
+
+
+# Containers and byte strings as a pickle may build them by calling their type: only from data the
+# file already holds (a list, a tuple, a byte string), never from a size or a lazy iterable, so a
+# kilobyte file cannot ask for a gigabyte (bytearray(10**9), list(range(10**8))).
+_MATERIALISED = (list, tuple, dict, set, frozenset)
+
+
+def _container(kind: type) -> Callable[..., Any]:
+    def build(*args: Any) -> Any:
+        if len(args) > 1 or (args and not isinstance(args[0], _MATERIALISED)):
+            shown = type(args[0]).__name__ if args else "?"
+            raise _refused_use(f"builtins.{kind.__name__} built from a {shown}")
+        return kind(*args)
+    return build
+
+
+def _byte_string(kind: type) -> Callable[..., Any]:
+    def build(*args: Any) -> Any:
+        if not args:
+            return kind()
+        data = args[0]
+        if isinstance(data, (bytes, bytearray)) and len(args) == 1:
+            return kind(data)
+        if isinstance(data, str) and len(args) == 2 and args[1] in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
+            return kind(data, args[1])
+        raise _refused_use(f"builtins.{kind.__name__} built from a {type(data).__name__}")
+    return build
+
+
+def _text(*args: Any) -> str:
+    if len(args) > 1 or (args and not isinstance(args[0], (str, int, float))):
+        raise _refused_use("builtins.str of anything but text or a number")
+    return str(*args)
+
+
+_CHECKED_BUILTINS: dict[str, Callable[..., Any]] = {
+    **{kind.__name__: _container(kind) for kind in _MATERIALISED},
+    "bytes": _byte_string(bytes), "bytearray": _byte_string(bytearray), "str": _text,
+}
 
 
 def _numpy_scalar(dtype, data=None):
@@ -379,8 +464,9 @@ def _numpy_scalar(dtype, data=None):
         from numpy._core.multiarray import scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import scalar
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise _refused_use("a numpy scalar of object dtype")
+    _check_numpy_dtype(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise _refused_use("a numpy scalar whose bytes do not match its dtype")
     return scalar(dtype, data)
 
 
@@ -390,6 +476,20 @@ def _numpy_scalar(dtype, data=None):
 _SHOWN_AS = {"posix": "os", "nt": "os"}
 
 _EXTENSION_OPCODES = frozenset({"EXT1", "EXT2", "EXT4"})
+_MAX_SAME_HASH = 64
+
+
+@dataclass
+class _Budget:
+    """What one load may allocate for tensor storages: no more bytes than the file holds (storages
+    are stored raw), and, in the legacy format, every storage declared must also be filled."""
+
+    remaining: int
+    seen: dict[str, int] = field(default_factory=dict)
+    filled: set[str] | None = None
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("satool_storage_budget", default=None)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -413,12 +513,22 @@ class RestrictedUnpickler(pickle.Unpickler):
         if not (hasattr(file, "seek") and hasattr(file, "tell")):
             raise pickle.UnpicklingError("a pickle stream that cannot be checked before loading")
         start = file.tell()
+        by_hash: dict[int, set] = {}
         try:
-            for opcode, _arg, _pos in pickletools.genops(file):
+            for opcode, arg, _pos in pickletools.genops(file):
                 if opcode.name in _EXTENSION_OPCODES:
                     raise _Refused(opcode.name, reason=(
                         f"the file uses pickle extension codes ({opcode.name}), "
                         "which can stand for any function"))
+                if type(arg) in (int, float):
+                    # numbers hash to themselves: a file can pick thousands of distinct ones with one
+                    # hash, and building a dict of them takes quadratic time
+                    same = by_hash.setdefault(hash(arg), set())
+                    same.add(arg)
+                    if len(same) > _MAX_SAME_HASH:
+                        raise _Refused("colliding numbers", reason=(
+                            f"the file holds more than {_MAX_SAME_HASH} distinct numbers with one hash "
+                            "value (built to make loading take quadratic time)"))
         finally:
             file.seek(start)
 
@@ -447,6 +557,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         loader: Callable[[Any], Any] | None = self.__dict__.get("persistent_load")
         if loader is None:
             raise pickle.UnpicklingError("storage record outside a torch file")
+        _charge(pid)
         if len(pid) > 1 and pid[1] is _UNTYPED_STORAGE:  # torch checks this identity
             import torch
 
@@ -454,8 +565,32 @@ class RestrictedUnpickler(pickle.Unpickler):
         return loader(pid)
 
 
+def _charge(pid: tuple) -> None:
+    """Count a storage record against the load's budget before torch allocates it."""
+    budget = _BUDGET.get()
+    if budget is None or len(pid) < 5:
+        return
+    key, numel = str(pid[2]), pid[4]
+    itemsize = getattr(getattr(pid[1], "dtype", None), "itemsize", 1)
+    if type(numel) is not int or numel < 0:
+        raise pickle.UnpicklingError(f"storage {key} has a bad size {numel!r}")
+    if key in budget.seen:
+        return
+    size = numel * itemsize
+    budget.seen[key] = size
+    budget.remaining -= size
+    if budget.remaining < 0:
+        raise InputError(f"tensor storages declare {sum(budget.seen.values())} bytes, more than the file holds "
+                         "(a damaged or crafted file)")
+
+
 def _load(file, **kwargs):
-    return RestrictedUnpickler(file, **kwargs).load()
+    result = RestrictedUnpickler(file, **kwargs).load()
+    budget = _BUDGET.get()
+    # torch's legacy format loads the list of storage keys to fill right after the main pickle
+    if budget is not None and budget.seen and budget.filled is None and isinstance(result, list):
+        budget.filled = {str(k) for k in result}
+    return result
 
 
 class _PickleModule:
@@ -502,18 +637,50 @@ def safe_load_bytes(data: bytes, *, name: str | os.PathLike[str] = "<bytes>") ->
     if not data:
         raise InputError("empty file, expected a torch checkpoint", path=name)
     buffer = io.BytesIO(data)
+    budget = _Budget(len(data))
+    token = _BUDGET.set(budget)
     try:
         _refuse_torchscript(buffer)
+        _check_zip_members(buffer, len(data))
         buffer.seek(0)
-        return torch.load(buffer, map_location="cpu", pickle_module=PICKLE_MODULE,
-                          weights_only=False, mmap=False)
+        loaded = torch.load(buffer, map_location="cpu", pickle_module=PICKLE_MODULE,
+                            weights_only=False, mmap=False)
+        if budget.filled is not None and not set(budget.seen) <= budget.filled:
+            missing = sorted(set(budget.seen) - budget.filled)
+            raise InputError(f"{len(missing)} tensor storage(s) are declared but their data is not in the file "
+                             "(they would hold uninitialised memory)")
+        return loaded
     except _Refused as exc:
         raise UnsafeFileError(f"refused to load: {exc.reason}", path=name) from None
-    except (InputError, EnvironmentProblem):
+    except (InputError, EnvironmentProblem) as exc:
+        if exc.path is None:
+            raise type(exc)(exc.message, path=name) from None
         raise
     except Exception as exc:  # anything else means the bytes are not a sound checkpoint
         raise InputError(f"not a readable torch checkpoint ({_describe(exc)})",
                          path=name) from None
+    finally:
+        _BUDGET.reset(token)
+
+
+def _check_zip_members(buffer: io.BytesIO, size: int) -> None:
+    """torch's zip format stores members uncompressed; a compressed member could inflate far past the
+    file's size, so it is refused before anything is read."""
+    import torch
+
+    buffer.seek(0)
+    if not torch.serialization._is_zipfile(buffer):
+        return
+    buffer.seek(0)
+    try:
+        members = zipfile.ZipFile(buffer).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # torch's own reader reports the damage
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED or member.file_size > size:
+            raise _Refused("compressed member", reason=(
+                f"member {member.filename!r} is compressed ({member.compress_size} bytes that would inflate "
+                f"to {member.file_size}); torch files store members uncompressed"))
 
 
 def _refuse_torchscript(buffer: io.BytesIO) -> None:
