@@ -83,25 +83,65 @@ class FeatureConfig:
 
     @classmethod
     def from_s3prl(cls, audio: dict[str, Any]) -> FeatureConfig:
-        """Read an s3prl 'audio' block (OnlinePreprocessor style; 'kaldi' blocks are not supported)."""
+        """Read an s3prl 'audio' block (OnlinePreprocessor style; 'kaldi' blocks are not supported).
+
+        Every value is checked (type and range) before use: the block comes from an untrusted
+        checkpoint. Raises :class:`~satool.errors.InputError` naming the key.
+        """
         from satool.errors import InputError
 
+        if not isinstance(audio, dict):
+            raise InputError(f"the 'audio' block is a {type(audio).__name__}, expected a dictionary")
         if "kaldi" in audio:
             raise InputError("Kaldi-style 'audio' configs (torchaudio.compliance.kaldi) are not supported")
 
-        def spec(d: dict | None, default: FeatureSpec) -> FeatureSpec:
+        def number(key: str, default: Any, low: float, high: float, kind: type = int) -> Any:
+            value = audio.get(key, default)
+            try:
+                if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                converted = kind(value)
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"audio block: {key} = {value!r} is not a {kind.__name__}") from None
+            if not (low <= converted <= high):  # also false for NaN
+                raise InputError(f"audio block: {key} = {value!r} is outside {low:g}..{high:g}")
+            return converted
+
+        def flag(d: dict, key: str, default: bool) -> bool:
+            value = d.get(key, default)
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.strip().lower() in ("true", "1", "yes")
+            if isinstance(value, (bool, int)) and value in (0, 1):
+                return bool(value)
+            raise InputError(f"audio block: {key} = {value!r} is not true or false")
+
+        def spec(d: Any, default: FeatureSpec) -> FeatureSpec:
             if not d:
                 return default
-            return FeatureSpec(str(d.get("feat_type", "mel")), bool(d.get("log", False)),
-                               int(d.get("delta", 0)), bool(d.get("cmvn", False)))
+            if not isinstance(d, dict):
+                raise InputError(f"audio block: a feature stream is a {type(d).__name__}, expected a dictionary")
+            kind = d.get("feat_type", "mel")
+            if kind not in ("mel", "linear", "mfcc"):
+                raise InputError(f"audio block: feat_type = {kind!r} (satool knows mel, linear, mfcc)")
+            delta = d.get("delta", 0)
+            if isinstance(delta, bool) or not isinstance(delta, int) or not 0 <= delta <= 3:
+                raise InputError(f"audio block: delta = {delta!r} is not 0..3")
+            return FeatureSpec(kind, flag(d, "log", False), delta, flag(d, "cmvn", False))
 
-        inp = spec(audio.get("input"), FeatureSpec())
+        rate = number("sample_rate", 16000, 1, 10**6)
+        if rate != 16000:
+            raise InputError(f"audio block: sample_rate {rate} Hz; satool reads audio at 16000 Hz")
+        win = number("win_ms", 25, 1, 200)
+        hop = number("hop_ms", 10, 1, win)
+        n_freq = number("n_freq", 201, 2, 4097)
+        if win * rate // 1000 > (n_freq - 1) * 2:
+            raise InputError(f"audio block: a {win} ms window does not fit the FFT of n_freq {n_freq}")
         level = audio.get("target_level", -25)
+        inp = spec(audio.get("input"), FeatureSpec())
         return cls(
-            sample_rate=int(audio.get("sample_rate", 16000)), win_ms=int(audio.get("win_ms", 25)),
-            hop_ms=int(audio.get("hop_ms", 10)), n_freq=int(audio.get("n_freq", 201)),
-            n_mels=int(audio.get("n_mels", 40)), n_mfcc=int(audio.get("n_mfcc", 13)),
-            target_level=None if level in (None, "None") else float(level),
+            sample_rate=rate, win_ms=win, hop_ms=hop, n_freq=n_freq,
+            n_mels=number("n_mels", 40, 1, 512), n_mfcc=number("n_mfcc", 13, 1, 512),
+            target_level=None if level in (None, "None") else number("target_level", -25, -120.0, 0.0, float),
             input=inp, target=spec(audio.get("target"), inp),
         )
 

@@ -429,10 +429,27 @@ def test_wrong_shape_names_the_key(tmp_path):
 def test_config_disagreeing_with_weights(tmp_path):
     states = _satool_states()
     states["Upstream_Config"]["transformer"]["hidden_size"] = 64
-    assert "has shape [32, 80], expected [64, 80]" in _error(tmp_path, states)
+    assert _error(tmp_path, states) == "the config's hidden_size 64 does not match the weights' 32"
     states = _satool_states()
     states["Upstream_Config"]["transformer"]["num_hidden_layers"] = 1
-    assert "unexpected weight encoder.layer.1." in _error(tmp_path, states)
+    assert _error(tmp_path, states) == "the config describes 1 layers but the weights hold layers 2 (0..1)"
+    # a config asking for 100,000 layers is refused before any layer is built (it used to allocate
+    # for a minute, then fail with a traceback)
+    import time
+
+    states = _satool_states()
+    states["Upstream_Config"]["transformer"]["num_hidden_layers"] = 100_000
+    began = time.perf_counter()
+    assert "describes 100000 layers" in _error(tmp_path, states)
+    assert time.perf_counter() - began < 10
+    states = _satool_states()
+    states["Upstream_Config"]["transformer"]["intermediate_size"] = 10**7
+    assert "intermediate_size 10000000 does not match" in _error(tmp_path, states)
+    states = _satool_states()
+    weight = states["Transformer"]["encoder.layer.0.attention.self.query.weight"]
+    weight[0, 0] = float("nan")
+    assert _error(tmp_path, states) == ("encoder.layer.0.attention.self.query.weight holds 1 NaN or infinite "
+                                        "value(s): such a model gives no usable attention maps")
     states = _satool_states()
     states["Upstream_Config"]["transformer"]["num_attention_heads"] = 3
     assert "not a multiple of num_heads 3" in _error(tmp_path, states)
@@ -466,3 +483,33 @@ def test_shared_layers_must_agree(tmp_path):
     assert loaded.encoder.encoder.layer[0] is loaded.encoder.encoder.layer[1]
     states["Transformer"]["encoder.layer.1.intermediate.dense.bias"] = torch.ones(64)
     assert "differs from" in _error(tmp_path, states)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hop_ms": 0}, "audio block: hop_ms = 0 is outside 1..25"),
+    ({"sample_rate": 0}, "audio block: sample_rate = 0 is outside 1..1e+06"),
+    ({"sample_rate": 8000}, "audio block: sample_rate 8000 Hz; satool reads audio at 16000 Hz"),
+    ({"win_ms": "wide"}, "audio block: win_ms = 'wide' is not a int"),
+    ({"target_level": 1e30}, "audio block: target_level = 1e+30 is outside -120..0"),
+    ({"target_level": float("nan")}, "audio block: target_level = nan is outside -120..0"),
+    ({"n_mels": 40}, "the audio block makes 40 input features per frame but the model reads 80"),
+    ({"input": {"feat_type": "mel", "log": "maybe"}}, "audio block: log = 'maybe' is not true or false"),
+    ({"input": {"feat_type": "wavelet"}}, "audio block: feat_type = 'wavelet' (satool knows mel, linear, mfcc)"),
+    ({"n_freq": 3}, "audio block: a 25 ms window does not fit the FFT of n_freq 3"),
+])
+def test_bad_audio_blocks_are_one_line_errors(tmp_path, change, message):
+    from satool.models.checkpoint import default_audio_config
+
+    states = _satool_states()
+    states["Upstream_Config"]["audio"] = {**default_audio_config(), **change}
+    assert _error(tmp_path, states) == message
+
+
+def test_audio_block_booleans_written_as_text(tmp_path):
+    from satool.features import FeatureConfig
+    from satool.models.checkpoint import default_audio_config
+
+    block = default_audio_config()
+    block["input"] = {**block["input"], "cmvn": "false", "log": "True"}
+    features = FeatureConfig.from_s3prl(block)
+    assert features.input.cmvn is False and features.input.log is True  # bool("false") would be True

@@ -139,8 +139,9 @@ def test_nan_values_are_left_out_and_reducers():
     metric = HeadMetric("odd", lambda a, m: next(values), prune_first="lowest")
     scores = score_heads(((np.zeros((1, 2, 2, 2), np.float32), {}) for _ in range(2)), [metric], [1], [1, 2])
     assert scores.values["odd"].tolist() == [[2.0, 5.0]] and scores.counts["odd"].tolist() == [[2, 1]]
-    peak = HeadMetric("peak", lambda a, m: a, prune_first="highest", reduce="max")
-    maxed = score_heads(((np.array([[v, -v]]), {}) for v in (1.0, 4.0, 2.0)), [peak], [1], [1, 2])
+    peak = HeadMetric("peak", lambda a, m: np.array([[a[0, 0, 0, 0], -a[0, 0, 0, 0]]]), prune_first="highest",
+                      reduce="max")
+    maxed = score_heads(((np.full((1, 2, 2, 2), v, np.float32), {}) for v in (1.0, 4.0, 2.0)), [peak], [1], [1, 2])
     assert maxed.values["peak"].tolist() == [[4.0, -1.0]]
 
 

@@ -183,6 +183,17 @@ def load_checkpoint(
 
     config = _config(block, encoder_state, head_state, name, max_input_length,
                      embedding_in_hidden_states, saved_output_dim)
+    _check_config_against_weights(config, encoder_state, name)
+    if audio is not None:
+        from satool.features import FeatureConfig
+
+        try:
+            features = FeatureConfig.from_s3prl(dict(audio))
+        except InputError as exc:
+            raise InputError(exc.message, path=name) from None
+        if features.input_dim != config.input_dim:
+            raise InputError(f"the audio block makes {features.input_dim} input features per frame but the model "
+                             f"reads {config.input_dim}", path=name)
     encoder = MockingjayEncoder(config)
     _load_weights(encoder, encoder_state, name, label="")
     spec_head = None
@@ -281,6 +292,37 @@ def _config(block: Mapping, encoder_state: Mapping, head_state: Mapping | None, 
         raise InputError(f"bad model config: {exc}", path=name) from None
 
 
+def _check_config_against_weights(config: MockingjayConfig, state: Mapping[str, Any], name: str) -> None:
+    """The config must describe the weights the file holds, before a model is built from it (a config
+    asking for 100,000 layers would otherwise allocate them all before failing)."""
+    def shape(key: str) -> tuple[int, ...] | None:
+        value = state.get(key)
+        return tuple(value.shape) if isinstance(value, Tensor) else None
+
+    layers = set()
+    for key in state:
+        if key.startswith("encoder.layer."):
+            index = key.split(".")[2]
+            if not index.isdigit():
+                raise InputError(f"unexpected weight {key}", path=name)
+            layers.add(int(index))
+    if layers != set(range(config.num_layers)):
+        found = f"{len(layers)} ({min(layers)}..{max(layers)})" if layers else "none"
+        raise InputError(f"the config describes {config.num_layers} layers but the weights hold layers {found}",
+                         path=name)
+    embedding = shape("input_representations.spec_transform.weight")
+    if embedding is not None and embedding[0] != config.hidden_size:
+        raise InputError(f"the config's hidden_size {config.hidden_size} does not match the weights' {embedding[0]}",
+                         path=name)
+    inner = shape("encoder.layer.0.intermediate.dense.weight")
+    if inner is not None and inner[0] != config.intermediate_size:
+        raise InputError(f"the config's intermediate_size {config.intermediate_size} does not match the weights' "
+                         f"{inner[0]}", path=name)
+    if config.num_heads > config.hidden_size:
+        raise InputError(f"num_attention_heads {config.num_heads} exceeds hidden_size {config.hidden_size}",
+                         path=name)
+
+
 def _load_weights(module: nn.Module, state: Mapping[str, Any], name: str, label: str) -> None:
     """Strict load with one-line errors; names shared by one tensor may be given once."""
     expected = module.state_dict(keep_vars=True)
@@ -302,6 +344,10 @@ def _load_weights(module: nn.Module, state: Mapping[str, Any], name: str, label:
         if tuple(value.shape) != tuple(expected[key].shape):
             raise InputError(f"{label}{key} has shape {list(value.shape)}, "
                              f"expected {list(expected[key].shape)}", path=name)
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise InputError(f"{label}{key} holds {bad} NaN or infinite value(s): such a model gives no "
+                             "usable attention maps", path=name)
     complete = dict(state)
     for keys in shared.values():
         given = [k for k in keys if k in state]
