@@ -48,6 +48,14 @@ from typing import Any
 
 import numpy as np
 
+from satool.cache_schema import (
+    check_attention,
+    check_manifest,
+    check_meta,
+    check_shard_agrees,
+    meta_checksum,
+    require_regular_file,
+)
 from satool.errors import BusyError, EnvironmentProblem, InputError, UsageError
 
 SCHEMA_VERSION = 2
@@ -110,17 +118,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     file = path / MANIFEST
     if not file.exists():
         raise InputError(f"not a satool cache (no {MANIFEST})", path=path)
+    require_regular_file(file)
     try:
         manifest = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable cache manifest ({exc})", path=file) from None
-    version = manifest.get("schema_version")
+        raise InputError(f"unreadable cache manifest ({' '.join(str(exc).split())})", path=file) from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise InputError(
             f"cache schema version {version} is not supported by this satool (needs {SCHEMA_VERSION}); "
             "re-run 'satool extract' into a new directory", path=path,
         )
-    return manifest
+    return check_manifest(manifest, file)
 
 
 # --------------------------------------------------------------------------
@@ -222,7 +231,7 @@ class CacheWriter:
                 (int(m.group(2)) for m in map(SHARD_RE.match, os.listdir(self.path)) if m and int(m.group(1)) == rank),
                 default=-1,
             )
-            self.done = finished_utterances(self.path)
+            self.done = finished_utterances(self.path, self.manifest)
         except BaseException:
             self._lock.release()
             raise
@@ -283,20 +292,23 @@ class CacheWriter:
             if attention is not None:
                 a = np.asarray(attention, dtype=np.float16)
                 group.create_dataset("attention", data=a, chunks=attention_chunks(a.shape) if a.size else None,
-                                     **(self._filters() if a.size else {}))
+                                     fletcher32=bool(a.size), **(self._filters() if a.size else {}))
                 shard.nbytes += a.nbytes
             if hidden is not None:
                 h = np.asarray(hidden, dtype=np.float16)
                 group.create_dataset("hidden", data=h, chunks=(1, *h.shape[1:]) if h.size else None,
-                                     **(self._filters() if h.size else {}))
+                                     fletcher32=bool(h.size), **(self._filters() if h.size else {}))
                 shard.nbytes += h.nbytes
             scalars = {}
             for key, value in meta.items():
                 if isinstance(value, np.ndarray):
-                    group.create_dataset(key, data=value)
+                    group.create_dataset(key, data=value, chunks=value.shape if value.size else None,
+                                         fletcher32=bool(value.size))
                 elif value is not None:
                     scalars[key] = value
-            group.attrs["meta"] = json.dumps(scalars, default=_json_default)  # one attribute: fast
+            text = json.dumps(scalars, default=_json_default)
+            group.attrs["meta"] = text  # one attribute: fast
+            group.attrs["meta_crc32"] = meta_checksum(text)
         except OSError as exc:
             self._abandon_shard()
             raise _disk_error(exc, shard.path) from None
@@ -387,22 +399,30 @@ def finished_shards(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if SHARD_RE.match(p.name))
 
 
-def _shard_contents(shard: Path) -> tuple[list[str], dict[str, str]]:
-    """(stored utterance ids, {skipped id: reason}) of a finished shard."""
+def _shard_contents(shard: Path, manifest: dict[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(stored utterance ids, {skipped id: reason}) of a finished shard, after checking that it was
+    written under ``manifest`` (when given)."""
     import h5py
 
+    require_regular_file(shard)
     try:
         with h5py.File(shard, "r") as f:
-            return json.loads(f.attrs["utterances"]), json.loads(f.attrs.get("skipped", "{}"))
+            stored, skipped = json.loads(f.attrs["utterances"]), json.loads(f.attrs.get("skipped", "{}"))
+            recorded = json.loads(f.attrs["manifest"]) if manifest is not None else None
     except Exception as exc:
         raise InputError(f"corrupt cache shard ({type(exc).__name__}: {' '.join(str(exc).split())})",
                          path=shard) from None
+    if not (isinstance(stored, list) and all(isinstance(u, str) for u in stored) and isinstance(skipped, dict)):
+        raise InputError("corrupt cache shard (its list of utterances is not a list of ids)", path=shard)
+    if manifest is not None:
+        check_shard_agrees(recorded, manifest, shard)
+    return stored, skipped
 
 
-def finished_utterances(path: Path) -> set[str]:
+def finished_utterances(path: Path, manifest: dict[str, Any] | None = None) -> set[str]:
     done: set[str] = set()
     for shard in finished_shards(path):
-        stored, skipped = _shard_contents(shard)
+        stored, skipped = _shard_contents(shard, manifest)
         done.update(stored)
         done.update(skipped)
     return done
@@ -428,7 +448,7 @@ class AttentionCache:
         duplicates = []
         self.skipped: dict[str, str] = {}
         for shard in finished_shards(self.path):
-            stored, skipped = _shard_contents(shard)
+            stored, skipped = _shard_contents(shard, self.attrs)
             self.skipped.update(skipped)
             for utt in stored:
                 if utt in self._where:
@@ -511,7 +531,11 @@ class AttentionCache:
 
     def _group(self, utt_id: str):
         shard = self._shard(utt_id)
-        return self._file(shard)[f"utterances/{utt_id}"], shard
+        try:
+            return self._file(shard)[f"utterances/{utt_id}"], shard
+        except Exception as exc:
+            raise InputError(f"utterance {utt_id!r}: unreadable ({' '.join(str(exc).split())[:80]})",
+                             path=shard) from None
 
     def _read(self, utt_id: str, name: str, selection: tuple = (), *, stored: bool = False) -> np.ndarray:
         shard = self._shard(utt_id)
@@ -522,16 +546,26 @@ class AttentionCache:
         except KeyError:
             raise InputError(f"utterance {utt_id!r} has no {name!r} dataset", path=shard) from None
         except Exception as exc:
-            raise InputError(f"corrupt data for {utt_id!r} ({type(exc).__name__})", path=shard) from None
+            raise InputError(f"corrupt data for {utt_id!r} ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})",
+                             path=shard) from None
+        if name == "attention" and not selection:
+            check_attention(data, utt_id, self.attrs, shard)
         return data if stored else to_float32(data)
 
     def attention(self, utt_id: str, layer: int | None = None, head: int | None = None, *,
                   stored: bool = False) -> np.ndarray:
         """float32 maps: all ``[layer, head, query, key]``, one layer ``[head, query, key]``, or one head.
 
+        ``layer`` and ``head`` are 0-based positions into :attr:`layers` / :attr:`heads`; a
+        position out of range is a :class:`~satool.errors.UsageError` naming the valid range.
+
         ``stored=True`` (all maps only) returns them as stored, float16, without the
         float32 copy (:func:`to_float32` makes it later, e.g. into a reused buffer).
         """
+        for value, stored_numbers, what in ((layer, self.layers, "layer"), (head, self.heads, "head")):
+            if value is not None and not (type(value) is int and 0 <= value < len(stored_numbers)):
+                raise UsageError(f"{what} position {value!r} is out of range: this cache stores {what}s "
+                                 f"{stored_numbers} at positions 0..{len(stored_numbers) - 1}")
         if layer is None and head is None:
             return self._read(utt_id, "attention", stored=stored)
         if head is None:
@@ -546,10 +580,20 @@ class AttentionCache:
 
     def meta(self, utt_id: str) -> dict[str, Any]:
         """speaker, split, n_frames, n_steps, frames_per_step (``downsample``), frame_labels, boundaries, phone_set."""
-        group, _ = self._group(utt_id)
-        meta: dict[str, Any] = json.loads(group.attrs["meta"])
-        for key in ("frame_labels", "boundaries"):
-            meta[key] = group[key][()] if key in group else None
+        group, shard = self._group(utt_id)
+        try:
+            text = group.attrs["meta"]
+            text = text.decode() if isinstance(text, bytes) else str(text)
+            recorded = group.attrs.get("meta_crc32")
+            if recorded is not None and int(recorded) != meta_checksum(text):
+                raise ValueError("its checksum does not match")
+            meta: dict[str, Any] = json.loads(text)
+            for key in ("frame_labels", "boundaries"):
+                meta[key] = group[key][()] if key in group else None
+        except Exception as exc:
+            raise InputError(f"utterance {utt_id!r}: unreadable metadata ({' '.join(str(exc).split())[:80]})",
+                             path=shard) from None
+        check_meta(meta, utt_id, self.attrs, shard)
         meta["id"] = utt_id
         meta["downsample"] = self.frames_per_step
         meta["frames_per_step"] = self.frames_per_step

@@ -1,0 +1,154 @@
+"""What a cache's files must contain: the manifest's schema, shard/manifest agreement, per-utterance
+metadata and the attention maps themselves (docs/cache.md).
+
+A cache is read back by every later stage, and its files may have been edited, damaged, mixed from
+two runs or replaced; each check here turns that into one :class:`~satool.errors.InputError` naming
+the file, before a wrong number can come out of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satool.errors import InputError
+
+# Fields of the manifest that every shard's own copy must repeat exactly: they decide what the
+# numbers in the shard mean (which model, which layers, which corpus and phone set, which rate).
+SHARD_AGREEMENT = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned",
+                   "frames_per_step", "corpus")
+ROW_SUM_TOLERANCE = 0.02  # float16 storage: a row of weights sums to 1 within this
+
+
+def require_regular_file(path: Path) -> None:
+    """A FIFO, device or directory under a cache file's name would block or mislead a reader."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError("file not found", path=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})", path=path) from None
+    if not stat.S_ISREG(mode):
+        raise InputError("not a regular file (a pipe, device or directory under a cache file's name)", path=path)
+
+
+def _int_list(value: Any, low: int, what: str, path: Path) -> list[int]:
+    if not isinstance(value, list) or not all(type(v) is int and v >= low for v in value):
+        raise InputError(f"manifest field {what!r} must be a list of integers >= {low}", path=path)
+    if len(set(value)) != len(value):
+        raise InputError(f"manifest field {what!r} repeats a number", path=path)
+    return value
+
+
+def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+    """Types and ranges of every field later stages read (``path``: the manifest file)."""
+    if not isinstance(manifest, dict):
+        raise InputError(f"the manifest is a {type(manifest).__name__}, expected an object", path=path)
+    _int_list(manifest.get("layers"), 1, "layers", path)
+    _int_list(manifest.get("heads"), 1, "heads", path)
+    _int_list(manifest.get("hidden_states", []), 0, "hidden_states", path)
+    if not manifest["layers"] or not manifest["heads"]:
+        raise InputError("manifest lists no layers or no heads", path=path)
+    rate = manifest.get("frames_per_step")
+    if type(rate) is not int or not 1 <= rate <= 64:
+        raise InputError(f"manifest field 'frames_per_step' = {rate!r} is not an integer in 1..64", path=path)
+    planned = manifest.get("planned")
+    if not isinstance(planned, list) or not all(isinstance(u, str) and u for u in planned):
+        raise InputError("manifest field 'planned' must be a list of utterance ids", path=path)
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("sha256"), (str, type(None))):
+        raise InputError("manifest field 'model' must be an object with the model's sha256", path=path)
+    corpus = manifest.get("corpus", {})
+    if not isinstance(corpus, dict):
+        raise InputError("manifest field 'corpus' must be an object", path=path)
+    phones = corpus.get("phone_set", [])
+    if not isinstance(phones, list) or not all(isinstance(p, str) for p in phones) or len(set(phones)) != len(phones):
+        raise InputError("manifest field 'corpus.phone_set' must be a list of distinct phone names", path=path)
+    for key in ("root", "alignments", "layout"):
+        if not isinstance(corpus.get(key), (str, type(None))):
+            raise InputError(f"manifest field 'corpus.{key}' must be text", path=path)
+    if not isinstance(manifest.get("settings", {}), dict):
+        raise InputError("manifest field 'settings' must be an object", path=path)
+    return manifest
+
+
+def check_shard_agrees(shard_manifest: Any, manifest: dict[str, Any], shard: Path) -> None:
+    """A shard records the manifest it was written under; it must be this cache's (not another
+    model's, corpus's or settings' shard copied in, and not a manifest edited afterwards)."""
+    if not isinstance(shard_manifest, dict):
+        raise InputError("the shard does not record its manifest", path=shard)
+    for key in SHARD_AGREEMENT:
+        if shard_manifest.get(key) != manifest.get(key):
+            what = {"model": "another model", "corpus": "another corpus or phone set",
+                    "frames_per_step": "another frame rate"}.get(key, f"other {key.replace('_', ' ')}")
+            raise InputError(f"this shard was written with {what} than manifest.json records (mixed caches, or "
+                             "an edited manifest); extract again into a new directory", path=shard)
+
+
+def meta_checksum(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def check_meta(meta: Any, utt_id: str, manifest: dict[str, Any], shard: Path) -> dict[str, Any]:
+    """One utterance's stored metadata: counts are positive integers, labels index the phone set,
+    boundaries are finite times inside the utterance."""
+    def bad(what: str) -> InputError:
+        return InputError(f"utterance {utt_id!r}: {what}", path=shard)
+
+    if not isinstance(meta, dict):
+        raise bad("metadata is not an object")
+    for key in ("n_steps", "n_frames", "n_samples"):
+        value = meta.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise bad(f"{key} = {value!r} is not a positive integer")
+    duration = meta.get("duration_s")
+    if duration is not None and (not isinstance(duration, (int, float)) or not math.isfinite(duration)
+                                 or duration <= 0):
+        raise bad(f"duration_s = {duration!r} is not a positive number")
+    for key in ("speaker", "split"):
+        if key in meta and not isinstance(meta[key], str):
+            raise bad(f"{key} is not text")
+    labels = meta.get("frame_labels")
+    if labels is not None:
+        labels = np.asarray(labels)
+        phones = len(manifest.get("corpus", {}).get("phone_set", []))
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels.size and (labels.min() < -1 or
+                                                                                  labels.max() >= phones)):
+            raise bad(f"frame labels are not phone ids in -1..{phones - 1}")
+        if meta.get("n_frames") is not None and len(labels) > meta["n_frames"]:
+            raise bad("more frame labels than frames")
+    bounds = meta.get("boundaries")
+    if bounds is not None:
+        bounds = np.asarray(bounds)
+        if bounds.ndim != 1 or bounds.dtype.kind != "f" or not np.all(np.isfinite(bounds)) or \
+                np.any(np.diff(bounds) < 0) or (bounds.size and bounds[0] < 0) or \
+                (duration is not None and bounds.size and bounds[-1] > duration + 1e-6):
+            raise bad("boundaries are not sorted finite times inside the utterance")
+    return meta
+
+
+def check_attention(data: np.ndarray, utt_id: str, manifest: dict[str, Any], shard: Path) -> None:
+    """Shape ``[layer, head, step, step]`` as the manifest says, and a sample of rows (every query
+    row of a quarter of the steps) that are non-negative, finite and sum to 1."""
+    def bad(what: str) -> InputError:
+        return InputError(f"utterance {utt_id!r}: attention {what}", path=shard)
+
+    expected = (len(manifest["layers"]), len(manifest["heads"]))
+    if data.ndim != 4 or data.shape[:2] != expected or data.shape[2] != data.shape[3]:
+        raise bad(f"has shape {list(data.shape)}, expected [{expected[0]}, {expected[1]}, T, T]")
+    steps = data.shape[-1]
+    if steps == 0:
+        raise bad("has no steps")
+    rows = data[:, :, :: max(1, steps // 4), :].astype(np.float32)
+    if not np.all(np.isfinite(rows)) or rows.min() < 0:
+        raise bad("has negative, NaN or infinite weights")
+    sums = rows.sum(axis=-1)
+    if np.abs(sums - 1).max() > ROW_SUM_TOLERANCE:
+        worst = float(sums.flat[np.abs(sums - 1).argmax()])
+        raise bad(f"rows do not sum to 1 (one sums to {worst:.3f}): not softmax weights")
