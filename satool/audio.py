@@ -18,6 +18,8 @@ from satool.errors import InputError
 
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".flac", ".wav")
+RATE_RANGE = (1000, 384000)  # Hz a header may claim (a 1 Hz header would resample 1 KB into gigabytes)
+MAX_SECONDS = 3600.0  # longest audio read whole (230 MB as float32 at 16 kHz); longer needs max_seconds
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,25 @@ def load_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE, max_seconds:
         raise InputError("audio file not found", path=path)
     if path.stat().st_size == 0:
         raise InputError("empty file (0 bytes)", path=path)
+    if not path.is_file():
+        raise InputError("not a regular file", path=path)
     try:
         with soundfile.SoundFile(str(path)) as f:
             native_rate = int(f.samplerate)
-            frames = -1 if max_seconds is None else int(max_seconds * native_rate)
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+            # the header is checked before a sample is decoded: its claims decide the memory used
+            if not RATE_RANGE[0] <= native_rate <= RATE_RANGE[1]:
+                raise InputError(f"the header claims {native_rate} Hz, outside {RATE_RANGE[0]}..{RATE_RANGE[1]} Hz",
+                                 path=path)
+            if not 1 <= f.channels <= 64:
+                raise InputError(f"the header claims {f.channels} channels", path=path)
+            seconds = f.frames / native_rate if f.frames >= 0 else float("inf")
+            limit = MAX_SECONDS if max_seconds is None else min(max_seconds, MAX_SECONDS)
+            if max_seconds is None and seconds > MAX_SECONDS:
+                raise InputError(f"{seconds:.0f} s long, more than the {MAX_SECONDS:.0f} s satool reads whole "
+                                 "(use --max-frames to read its start)", path=path)
+            data = f.read(frames=int(limit * native_rate), dtype="float32", always_2d=True)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"not readable audio ({_reason(exc)})", path=path) from None
     if data.shape[0] == 0:

@@ -152,7 +152,10 @@ def extract(
             loaded = corpus.load(utt, max_seconds=max_seconds)
             if settings.max_frames is not None:
                 loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
-            return loaded, model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
+            features = model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
+            if settings.attention:
+                model.check_attention_size(features, max(layers))
+            return loaded, features
         except InputError as exc:
             if strict:
                 raise
@@ -172,6 +175,10 @@ def extract(
                 attention = None
                 if encoded.attentions is not None:
                     maps = encoded.attentions
+                    if not bool(torch.isfinite(maps).all()):
+                        raise InputError(f"the model produced NaN or infinite attention weights for {utt.id!r}: "
+                                         "its numbers cannot be analysed (finished utterances are kept)",
+                                         path=model_path)
                     if len(heads) < model.num_heads:
                         maps = maps.index_select(1, head_index)
                     attention = maps.to(torch.float16).cpu().numpy()

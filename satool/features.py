@@ -172,6 +172,11 @@ class FeatureExtractor:
     def _scaled(self, wave):
         import torch
 
+        from satool.errors import InputError
+
+        if len(wave) <= self.config.n_fft // 2:
+            raise InputError(f"too short: {len(wave)} samples (the {self.config.win_ms} ms analysis window needs "
+                             f"more than {self.config.n_fft // 2})")
         x = torch.as_tensor(wave, dtype=torch.float32, device=self.device)
         if self.config.target_level is not None:
             rms = x.pow(2).mean().pow(0.5)

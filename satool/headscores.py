@@ -79,13 +79,17 @@ class HeadScores:
         return ranks.reshape(self.values[name].shape)
 
     def categories(self) -> np.ndarray:
-        """str ``[layer, head]``: global / vertical / diagonal by best rank (ties: that order)."""
+        """str ``[layer, head]``: global / vertical / diagonal by best rank (ties: that order);
+        '' for a head without a value in one of the three (NaN is never ranked into a category)."""
         names = [n for n in CATEGORY_METRICS if n in self.values]
         if len(names) < len(CATEGORY_METRICS):
             return np.full((len(self.layers), len(self.heads)), "", dtype=object)
         ranks = np.stack([self.rank(n) for n in names])  # [metric, layer, head]
         best = np.argmin(ranks, axis=0)
-        return np.array([CATEGORY_NAMES[n] for n in names], dtype=object)[best]
+        out = np.array([CATEGORY_NAMES[n] for n in names], dtype=object)[best]
+        missing = np.any(np.stack([np.isnan(self.values[n]) for n in names]), axis=0)
+        out[missing] = ""
+        return out
 
     def pruning_order(self, name: str) -> list[tuple[int, int]]:
         """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
@@ -109,7 +113,10 @@ class HeadScores:
                     value = float(self.values[name][i, j])
                     row[name] = None if np.isnan(value) else value
                 for name in self.values:
-                    row[f"rank_{name}"] = int(ranks[name][i, j])
+                    missing = np.isnan(self.values[name][i, j])
+                    row[f"rank_{name}"] = None if missing else int(ranks[name][i, j])  # NaN is never ranked
+                for name in self.values:
+                    row[f"utterances_{name}"] = int(self.counts[name][i, j])  # what each value rests on
                 row["category"] = categories[i, j]
                 if relative is not None:
                     row["diagonality_vs_uniform"] = _finite_or_none(relative[i, j])
@@ -313,7 +320,9 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
     def prepare(utt):
         try:
             loaded = corpus.load(utt, max_seconds=max_seconds)
-            return loaded, model.input_features(loaded.wave)
+            features = model.input_features(loaded.wave)
+            model.check_attention_size(features)
+            return loaded, features
         except InputError as exc:
             return None, str(exc)
 

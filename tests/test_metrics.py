@@ -216,3 +216,37 @@ def test_partial_cache_is_refused(tmp_path, satool_cli):
     ok = satool_cli("metric", tmp_path / "c", "--allow-partial", "--out", tmp_path / "r", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "using the 1 finished ones" in ok.stderr
+
+
+def test_nan_values_are_never_ranked_and_counts_are_reported():
+    scores = _scores({
+        "globalness": [[4.0, np.nan], [3.0, 2.0]],
+        "verticality": [[-4.0, -1.0], [-3.0, -2.0]],
+        "diagonality": [[-0.3, -0.2], [-0.01, -0.4]],
+        "weight": [[np.nan, np.nan], [np.nan, np.nan]],
+    })
+    rows = {r["label"]: r for r in scores.records()}
+    assert rows["L1.H2"]["rank_globalness"] is None and rows["L1.H2"]["category"] == ""
+    assert rows["L1.H1"]["rank_globalness"] == 1 and rows["L1.H1"]["category"] == "global"
+    assert all(r["rank_weight"] is None and r["weight"] is None for r in rows.values())
+    assert rows["L2.H1"]["utterances_globalness"] == 1
+
+
+def test_extract_refuses_a_model_that_produces_nan(tmp_path):
+    import torch
+
+    from satool import testing
+    from satool.errors import InputError
+    from satool.extract import extract
+    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+
+    corpus = tmp_path / "LS"
+    testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)
+    ckpt = testing.make_checkpoint(tmp_path / "m.ckpt", downsample=1)
+    loaded = load_checkpoint(ckpt)
+    with torch.no_grad():  # finite weights whose scores overflow: softmax of inf - inf is NaN
+        loaded.encoder.encoder.layer[0].attention.self.query.weight.fill_(1e30)
+        loaded.encoder.encoder.layer[0].attention.self.key.weight.fill_(1e30)
+    save_checkpoint(ckpt, loaded.encoder, audio=loaded.audio)
+    with pytest.raises(InputError, match="produced NaN or infinite attention weights"):
+        extract(ckpt, corpus, tmp_path / "cache")

@@ -122,6 +122,9 @@ def _print_summary(scores) -> None:
                       "attend near themselves")
     table = Table("metric", "prune first", "top heads (highest value first)")
     for name in scores.values:
-        top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))
+        if np.all(np.isnan(scores.values[name])):
+            top = "n/a: no utterance gave a value (no ranking)"
+        else:
+            top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))
         table.add_row(name, scores.prune_first.get(name, "highest"), top)
     out.print(table)

@@ -56,6 +56,27 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
         raise InputError("corpus directory not found", path=path)
     reader = (plugins or get_plugins()).corpora.get(layout)
     corpus = reader.open(path, Path(alignments) if alignments is not None else None)
+    kept = []
+    for utt in corpus.utterances:
+        problem = id_problem(utt.id)
+        if problem:
+            corpus.notes.append(f"{utt.audio}: left out, its utterance id {utt.id!r} {problem}")
+        else:
+            kept.append(utt)
+    corpus.utterances = kept
     if not corpus.utterances:
         raise InputError(f"no utterances found for layout {layout!r}", path=path)
     return corpus
+
+
+def id_problem(utt_id: str) -> str | None:
+    """Why an utterance id cannot name an entry of a cache or a result row (None when it can)."""
+    if not utt_id or utt_id in (".", ".."):
+        return "is empty or a dot name"
+    if "/" in utt_id or "\\" in utt_id:
+        return "contains a path separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in utt_id):
+        return "contains control characters"
+    if len(utt_id) > 200:
+        return "is longer than 200 characters"
+    return None

@@ -25,6 +25,20 @@ if TYPE_CHECKING:  # torch is imported lazily at run time
     import torch
 
 LABEL_FRAME_S = 0.01
+# Attention maps of one utterance grow as T^2: above this many bytes (float32, all maps computed)
+# the utterance is skipped with the reason rather than exhausting memory. SATOOL_MAX_ATTENTION_GB
+# raises or lowers it.
+DEFAULT_MAX_ATTENTION_GB = 4.0
+
+
+def max_attention_bytes() -> int:
+    import os
+
+    try:
+        gigabytes = float(os.environ.get("SATOOL_MAX_ATTENTION_GB", DEFAULT_MAX_ATTENTION_GB))
+    except ValueError:
+        gigabytes = DEFAULT_MAX_ATTENTION_GB
+    return int(gigabytes * 2**30)
 
 
 @dataclass
@@ -108,6 +122,23 @@ class AttentionModel(ABC):
         ``layers``: 0-based attention layers to return (default all); without
         ``want_hidden`` a model may stop computing after the last of them.
         """
+
+    def steps(self, features: torch.Tensor) -> int:
+        """Model steps of one utterance's :meth:`input_features` (its attention maps are T x T)."""
+        return int(features.shape[0])
+
+    def check_attention_size(self, features: torch.Tensor, layers: int | None = None) -> None:
+        """InputError (the utterance is skipped with this reason) when the attention maps of
+        ``layers`` layers (default all) would exceed :func:`max_attention_bytes`."""
+        steps = self.steps(features)
+        needed = (layers or self.num_layers) * self.num_heads * steps * steps * 4
+        limit = max_attention_bytes()
+        if needed > limit:
+            from satool.errors import InputError
+
+            raise InputError(f"too long for the attention budget: {steps} steps ({steps * self.step_s:.0f} s) need "
+                             f"{needed / 2**30:.1f} GB of maps, more than {limit / 2**30:.1f} GB; truncate with "
+                             "--max-frames or raise SATOOL_MAX_ATTENTION_GB")
 
     def probe_input(self, wave: np.ndarray, *, reconstruction: bool = False) -> ProbeInput:
         """What a probing pass needs of one utterance, independent of head masks (computed once)."""

@@ -224,6 +224,9 @@ class HFSpeechModel(AttentionModel):
             n = (n - k) // s + 1 if n >= k else 0
         return n
 
+    def steps(self, features: torch.Tensor) -> int:
+        return self.n_steps(int(features.shape[0]))
+
     def input_features(self, wave: np.ndarray) -> torch.Tensor:
         """``[sample, 1]`` float32: the waveform, normalised per utterance if ``do_normalize``."""
         x = np.asarray(wave, dtype=np.float32).reshape(-1)

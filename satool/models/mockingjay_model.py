@@ -49,8 +49,15 @@ class MockingjayModel(AttentionModel):
         self.has_prediction_head = self.head is not None
 
     def input_features(self, wave: np.ndarray) -> torch.Tensor:
-        """``[step, R * input_dim]``: the front end's frames stacked by R."""
-        return stack_frames(self.extractor(wave)[None], self.frames_per_step)[0]
+        """``[step, R * input_dim]``: the front end's frames stacked by R (InputError when the
+        utterance is too short to give one step)."""
+        frames = self.extractor(wave)
+        if frames.shape[0] < self.frames_per_step:
+            from satool.errors import InputError
+
+            raise InputError(f"too short for this model: {frames.shape[0]} frame(s) of 10 ms, fewer than the "
+                             f"{self.frames_per_step} one step stacks")
+        return stack_frames(frames[None], self.frames_per_step)[0]
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
