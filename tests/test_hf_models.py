@@ -386,3 +386,93 @@ def test_cli_names_what_the_directory_lacks(tmp_path, satool_cli):
     result = satool_cli("extract", empty, tmp_path, "--out", tmp_path / "c", cwd=tmp_path)
     assert result.returncode == 3
     assert "not a model directory: no config.json" in result.stderr
+
+
+def _copy(dirs, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(dirs["wav2vec2", False], target)
+    return target
+
+
+def _edit_config(directory, **changes):
+    config = json.loads((directory / "config.json").read_text())
+    config.update(changes)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def test_code_in_bin_weights_is_refused_with_exit_4(dirs, tmp_path, satool_cli):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, ("touch " + str(tmp_path / "PWNED"),)
+
+    target = _copy(dirs, tmp_path, "evil")
+    state = load_model(target).model.state_dict()
+    (target / "model.safetensors").unlink()
+    torch.save({**state, "x": Evil()}, target / "pytorch_model.bin")
+    with pytest.raises(UnsafeFileError, match="asks to call os.system"):
+        load_model(target)
+    result = satool_cli("extract", target, tmp_path / "nowhere", "--out", tmp_path / "cache", cwd=tmp_path)
+    assert result.returncode == 4 and "weights_only=False" not in result.stderr, result.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b"", "shorter than its 8-byte header length"),
+    (lambda b: b[: len(b) // 2], "data offsets .* outside the file|does not fit"),
+    (lambda b: (10**12).to_bytes(8, "little") + b[8:], "header of 1000000000000 bytes does not fit"),
+    (lambda b: b[:8] + b"\xff" + b[9:], "header is not valid JSON"),
+])
+def test_damaged_safetensors_are_one_line_errors(dirs, tmp_path, damage, message):
+    target = _copy(dirs, tmp_path, "damaged")
+    weights = target / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(InputError, match=message) as info:
+        load_model(target)
+    assert "\n" not in str(info.value) and str(weights) in str(info.value)
+
+
+def test_safetensors_offsets_outside_the_data_are_refused(dirs, tmp_path):
+    import struct
+
+    target = _copy(dirs, tmp_path, "offsets")
+    weights = target / "model.safetensors"
+    data = weights.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["data_offsets"] = [0, 10**9]
+    text = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + length:])
+    with pytest.raises(InputError, match=f"entry '{name}' has data offsets"):
+        load_model(target)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"num_attention_heads": 0}, "num_attention_heads = 0 is not an integer in 1..256"),
+    ({"num_attention_heads": 5}, "hidden_size 32 is not a multiple of num_attention_heads 5"),
+    ({"conv_kernel": [10, 3, 3]}, "the convolution lists disagree"),
+    ({"num_hidden_layers": 20000}, "num_hidden_layers = 20000 is not an integer in 1..128"),
+    ({"num_hidden_layers": 3}, "config.json asks for 3 layers but the weights hold 2"),
+    ({"layer_norm_eps": "tiny"}, "layer_norm_eps = 'tiny' is not a finite non-negative number"),
+])
+def test_config_numbers_are_checked_before_building(dirs, tmp_path, changes, message):
+    import time
+
+    target = _copy(dirs, tmp_path, "config")
+    _edit_config(target, **changes)
+    began = time.perf_counter()
+    with pytest.raises(InputError, match=message):
+        load_model(target)
+    assert time.perf_counter() - began < 30
+
+
+def test_do_normalize_written_as_text(dirs, tmp_path):
+    target = _copy(dirs, tmp_path, "normalize")
+    pre = json.loads((target / "preprocessor_config.json").read_text())
+    (target / "preprocessor_config.json").write_text(json.dumps({**pre, "do_normalize": "false"}))
+    assert load_model(target).features["do_normalize"] is False  # bool("false") would be True
+    (target / "preprocessor_config.json").write_text(json.dumps({**pre, "do_normalize": "maybe"}))
+    with pytest.raises(InputError, match="do_normalize = 'maybe' is not true or false"):
+        load_model(target)

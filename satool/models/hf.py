@@ -41,6 +41,7 @@ from torch import nn
 
 from satool.errors import InputError, UnsafeFileError
 from satool.models.base import AttentionModel, EncodedUtterance
+from satool.models.hf_checks import strict_flag
 from satool.models.loaders import HFDirectory
 
 SAMPLE_RATE = 16000
@@ -60,29 +61,28 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _check_bin_safe(files: list[Path]) -> None:
-    """Refuse .bin weights that a weights-only unpickler would not load (whatever transformers' version does)."""
-    import pickle
+def _check_weight_files(directory: HFDirectory) -> None:
+    """Before transformers reads anything: the config's numbers, every safetensors header, ``.bin``
+    files through satool's restricted unpickler (nothing in them runs; exit 4 if one asks to), and
+    the layers the weights hold against the layers config.json asks for."""
+    from satool.models.hf_checks import check_config, check_layers, safetensors_keys
+    from satool.safe_pickle import safe_load
 
-    for f in files:
-        try:
-            try:
-                torch.load(f, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
-                    raise
-                torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            text = str(exc)
-            after = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else ""
-            detail = after.splitlines()[0] if after else ""
-            if detail.startswith("Unsupported"):  # a global or opcode a weights-only load refuses
-                short = detail.split(" was not", 1)[0].split(". ")[0]
-                raise UnsafeFileError(f"refused to load: not a weights-only pickle of tensors ({short})",
-                                      path=f) from None
-            raise InputError(f"not readable PyTorch weights ({detail or text.splitlines()[0]})", path=f) from None
-        except Exception as exc:
-            raise InputError(f"not readable PyTorch weights ({type(exc).__name__}: {exc})", path=f) from None
+    check_config(directory.config, directory.path)
+    keys: list[str] = []
+    for f in directory.weights:
+        if directory.safetensors:
+            keys += safetensors_keys(f)
+        else:
+            state = safe_load(f)  # refuses code (exit 4) and enforces satool's memory limits
+            if not isinstance(state, dict):
+                raise InputError(f"expected a dictionary of tensors, found a {type(state).__name__}", path=f)
+            odd = next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+            if odd is not None:  # transformers reads .bin weights-only: it would refuse, and suggest an unsafe load
+                raise UnsafeFileError(f"refused to load: not a weights-only pickle of tensors (entry {odd[0]!r} is a "
+                                      f"{type(odd[1]).__name__})", path=f)
+            keys += [str(k) for k in state]
+    check_layers(directory.config, keys, directory.path / "config.json")
 
 
 def _model_classes(model_type: str):
@@ -98,8 +98,7 @@ def _model_classes(model_type: str):
 def _load_transformers_model(directory: HFDirectory) -> nn.Module:
     """The bare encoder model (``Wav2Vec2Model`` etc.), float32, eval mode; InputError if weights are missing."""
     cls = _model_classes(directory.model_type)
-    if not directory.safetensors:
-        _check_bin_safe(directory.weights)
+    _check_weight_files(directory)
     from transformers.utils import logging as hf_logging
 
     hf_logger = logging.getLogger("transformers")
@@ -113,7 +112,7 @@ def _load_transformers_model(directory: HFDirectory) -> nn.Module:
             str(directory.path), local_files_only=True, use_safetensors=directory.safetensors,
             output_loading_info=True, trust_remote_code=False,
         )
-    except (OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # the files were checked above; anything transformers still rejects is theirs
         raise InputError(f"transformers cannot load this {directory.model_type} checkpoint: "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                          path=directory.path) from None
@@ -149,7 +148,8 @@ def feature_settings(directory: HFDirectory) -> dict[str, Any]:
     return {
         "input": "waveform",
         "sampling_rate": SAMPLE_RATE,
-        "do_normalize": bool(pre.get("do_normalize", True)),
+        "do_normalize": strict_flag(pre.get("do_normalize", True), "preprocessor_config.json: do_normalize",
+                                    directory.path),
         "normalize": "per utterance: (x - mean) / sqrt(var + 1e-7)",
         "feature_extractor_type": pre.get("feature_extractor_type", "Wav2Vec2FeatureExtractor"),
         "source": source,
