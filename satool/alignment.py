@@ -14,6 +14,7 @@ Conventions (docs/corpora.md):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,43 +92,109 @@ def _validated(intervals: list[Interval], source: Path, what: str) -> tuple[Inte
     return tuple(intervals)
 
 
+_TOKEN = re.compile(r'"((?:[^"]|"")*)"|(<exists>|<absent>)|\[[^\]]*\]|'
+                    r'(?<![\w.])([-+]?(?:nan|inf|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))(?![\w.])',
+                    re.IGNORECASE)
+MAX_TEXTGRID_BYTES = 64 << 20
+
+
+def _textgrid_tokens(text: str) -> list[str | float]:
+    """The values of a Praat text TextGrid in order: quoted strings (``""`` unescaped), ``<exists>``,
+    and numbers (NaN and infinities included, so that they can be refused); labels such as
+    ``xmin =`` and indices such as ``[3]`` are skipped. Long and short formats give the same list."""
+    out: list[str | float] = []
+    for match in _TOKEN.finditer(text):
+        string, flag, number = match.groups()
+        if string is not None:
+            out.append(string.replace('""', '"'))
+        elif flag is not None:
+            out.append(flag)
+        elif number is not None:
+            out.append(float(number))
+    return out
+
+
 def read_textgrid(path: str | Path, *, phone_tier: str = "phones", word_tier: str = "words") -> Alignment:
-    """Read an MFA-style Praat TextGrid (long or short format).
+    """Read an MFA-style Praat TextGrid (long or short text format; UTF-8 or UTF-16).
 
-    Empty-label intervals are kept (they are silence); gaps between intervals
-    stay unlabelled. Raises InputError naming the file on any problem.
+    satool parses the file itself, so that every interval as written reaches the checks (a NaN end,
+    reversed times, overlaps and gaps are reported, not dropped). Empty-label intervals are kept (they
+    are silence); gaps between intervals stay unlabelled. Raises InputError naming the file on any
+    problem.
     """
-    import textgrid
-
     path = Path(path)
     try:
-        grid = textgrid.TextGrid.fromFile(str(path))
+        if path.stat().st_size > MAX_TEXTGRID_BYTES:
+            raise InputError(f"larger than {MAX_TEXTGRID_BYTES >> 20} MB: not an alignment", path=path)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError("alignment file not found", path=path) from None
-    except Exception as exc:  # the parser raises assorted errors on bad input
-        pair = exc.args if isinstance(exc, ValueError) and len(exc.args) == 2 else ()
-        if all(hasattr(a, "minTime") and hasattr(a, "maxTime") for a in pair) and pair:
-            a, b = pair  # textgrid's own overlap check
-            raise InputError(
-                f"overlapping intervals: {a.mark!r} ends at {float(a.maxTime):.3f} s "
-                f"after {b.mark!r} starts at {float(b.minTime):.3f} s", path=path,
-            ) from None
-        raise InputError(f"not a readable TextGrid ({type(exc).__name__}: {exc})", path=path) from None
-    tiers = {t.name.strip().lower(): t for t in grid.tiers}
-    tier = tiers.get(phone_tier) or next((t for n, t in tiers.items() if "phone" in n), None)
-    if tier is None:
-        raise InputError(f"no {phone_tier!r} tier (tiers: {', '.join(tiers) or 'none'})", path=path)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or exc})", path=path) from None
+    if raw.startswith(b"ooBinaryFile"):
+        raise InputError("a binary TextGrid: save it from Praat as a text file", path=path)
+    try:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            text = raw.decode("utf-16")
+        else:
+            text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 or UTF-16 text", path=path) from None
+    tokens = _textgrid_tokens(text)
+    tiers = _textgrid_tiers(tokens, path)
+    by_name = {name.strip().lower(): intervals for name, intervals in tiers}
+    chosen = by_name.get(phone_tier) or next((t for n, t in by_name.items() if "phone" in n), None)
+    if chosen is None:
+        raise InputError(f"no {phone_tier!r} tier (tiers: {', '.join(by_name) or 'none'})", path=path)
+    phones = _validated(chosen, path, "phone")
+    words = by_name.get(word_tier)
+    return Alignment(phones, _validated(words, path, "word") if words else (), path)
 
-    def intervals(t) -> list[Interval]:
-        out = []
-        for iv in getattr(t, "intervals", []):
-            out.append(Interval(float(iv.minTime), float(iv.maxTime), str(iv.mark or "")))
-        return out
 
-    phones = _validated(intervals(tier), path, "phone")
-    word_t = tiers.get(word_tier)
-    words = tuple(intervals(word_t)) if word_t is not None else ()
-    return Alignment(phones, words, path)
+def _textgrid_tiers(tokens: list, path: Path) -> list[tuple[str, list[Interval]]]:
+    """(name, intervals) of every interval tier; point tiers are read and left out."""
+    position = 0
+
+    def take(kind: type, what: str):
+        nonlocal position
+        if position >= len(tokens) or not isinstance(tokens[position], kind) or \
+                (kind is float and isinstance(tokens[position], str)):
+            found = tokens[position] if position < len(tokens) else "the end of the file"
+            raise InputError(f"not a readable TextGrid: expected {what}, found {found!r}", path=path)
+        position += 1
+        return tokens[position - 1]
+
+    def count(what: str) -> int:
+        value = take(float, what)
+        if not value.is_integer() or not 0 <= value <= 10**6:
+            raise InputError(f"not a readable TextGrid: {what} = {value!r}", path=path)
+        return int(value)
+
+    if take(str, "the file type") != "ooTextFile" or take(str, "the object class") != "TextGrid":
+        raise InputError("not a TextGrid (its header does not say ooTextFile / TextGrid)", path=path)
+    take(float, "xmin")
+    take(float, "xmax")
+    if position < len(tokens) and tokens[position] in ("<exists>", "<absent>"):
+        if tokens[position] == "<absent>":
+            return []
+        position += 1
+    tiers = []
+    for _ in range(count("the number of tiers")):
+        kind = take(str, "a tier class")
+        name = take(str, "a tier name")
+        take(float, "the tier's xmin")
+        take(float, "the tier's xmax")
+        size = count("the number of intervals")
+        if kind == "IntervalTier":
+            tiers.append((name, [Interval(take(float, "an interval start"), take(float, "an interval end"),
+                                          take(str, "an interval label")) for _ in range(size)]))
+        elif kind == "TextTier":
+            for _ in range(size):
+                take(float, "a point time")
+                take(str, "a point label")
+        else:
+            raise InputError(f"not a readable TextGrid: unknown tier class {kind!r}", path=path)
+    return tiers
 
 
 def read_phn(path: str | Path, *, sample_rate: int = TIMIT_SAMPLE_RATE, wrd: str | Path | None = None) -> Alignment:

@@ -34,7 +34,7 @@ def test_gap_is_unlabelled_and_boundaries_include_gap_edges(tmp_path):
 def test_overlap_is_an_error(tmp_path):
     path = tmp_path / "overlap.TextGrid"
     testing.write_textgrid(path, [(0.0, 0.2, "AA1"), (0.1, 0.3, "B")])
-    with pytest.raises(InputError, match=r"overlap.TextGrid: overlapping intervals: 'AA1' ends at 0.200 s after 'B' starts at 0.100 s"):
+    with pytest.raises(InputError, match=r"overlap.TextGrid: overlapping phone intervals: 'AA1' ends at 0.200 s after 'B' starts at 0.100 s"):
         read_textgrid(path)
 
 
@@ -101,3 +101,63 @@ def test_fuzz_textgrid_reader_only_raises_input_error(tmp_path, data):
         return
     labels = alignment.frame_labels(50, ARPABET_SET)
     assert labels.min() >= IGNORE and labels.max() < len(ARPABET_SET)
+
+
+def _short_format(intervals, name="phones"):
+    xmax = intervals[-1][1]
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "0", str(xmax), "<exists>", "1",
+             '"IntervalTier"', f'"{name}"', "0", str(xmax), str(len(intervals))]
+    for start, end, label in intervals:
+        lines += [str(start), str(end), '"' + label.replace('"', '""') + '"']
+    return "\n".join(lines) + "\n"
+
+
+def test_textgrid_reader_agrees_with_the_textgrid_library(tmp_path):
+    """Independent check: the textgrid package reads the same valid files to the same intervals."""
+    import textgrid
+
+    phones = [(0.0, 0.12, ""), (0.12, 0.2, "HH"), (0.2, 0.31, 'AH0 "x"'), (0.31, 0.5, "sil")]
+    files = {"long": tmp_path / "long.TextGrid", "short": tmp_path / "short.TextGrid",
+             "utf16": tmp_path / "utf16.TextGrid"}
+    testing.write_textgrid(files["long"], phones[:2] + [(0.2, 0.31, "AH0")] + phones[3:])
+    files["short"].write_text(_short_format(phones))
+    files["utf16"].write_bytes(_short_format(phones).encode("utf-16"))
+    for kind, path in files.items():
+        ours = read_textgrid(path).phones
+        theirs = textgrid.TextGrid.fromFile(str(path)).getFirst("phones")
+        assert [(p.start, p.end, p.label) for p in ours] == [
+            (float(iv.minTime), float(iv.maxTime), iv.mark) for iv in theirs], kind
+
+
+@pytest.mark.parametrize("intervals, message", [
+    ([(0.0, 0.1, "AA1"), (0.1, float("nan"), "B")], "bad times 0.1..nan"),
+    ([(0.0, 0.1, "AA1"), (0.3, 0.2, "B")], "bad times 0.3..0.2"),
+    ([(0.0, 0.1, "AA1"), (0.1, float("inf"), "B")], "bad times 0.1..inf"),
+])
+def test_intervals_a_library_would_drop_are_reported(tmp_path, intervals, message):
+    path = tmp_path / "bad.TextGrid"
+    path.write_text(_short_format(intervals))
+    with pytest.raises(InputError, match=message):
+        read_textgrid(path)
+
+
+def test_tiny_intervals_are_kept(tmp_path):
+    path = tmp_path / "tiny.TextGrid"
+    path.write_text(_short_format([(0.0, 0.1, "AA1"), (0.1, 0.1001, "T"), (0.1001, 0.3, "B")]))
+    assert [p.label for p in read_textgrid(path).phones] == ["AA1", "T", "B"]
+
+
+def test_broken_textgrids_are_one_line_errors(tmp_path):
+    path = tmp_path / "x.TextGrid"
+    for content, message in (
+        (b"ooBinaryFile\x00", "a binary TextGrid"),
+        (b'File type = "ooTextFile"\nObject class = "Sound"\n', "not a TextGrid"),
+        (_short_format([(0.0, 0.1, "A")]).encode()[:-8], "expected an interval"),
+        (b"\xff\x00\xfe", "not UTF-8 or UTF-16"),
+        (_short_format([(0.0, 0.1, "A")]).replace('"1"', "").replace("\n1\n", "\n1.5\n").encode(),
+         "the number of tiers = 1.5"),
+    ):
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=message) as info:
+            read_textgrid(path)
+        assert "\n" not in str(info.value)
