@@ -161,5 +161,5 @@ def test_messages_with_brackets_are_printed_literally(tmp_path, satool_cli):
     bad = next(root.rglob("*.flac"))
     bad.write_bytes(b"not audio")
     result = satool_cli("corpus", "check", root)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # a bad utterance: corpus check fails
     assert "[take 2]" in result.stderr and "bad:" in result.stderr, result.stderr

@@ -80,3 +80,19 @@ def test_corpus_leaves_out_ids_a_cache_cannot_hold(tmp_path):
     assert [u.id for u in opened.utterances] == ["ok"]
     assert any("utterance id '.' is empty or a dot name" in note for note in opened.notes)
     assert id_problem("a/b") == "contains a path separator" and id_problem("a\nb") == "contains control characters"
+
+
+def test_corpus_check_fails_on_files_stages_would_skip(tmp_path, satool_cli):
+    plain = tmp_path / "plain"
+    testing.make_librispeech(plain, speakers=("19",), per_speaker=2, aligned=False)
+    good = satool_cli("corpus", "check", plain)
+    assert good.returncode == 0, good.stderr
+    soundfile.write(next(plain.rglob("*.flac")), np.zeros(100, np.float32), 16000)
+    result = satool_cli("corpus", "check", plain)
+    assert result.returncode == 3 and "too short: 100 samples" in result.stderr, result.stderr
+    corpus = tmp_path / "LS"
+    testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)
+    grid = next(corpus.rglob("*.TextGrid"))
+    grid.write_text(grid.read_text().replace("xmax = 0.3", "xmax = nan", 1))
+    again = satool_cli("corpus", "check", corpus, "--json")
+    assert again.returncode == 3 and '"bad"' in again.stdout

@@ -68,23 +68,36 @@ def check(
     require_alignment: bool = typer.Option(False, help="Count utterances without alignment as bad."),
     as_json: bool = typer.Option(False, "--json", help="Print the bad utterances as JSON."),
 ) -> None:
-    """Load every utterance (audio and alignment) and list the ones stages would skip."""
-    from satool.corpus import open_corpus
+    """Load every utterance (audio and alignment) and list the ones stages would skip.
+
+    Exits with code 3 when any utterance is bad (with --require-alignment: also when one has no
+    alignment), so that scripts can stop before a long run; 0 when every one is good.
+    """
+    from satool.corpus import Skipped, open_corpus
+    from satool.errors import EXIT_INPUT
+    from satool.features import FeatureConfig
 
     corpus = open_corpus(path, alignments, layout)
     skipped: list = []
     good = 0
+    window = FeatureConfig().n_fft // 2
     with progress_bar(len(corpus.utterances), "checking") as bar:
-        for _ in corpus.iter_loaded(corpus.utterances, skipped, require_alignment=require_alignment):
-            good += 1
+        for loaded in corpus.iter_loaded(corpus.utterances, skipped, require_alignment=require_alignment):
+            if len(loaded.wave) <= window:  # what every model's front end refuses
+                skipped.append(Skipped(loaded.utterance.id, f"too short: {len(loaded.wave)} samples (a 25 ms "
+                                                            f"analysis window needs more than {window})"))
+            else:
+                good += 1
             bar.advance()
         bar.advance(len(skipped))
     if as_json:
         print_json({"good": good, "bad": [{"utterance": s.utterance_id, "reason": s.reason} for s in skipped]})
-        return
-    for s in skipped:
-        say(f"{s.utterance_id}: {s.reason}", "bad:")
-    say(f"{good} good, {len(skipped)} bad utterances")
+    else:
+        for s in skipped:
+            say(f"{s.utterance_id}: {s.reason}", "bad:")
+        say(f"{good} good, {len(skipped)} bad utterances")
+    if skipped:
+        raise typer.Exit(EXIT_INPUT)
 
 
 @app.command()
