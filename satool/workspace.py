@@ -41,41 +41,36 @@ def workspace_file() -> Path:
 
 
 def _read(file: Path) -> dict[str, Any]:
+    """The workspace file's tables, checked: ``paths`` maps names to text, ``stages`` maps stage
+    names to tables (an edited file with other types is an InputError here, before any work)."""
     if not file.exists():
         return {}
+    if not file.is_file():
+        raise InputError("not a regular file", path=file)
     try:
-        return tomllib.loads(file.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"unreadable workspace file ({' '.join(str(exc).split())})", path=file) from None
+    paths = data.get("paths", {})
+    if not isinstance(paths, dict):
+        raise InputError("[paths] must be a table of names and paths", path=file)
+    for name, value in paths.items():
+        if not isinstance(value, str):
+            raise InputError(f"paths.{name} must be text (a path), found {type(value).__name__}", path=file)
+    stages = data.get("stages", {})
+    if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+        raise InputError("[stages] must hold one table per stage", path=file)
+    return data
 
 
-def _quote(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_quote(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+HEADER = "# satool workspace: what earlier stages made here (read for defaults; safe to edit)\n"
 
 
 def _dump(data: dict[str, Any]) -> str:
-    lines = ["# satool workspace: what earlier stages made here (read for defaults; safe to edit)"]
+    """TOML text (tomli-w: every string escaped, so a path with a newline or quote stays one value)."""
+    import tomli_w
 
-    def table(prefix: str, values: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in values.items() if not isinstance(v, dict)}
-        if scalars:
-            lines.append(f"\n[{prefix}]")
-            lines.extend(f"{k} = {_quote(v)}" for k, v in scalars.items())
-        for key, sub in values.items():
-            if isinstance(sub, dict):
-                table(f"{prefix}.{key}" if prefix else key, sub)
-
-    for key, value in data.items():
-        if isinstance(value, dict):
-            table(key, value)
-    return "\n".join(lines) + "\n"
+    return HEADER + tomli_w.dumps(data)
 
 
 class Workspace:
@@ -111,7 +106,11 @@ class Workspace:
         return recorded
 
     def setting(self, stage: str, key: str, default: Any = None) -> Any:
-        return self.data.get("stages", {}).get(stage, {}).get(key, default)
+        """A stage's recorded setting; ``default`` when absent (or of another type than ``default``)."""
+        value = self.data.get("stages", {}).get(stage, {}).get(key, default)
+        if default is not None and not isinstance(value, type(default)):
+            return default
+        return value
 
     def record(self, stage: str, paths: dict[str, str | Path | None] | None = None, **settings: Any) -> None:
         """Store ``paths`` (made relative to the workspace) and the stage's settings; atomic."""
