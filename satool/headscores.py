@@ -53,6 +53,7 @@ class HeadScores:
     # attention (satool.locality); None for results saved before satool recorded it
     offset_profile: np.ndarray | None = None
     uniform_diagonality: float | None = None  # mean over utterances of D under uniform attention
+    failed: dict[str, str] = field(default_factory=dict)  # metric name -> why it stopped (its values are NaN)
 
     def locality(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(weight at the favourite offset / uniform weight, favourite offset in steps), ``[layer, head]``."""
@@ -231,12 +232,18 @@ def score_heads(
     offset_totals, offset_queries, uniform_d = 0.0, 0.0, 0.0
     # one BLAS thread: the metric kernels are single BLAS calls, and a second BLAS
     # thread would compete with the thread reading the cache (docs/performance.md)
+    failed: dict[str, str] = {}
     with threadpool_limits(limits=1, user_api="blas"):
         for attn, meta in stream:
             for acc in accumulators:
-                if acc.metric.needs_labels and meta.get("frame_labels") is None:
+                if acc.metric.name in failed or (acc.metric.needs_labels and meta.get("frame_labels") is None):
                     continue
-                acc.add(acc.metric.per_utterance(attn, meta))
+                try:
+                    acc.add(acc.metric.per_utterance(attn, meta))
+                except Exception as exc:  # a (plugin) metric that fails is reported; the others finish
+                    where = meta.get("id", f"utterance {n + 1}") if hasattr(meta, "get") else f"utterance {n + 1}"
+                    failed[acc.metric.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]} (on {where})"
+                    acc.count[:] = 0
             sums, queries = offset_sums(attn)
             offset_totals, offset_queries = offset_totals + sums, offset_queries + queries
             uniform_d += uniform_diagonality(attn.shape[-1])
@@ -250,6 +257,7 @@ def score_heads(
         {a.metric.name: a.count for a in accumulators}, n,
         {m.name: m.prune_first for m in metrics}, source or {},
         offset_profile=profile(offset_totals, offset_queries), uniform_diagonality=uniform_d / n,
+        failed=failed,
     )
 
 

@@ -7,14 +7,23 @@ line, and everything else keeps working. Environment switches:
 
 - ``SATOOL_STRICT_PLUGINS=1``: such a failure raises :class:`PluginError`.
 - ``SATOOL_DISABLE_PLUGIN_AUTOLOAD=1``: load the built-ins only.
+- ``SATOOL_PLUGIN_TIMEOUT`` (seconds, default 10): a plugin whose import takes
+  longer is reported as failed and skipped, so a plugin that blocks cannot
+  hang every command.
+
+A plugin cannot stop satool: ``sys.exit`` (any BaseException but Ctrl-C) in its
+import or its hooks is a failure like any other, and whatever it prints while
+loading or registering goes to stderr, never into satool's results on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -155,19 +164,20 @@ class Plugins:
         print(f"satool: warning: plugin {name!r} failed and was skipped: {text}", file=sys.stderr)
 
     def _load_entry_points(self) -> None:
+        timeout = _timeout()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in self.info:
                 self._fail(ep.name, "another plugin already uses this name")
                 continue
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken plugin must not break satool
-                self._fail(ep.name, exc)
+            outcome = _call_with_timeout(ep.load, timeout)
+            if isinstance(outcome, _Failed):  # a broken plugin must not break satool
+                self._fail(ep.name, outcome.error)
                 continue
             version = ep.dist.version if ep.dist is not None else "unknown"
             try:
-                self._add(ep.name, module, version, builtin=False)
-            except Exception as exc:  # e.g. a hookimpl that does not match a hookspec
+                with contextlib.redirect_stdout(sys.stderr):
+                    self._add(ep.name, outcome, version, builtin=False)
+            except (Exception, SystemExit) as exc:  # e.g. a hookimpl that does not match a hookspec
                 self._fail(ep.name, exc)
 
     def add_plugin(self, module: Any, name: str, version: str = "local") -> None:
@@ -196,7 +206,8 @@ class Plugins:
                 _staged.append(_registration(_kind, args, kwargs))
 
             try:
-                impl.function(register=register)
+                with contextlib.redirect_stdout(sys.stderr):
+                    impl.function(register=register)
                 scratch = Registry(registry.kind)
                 for name, obj, extra in staged:
                     if name in registry:
@@ -205,7 +216,7 @@ class Plugins:
                             f"{registry.singular} {name!r} is already registered by plugin {owner!r}"
                         )
                     scratch.add(name, obj, plugin_name, **extra)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 self._fail(plugin_name, exc)
                 continue
             for entry in scratch:
@@ -262,6 +273,75 @@ class Plugins:
             result[kind] = [{"name": e.name, "plugin": e.plugin} for e in reg]
         result["failed"] = [{"name": f.name, "error": f.error} for f in self.failed]
         return result
+
+
+PLUGIN_THREAD = "satool-plugin"
+
+
+class _PluginThreadsToStderr:
+    """sys.stdout, except that what threads importing plugins write goes to stderr (a plugin still
+    blocked in its import after the time limit must never write into satool's results)."""
+
+    def __init__(self, stdout):
+        self._stdout = stdout
+
+    def _target(self):
+        return sys.stderr if threading.current_thread().name.startswith(PLUGIN_THREAD) else self._stdout
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stdout, name)
+
+
+def _route_plugin_threads_to_stderr() -> None:
+    if not isinstance(sys.stdout, _PluginThreadsToStderr):
+        sys.stdout = _PluginThreadsToStderr(sys.stdout)
+
+
+@dataclass
+class _Failed:
+    error: BaseException | str
+
+
+def _timeout() -> float:
+    try:
+        return max(0.1, float(os.environ.get("SATOOL_PLUGIN_TIMEOUT", "10")))
+    except ValueError:
+        return 10.0
+
+
+def _call_with_timeout(function: Callable[[], Any], seconds: float) -> Any:
+    """``function()`` in a daemon thread, its stdout sent to stderr; a :class:`_Failed` when it raises
+    anything but Ctrl-C (``sys.exit`` included) or is still running after ``seconds``."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = function()
+        except KeyboardInterrupt as exc:  # pragma: no cover - re-raised below
+            result["interrupt"] = exc
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin is a failure too
+            result["error"] = exc
+
+    _route_plugin_threads_to_stderr()
+    thread = threading.Thread(target=target, name=f"{PLUGIN_THREAD}-import", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():  # left running (a daemon: it cannot keep the process alive); it prints to stderr
+        return _Failed(f"its import did not finish within {seconds:g} s (SATOOL_PLUGIN_TIMEOUT)")
+    if "interrupt" in result:
+        raise result["interrupt"]
+    if "error" in result:
+        error = result["error"]
+        if isinstance(error, SystemExit):
+            return _Failed(f"it called sys.exit({error.code!r}) while importing")
+        return _Failed(error)
+    return result["value"]
 
 
 def _registration(kind: str, args: tuple, kwargs: dict) -> tuple[str, Any, dict]:

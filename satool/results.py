@@ -20,8 +20,30 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays as plain Python values and NaN/infinity as None
+    (JSON has no NaN: a bare ``NaN`` token breaks strict readers)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def write_json(path: Path, data: Any) -> Path:
-    """Indented JSON (numpy scalars and NaN written as plain numbers)."""
+    """Indented JSON (numpy values as plain ones, NaN and infinity as null)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=float))
+    path.write_text(json.dumps(json_ready(data), indent=1, allow_nan=False, default=str))
     return path

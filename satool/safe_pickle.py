@@ -369,7 +369,6 @@ def allowed_globals() -> dict[tuple[str, str], Any]:
     """``(module, name) -> object`` for every global a checkpoint may name."""
     global _ALLOWED
     if _ALLOWED is None:
-        import numpy as np
         import torch
 
         functions: dict[tuple[str, str], Callable[..., Any]] = {
@@ -458,7 +457,6 @@ _CHECKED_BUILTINS: dict[str, Callable[..., Any]] = {
 
 
 def _numpy_scalar(dtype, data=None):
-    import numpy as np
 
     try:
         from numpy._core.multiarray import scalar

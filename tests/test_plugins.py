@@ -285,3 +285,78 @@ def test_every_hook_has_test_and_docs():
         assert re.search(rf"^### `{hook}", doc, re.M), f"{hook} not documented in docs/plugins.md"
         assert f"def test_hook_{hook}(" in tests, f"{hook} has no test_hook_{hook}"
         assert getattr(hookspecs, hook).__doc__, f"{hook} has no docstring"
+
+
+# --------------------------------------------------------------------------
+# Plugins that exit, block, print or fail while scoring cannot take satool down with them.
+
+EXITS = "import sys\nsys.exit(0)\n"
+BLOCKS = "import time\ntime.sleep(3600)\n"
+PRINTS = """
+from satool import hookimpl
+from satool.metrics import HeadMetric
+import numpy as np
+print("hello from import")
+
+def noisy(attn, meta):
+    print("hello from a metric")
+    return np.zeros(attn.shape[:2])
+
+@hookimpl
+def register_metrics(register):
+    print("hello from a hook")
+    register(HeadMetric("noisy", noisy, prune_first="lowest"))
+"""
+RAISES = """
+from satool import hookimpl
+from satool.metrics import HeadMetric
+
+def fragile(attn, meta):
+    raise ZeroDivisionError("division by zero in a plugin")
+
+@hookimpl
+def register_metrics(register):
+    register(HeadMetric("fragile", fragile, prune_first="lowest"))
+"""
+
+
+@pytest.fixture
+def unruly_dir(tmp_path):
+    make_distribution(tmp_path, "satool-exits", "exits", "exits_plugin", EXITS)
+    make_distribution(tmp_path, "satool-blocks", "blocks", "blocks_plugin", BLOCKS)
+    make_distribution(tmp_path, "satool-prints", "prints", "prints_plugin", PRINTS)
+    make_distribution(tmp_path, "satool-raises", "raises", "raises_plugin", RAISES)
+    return tmp_path
+
+
+def test_exiting_and_blocking_plugins_are_failures_not_the_end(satool_cli, unruly_dir):
+    import time
+
+    began = time.perf_counter()
+    result = satool_cli("plugins", "--json", env=_env(unruly_dir, SATOOL_PLUGIN_TIMEOUT="2"))
+    assert time.perf_counter() - began < 60
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # stdout holds the JSON alone, though a plugin printed
+    failed = {f["name"]: f["error"] for f in data["failed"]}
+    assert failed["exits"] == "it called sys.exit(0) while importing"
+    assert failed["blocks"] == "its import did not finish within 2 s (SATOOL_PLUGIN_TIMEOUT)"
+    assert "hello from" in result.stderr and "hello" not in result.stdout
+    version = satool_cli("--version", env=_env(unruly_dir, SATOOL_PLUGIN_TIMEOUT="2"))
+    assert version.returncode == 0 and version.stdout.strip()
+    strict = satool_cli("plugins", env=_env(unruly_dir, SATOOL_PLUGIN_TIMEOUT="2", SATOOL_STRICT_PLUGINS="1"))
+    assert strict.returncode == errors.EXIT_PLUGIN and "failed" in strict.stderr
+
+
+def test_metric_json_stays_clean_and_a_failing_metric_spares_the_others(satool_cli, unruly_dir, tmp_path):
+    from test_cache import write
+
+    write(tmp_path / "cache", ["a", "b"], np.random.default_rng(0))
+    result = satool_cli("metric", tmp_path / "cache", "--json", "--out", tmp_path / "out",
+                        env=_env(unruly_dir, SATOOL_PLUGIN_TIMEOUT="2"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert all(r["globalness"] is not None and r["noisy"] == 0 for r in rows)
+    assert all(r["fragile"] is None and r["rank_fragile"] is None for r in rows)
+    assert "metric 'fragile' failed and has no values: ZeroDivisionError: division by zero in a plugin" \
+        in " ".join(result.stderr.split())
+    assert "hello from a metric" in result.stderr

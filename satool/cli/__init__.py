@@ -11,6 +11,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
@@ -92,10 +93,20 @@ def _say_error(message: str) -> None:
 
 def run(argv: list[str] | None = None, plugins=None) -> int:
     """Run the command line and return the exit code (no sys.exit)."""
+    from satool.cli.common import set_results_stream
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    set_results_stream(sys.stdout)
+    # With --json, stdout carries the JSON alone: anything else printed there while the command
+    # runs (a plugin metric's print, say) goes to stderr. Plugins' imports and hooks never print to
+    # stdout (satool.plugins); a plugin stage's own output otherwise stays on stdout.
+    helping = any(a in ("--help", "-h", "--version") for a in args)
+    guard = contextlib.redirect_stdout(sys.stderr) if "--json" in args and not helping else contextlib.nullcontext()
     try:
-        app = build_app(plugins)
-        command = typer.main.get_command(app)
-        result = command.main(args=argv, prog_name="satool", standalone_mode=False)
+        with guard:
+            app = build_app(plugins)
+            command = typer.main.get_command(app)
+            result = command.main(args=argv, prog_name="satool", standalone_mode=False)
     except SatoolError as exc:
         _say_error(str(exc))
         return exc.exit_code

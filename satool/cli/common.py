@@ -11,6 +11,20 @@ from rich.console import Console
 console = Console(stderr=True, highlight=False)
 """Progress and messages go to stderr; stdout stays clean for --json."""
 
+_results = sys.stdout
+
+
+def set_results_stream(stream) -> None:
+    """Where results (JSON, tables) go. The CLI sets the real stdout here, then sends everything else
+    printed to stdout while a command runs (a plugin's print, say) to stderr."""
+    global _results
+    _results = stream
+
+
+def results_console() -> Console:
+    """A rich console writing to the results stream (stdout), for tables."""
+    return Console(file=_results, highlight=False)
+
 
 def say(text: str, label: str | None = None, style: str = "yellow", out: Console | None = None) -> None:
     """Print one message line, ``text`` taken literally (a path or an error
@@ -25,8 +39,11 @@ def say(text: str, label: str | None = None, style: str = "yellow", out: Console
 
 
 def print_json(data: Any) -> None:
-    """Write ``data`` as indented JSON to stdout."""
-    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    """Write ``data`` as indented JSON to the results stream (stdout)."""
+    from satool.results import json_ready
+
+    _results.write(json.dumps(json_ready(data), indent=2, default=_json_default, allow_nan=False) + "\n")
+    _results.flush()
 
 
 def _json_default(value: Any) -> Any:

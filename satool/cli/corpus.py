@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import print_json, progress_bar, say
+from satool.cli.common import print_json, progress_bar, results_console, say
 
 app = typer.Typer(
     help="Inspect and check corpora; generate the built-in synthetic one.",
@@ -39,10 +39,9 @@ def info(
     if as_json:
         print_json(summary)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console(highlight=False)
+    out = results_console()
     out.print(f"[bold]{summary['root']}[/]: layout [bold]{summary['layout']}[/], "
               f"{summary['utterances']} utterances, {summary['speakers']} speakers, "
               f"{summary['hours']:.2f} h, {summary['aligned_utterances']} aligned")

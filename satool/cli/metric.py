@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, print_json, progress_bar, say
+from satool.cli.common import parse_csv, print_json, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/metric")
 
@@ -87,6 +87,8 @@ def metric(
         workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
     paths = write_outputs(scores, out, example_id, example, k=top, step_s=step_s)
     workspace.record("metric", workspace_paths, metrics=",".join(names))
+    for name, reason in scores.failed.items():
+        say(f"metric {name!r} failed and has no values: {reason}", "warning:")
     if as_json:
         print_json(scores.records())
     else:
@@ -98,12 +100,11 @@ def _print_summary(scores) -> None:
     from collections import Counter
 
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     from satool.headscores import top_heads
 
-    out = Console(highlight=False)
+    out = results_console()
     categories = Counter(scores.categories().ravel().tolist())
     out.print(f"{len(scores.layers) * len(scores.heads)} heads over {scores.utterances} utterances: "
               + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from satool.cli.common import print_json, say
+from satool.cli.common import print_json, results_console, say
 
 
 def plugins(
@@ -22,7 +22,6 @@ def plugins(
     if as_json:
         print_json(described)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="satool plugins", show_lines=False)
@@ -32,7 +31,7 @@ def plugins(
         registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p["registered"].items())
         hooks = ", ".join(h.removeprefix("register_") for h in p["hooks"])
         table.add_row(p["name"], p["version"], hooks, registered)
-    console = Console()
+    console = results_console()
     console.print(table)
     for f in described["failed"]:
         say(f"{f['name']}: {f['error']}", "failed:", style="red", out=console)

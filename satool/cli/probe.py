@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, print_json, progress_bar, say
+from satool.cli.common import parse_csv, print_json, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/probe")
 
@@ -121,7 +121,6 @@ def probe(
     if as_json:
         print_json(results)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("task", "representation", "score", "chance", "measure", "train", "test")
@@ -129,7 +128,7 @@ def probe(
         table.add_row(r["task"], r["representation"], f"{r['score']:.4f}", f"{r['chance']:.4f}", r["score_name"]
                       + (" (lower is better)" if not r["higher_is_better"] else ""), str(r["n_train"]),
                       str(r["n_test"]))
-    Console(highlight=False).print(table)
+    results_console().print(table)
 
 
 def _state_index(model, layer: int) -> int:

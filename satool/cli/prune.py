@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, progress_bar, say
+from satool.cli.common import parse_csv, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/prune")
 
@@ -104,7 +104,6 @@ def prune(
 
 
 def _print(rows, spans: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("by" if not spans else "span", "pruned" if not spans else "", "task", "score", "chance")
@@ -113,4 +112,4 @@ def _print(rows, spans: bool) -> None:
             table.add_row(str(r["span"]), "", r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
         elif r["order_seed"] in (None, 0):
             table.add_row(r["by"], str(r["pruned"]), r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
-    Console(highlight=False).print(table)
+    results_console().print(table)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import progress_bar, say
+from satool.cli.common import progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/segment")
 
@@ -87,10 +87,9 @@ def segment(
 
 
 def _print(results, tolerance: float, convention: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    out = Console(highlight=False)
+    out = results_console()
     table = Table(title=f"Phone boundaries on the test split, tolerance {tolerance * 1000:.0f} ms")
     for column in ("source", "alpha", "beta", "mode", "P", "R", "F1", "OS", "R-value"):
         table.add_column(column, justify="right" if column not in ("source", "mode") else "left")
