@@ -114,6 +114,9 @@ def check_meta(meta: Any, utt_id: str, manifest: dict[str, Any], shard: Path) ->
     for key in ("speaker", "split"):
         if key in meta and not isinstance(meta[key], str):
             raise bad(f"{key} is not text")
+    crc = meta.get("audio_crc32")
+    if crc is not None and (type(crc) is not int or not 0 <= crc < 2**32):
+        raise bad(f"audio_crc32 = {crc!r} is not a CRC-32")
     labels = meta.get("frame_labels")
     if labels is not None:
         labels = np.asarray(labels)

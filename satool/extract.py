@@ -155,7 +155,7 @@ def extract(
             features = model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
             if settings.attention:
                 model.check_attention_size(features, max(layers))
-            return loaded, features
+            return (loaded, audio_checksum(utt.audio)), features
         except InputError as exc:
             if strict:
                 raise
@@ -165,11 +165,12 @@ def extract(
     with writer, WriteBehind() as write_behind:
         if progress is not None:
             progress(done, len(mine))
-        for utt, (loaded, features) in prefetched(todo, prepare):
-            if loaded is None:  # features holds the reason
+        for utt, (read, features) in prefetched(todo, prepare):
+            if read is None:  # features holds the reason
                 skipped.append((utt.id, features))
                 write_behind(writer.add_skipped, utt.id, features)
             else:
+                loaded, crc = read
                 encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states),
                                        layers=layer_list)[0]
                 attention = None
@@ -191,7 +192,7 @@ def extract(
                 write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta={
                     "speaker": utt.speaker, "split": utt.split, "order": order[utt.id],
                     "n_samples": len(loaded.wave), "duration_s": loaded.duration_s,
-                    "n_frames": n_frames, "n_steps": encoded.n_steps,
+                    "n_frames": n_frames, "n_steps": encoded.n_steps, "audio_crc32": crc,
                     "transcript": utt.transcript, "frame_labels": labels, "boundaries": bounds,
                 })
                 audio_seconds += loaded.duration_s
@@ -200,6 +201,18 @@ def extract(
                 progress(done, len(mine))
     return ExtractSummary(Path(out), len(mine), done - already - len(skipped), already, skipped,
                           time.perf_counter() - began, audio_seconds)
+
+
+def audio_checksum(path: Path) -> int:
+    """CRC-32 of an audio file's bytes: the cache records it, so that a stage reading the corpus again
+    (MFCC for segmentation, say) notices a corpus regenerated or edited under an existing cache."""
+    import zlib
+
+    checksum = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            checksum = zlib.crc32(block, checksum)
+    return checksum
 
 
 def parse_numbers(value: str | None) -> list[int] | None:

@@ -107,7 +107,21 @@ class FrameSource:
             self._corpus = open_corpus(root, info.get("alignments"), info.get("layout"))
             self._utterances = {u.id: u for u in self._corpus.utterances}
         meta = self.cache.meta(utt_id)
-        wave = self._corpus.load(self._utterances[utt_id]).wave
+        utterance = self._utterances.get(utt_id)
+        if utterance is None:
+            raise InputError(f"the cache's corpus no longer has utterance {utt_id!r}; extract again",
+                             path=self.cache.attrs.get("corpus", {}).get("root"))
+        recorded = meta.get("audio_crc32")
+        if recorded is not None:
+            from satool.extract import audio_checksum
+
+            if audio_checksum(utterance.audio) != recorded:
+                raise InputError("this audio changed since the cache was made (regenerated or edited corpus): "
+                                 "its features would not match the cached maps; extract again", path=utterance.audio)
+        wave = self._corpus.load(utterance).wave
+        if len(wave) < int(meta["n_samples"]):
+            raise InputError(f"shorter than when the cache was made ({len(wave)} < {meta['n_samples']} samples)",
+                             path=utterance.audio)
         return wave[: int(meta["n_samples"])]
 
     def frames(self, source: FeatureSource, utt_id: str) -> np.ndarray:

@@ -96,3 +96,22 @@ def test_corpus_check_fails_on_files_stages_would_skip(tmp_path, satool_cli):
     grid.write_text(grid.read_text().replace("xmax = 0.3", "xmax = nan", 1))
     again = satool_cli("corpus", "check", corpus, "--json")
     assert again.returncode == 3 and '"bad"' in again.stdout
+
+
+def test_a_corpus_changed_under_its_cache_is_noticed(tmp_path):
+    from satool.cache import open_cache
+    from satool.extract import extract
+    from satool.segment_study import FeatureSource, FrameSource
+
+    corpus = tmp_path / "LS"
+    testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)
+    extract(testing.make_checkpoint(tmp_path / "m.ckpt"), corpus, tmp_path / "cache")
+    cache = open_cache(tmp_path / "cache")
+    frames = FrameSource(cache)
+    first = cache.utterance_ids[0]
+    assert frames.frames(FeatureSource("mfcc"), first).shape[1] == 39
+    audio = next(corpus.rglob(f"{first}.flac"))
+    wave, rate = soundfile.read(audio)
+    soundfile.write(audio, wave[::-1].copy(), rate)  # same name and length, other sound
+    with pytest.raises(InputError, match="this audio changed since the cache was made"):
+        FrameSource(cache).frames(FeatureSource("mfcc"), first)
