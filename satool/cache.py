@@ -552,16 +552,29 @@ class AttentionCache:
             check_attention(data, utt_id, self.attrs, shard)
         return data if stored else to_float32(data)
 
-    def attention(self, utt_id: str, layer: int | None = None, head: int | None = None, *,
+    def position(self, head: str) -> tuple[int, int]:
+        """0-based (layer, head) array positions of a head named ``"L3.H7"`` (1-based numbers)."""
+        from satool.heads import check, parse
+
+        layer_number, head_number = parse(head)
+        check([(layer_number, head_number)], self.layers, self.heads)
+        return self.layers.index(layer_number), self.heads.index(head_number)
+
+    def attention(self, utt_id: str, layer: int | None = None, head: int | str | None = None, *,
                   stored: bool = False) -> np.ndarray:
         """float32 maps: all ``[layer, head, query, key]``, one layer ``[head, query, key]``, or one head.
 
-        ``layer`` and ``head`` are 0-based positions into :attr:`layers` / :attr:`heads`; a
-        position out of range is a :class:`~satool.errors.UsageError` naming the valid range.
+        ``head="L3.H7"`` names one head as everything satool prints does (layer and head counted
+        from 1). Integers are 0-based *positions* into :attr:`layers` / :attr:`heads`; a position
+        out of range is a :class:`~satool.errors.UsageError` naming the valid range.
 
         ``stored=True`` (all maps only) returns them as stored, float16, without the
         float32 copy (:func:`to_float32` makes it later, e.g. into a reused buffer).
         """
+        if isinstance(head, str):
+            if layer is not None:
+                raise UsageError("give either a head label such as head='L3.H7' or positions layer= and head=")
+            layer, head = self.position(head)
         for value, stored_numbers, what in ((layer, self.layers, "layer"), (head, self.heads, "head")):
             if value is not None and not (type(value) is int and 0 <= value < len(stored_numbers)):
                 raise UsageError(f"{what} position {value!r} is out of range: this cache stores {what}s "

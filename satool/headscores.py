@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from satool.cache import to_float32
 from satool.errors import InputError
+from satool.heads import label as head_label  # results name heads 'L3.H7'
 from satool.metrics import HeadMetric
 from satool.prefetch import prefetched
 from satool.results import write_csv
@@ -29,9 +30,6 @@ CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
 CATEGORY_NAMES = {"globalness": "global", "verticality": "vertical", "diagonality": "diagonal"}
 
 
-def head_label(layer: int, head: int) -> str:
-    """'L3.H7' for 1-based layer 3, head 7."""
-    return f"L{layer}.H{head}"
 
 
 @dataclass

@@ -53,3 +53,55 @@ def checkpoint() -> Path:
         raise InputError(f"checksum mismatch (sha256 {actual[:12]}..., recorded {str(recorded)[:12]}...): the file "
                          "was changed or damaged; reinstall satool", path=WEIGHTS)
     return WEIGHTS
+
+
+def export(training_checkpoint: str | Path, *, command: str, corpus: dict[str, Any],
+           out_dir: Path = REFERENCE_DIR) -> dict[str, Any]:
+    """Write the shipped weights from a finished ``satool pretrain`` checkpoint (maintainers).
+
+    Keeps the encoder and the prediction head as float16 (half the size; every number in the
+    provenance is measured on the shipped, rounded weights), the feature and masking settings, the
+    training settings and the held-out checks made during training; drops the optimiser state and the
+    per-step loss history. Writes the weights and a provenance file (without measurements: add them
+    with :func:`record_measurements`) and returns the provenance.
+    """
+    import torch
+
+    from satool import __version__
+    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+
+    loaded = load_checkpoint(training_checkpoint)
+    training = dict((loaded.satool or {}).get("training", {}))
+    checks = list((loaded.satool or {}).get("checks", []))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS.name
+    encoder, head = loaded.encoder.half(), loaded.spec_head.half()
+    save_checkpoint(weights, encoder, head, audio=loaded.audio, task=loaded.task, step=int(loaded.step or 0),
+                    satool={"training": training, "checks": checks, "reference": {"command": command}})
+    encoder.float(), head.float()
+    settings = training.get("settings", {})
+    document = {
+        "command": command,
+        "seed": settings.get("seed"),
+        "steps": int(loaded.step or 0),
+        "satool_version": __version__,
+        "torch_version": torch.__version__,
+        "training_corpus": corpus,
+        "training_settings": settings,
+        "checks_during_training": checks,
+        "weights": weights.name,
+        "weights_dtype": "float16",
+        "bytes": weights.stat().st_size,
+        "sha256": sha256(weights),
+    }
+    (out_dir / PROVENANCE.name).write_text(json.dumps(document, indent=1) + "\n")
+    return document
+
+
+def record_measurements(measurements: dict[str, Any], out_dir: Path = REFERENCE_DIR) -> dict[str, Any]:
+    """Add measured numbers (held-out checks on another corpus, probes, pruning) to the provenance."""
+    path = out_dir / PROVENANCE.name
+    document = json.loads(path.read_text())
+    document["measurements"] = measurements
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    return document

@@ -189,28 +189,18 @@ def relate_upsampled_reference(attn_map: np.ndarray, frame_labels: np.ndarray, r
 
 def select_heads(relations: Relations, chosen: Sequence[tuple[int, int]]) -> list[int]:
     """Indices into ``relations`` of the chosen (layer, head) numbers."""
-    index = {(int(layer), int(head)): i for i, (layer, head) in enumerate(zip(relations.layers, relations.heads))}
-    missing = [f"L{layer}.H{head}" for layer, head in chosen if (layer, head) not in index]
-    if missing:
-        from satool.errors import UsageError
+    from satool.heads import check
 
-        raise UsageError(f"heads not in this cache: {', '.join(missing)}")
+    index = {(int(layer), int(head)): i for i, (layer, head) in enumerate(zip(relations.layers, relations.heads))}
+    check(chosen, sorted({layer for layer, _ in index}), sorted({head for _, head in index}))
     return [index[c] for c in chosen]
 
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
-    """'3.7,L1.H2' -> [(3, 7), (1, 2)] (1-based layer and head numbers)."""
-    from satool.errors import UsageError
+    """'L3.H7,L1.H2' (or '3.7') -> [(3, 7), (1, 2)] (1-based layer and head numbers)."""
+    from satool.heads import parse_list
 
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        cleaned = part.upper().replace("L", "").replace("H", "")
-        try:
-            layer, head = (int(x) for x in cleaned.split("."))
-        except ValueError:
-            raise UsageError(f"cannot read head {part!r}: write LAYER.HEAD, e.g. 3.7 or L3.H7") from None
-        out.append((layer, head))
-    return out
+    return parse_list(text)
 
 
 def write_figures(relations: Relations, chosen: Sequence[int], out_dir: str | Path) -> dict[str, Any]:

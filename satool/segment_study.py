@@ -2,7 +2,7 @@
 
 Feature sources (``--features``):
 
-- ``attn:L.H`` -- the rows of head H of layer L (1-based), up-sampled to the
+- ``attn:L3.H7`` -- the rows of head 7 of layer 3 (1-based), up-sampled to the
   10 ms label rate (Kronecker x R, rows renormalised; SPEC section 4);
 - ``hidden:S`` -- hidden state S (0 = embedding output; needs ``extract --hidden``),
   each step repeated R times;
@@ -56,20 +56,25 @@ class FeatureSource:
     @property
     def label(self) -> str:
         if self.kind == "attn":
-            return f"attn:{self.layer}.{self.head}"
+            return f"attn:L{self.layer}.H{self.head}"
         if self.kind == "hidden":
             return f"hidden:{self.layer}"
         return self.kind
 
 
 def parse_sources(text: str) -> list[FeatureSource]:
-    """'mfcc,attn:1.3,hidden:2' -> FeatureSources."""
+    """'mfcc,attn:L1.H3,hidden:2' -> FeatureSources ('attn:1.3' is read too)."""
+    from satool.heads import parse
+
     sources = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         kind, _, rest = part.partition(":")
         try:
             if kind == "attn":
-                layer, head = (int(x) for x in rest.split("."))
+                try:
+                    layer, head = parse(rest)
+                except UsageError:
+                    raise ValueError from None
                 sources.append(FeatureSource("attn", layer, head))
             elif kind == "hidden":
                 sources.append(FeatureSource("hidden", int(rest)))
@@ -79,7 +84,7 @@ def parse_sources(text: str) -> list[FeatureSource]:
                 raise ValueError
         except ValueError:
             raise UsageError(
-                f"--features {part!r}: use attn:LAYER.HEAD, hidden:STATE, mfcc or mel (e.g. attn:1.3)"
+                f"--features {part!r}: use attn:L3.H7 (layer 3, head 7, from 1), hidden:STATE, mfcc or mel"
             ) from None
     if not sources:
         raise UsageError("--features is empty")

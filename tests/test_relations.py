@@ -80,7 +80,8 @@ def test_relate_cli_on_both_phone_sets(tmp_path, satool_cli, layout):
     header = (tmp_path / "rel" / "relations.csv").read_text().splitlines()[0]
     assert header == "layer,head,query_phone,key_phone,p_prime,p_uniform,p_norm"
     bad = satool_cli("relate", tmp_path / "cache", "--heads", "9.9", "--out", tmp_path / "rel", cwd=tmp_path)
-    assert bad.returncode == 2 and "heads not in this cache: L9.H9" in bad.stderr
+    assert bad.returncode == 2 and "L9.H9 is not available: layers 1..2, heads 1..2" in bad.stderr
+    assert "relating phones" not in bad.stderr  # refused before the pass over the cache
 
 
 def test_relations_sum_like_a_distribution():

@@ -24,14 +24,14 @@ def cache(tmp_path_factory):
 
 
 def test_segment_sources_tuned_and_tested(cache, tmp_path, satool_cli):
-    result = satool_cli("segment", cache, "--features", "mfcc,mel,attn:1.2,hidden:2", "--out", tmp_path / "seg",
+    result = satool_cli("segment", cache, "--features", "mfcc,mel,attn:L1.H2,hidden:2", "--out", tmp_path / "seg",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "seg" / "segment_results.json").read_text())
     rows = {r["source"]: r for r in data["results"]}
-    assert set(rows) >= {"mfcc", "mel", "attn:1.2", "hidden:2"}
+    assert set(rows) >= {"mfcc", "mel", "attn:L1.H2", "hidden:2"}
     assert data["tolerance_s"] == 0.02 and "strictly inside the utterance" in data["boundary_convention"]
-    for name in ("mfcc", "attn:1.2"):
+    for name in ("mfcc", "attn:L1.H2"):
         r = rows[name]
         assert r["tuned_on"] == "dev" and r["n_tune"] == 6 and r["n_test"] == 6 and r["alpha"] > 0
         assert 0 <= r["strict_r_value"] <= 1 and r["lenient_f1"] >= r["strict_f1"] - 1e-12
@@ -39,7 +39,7 @@ def test_segment_sources_tuned_and_tested(cache, tmp_path, satool_cli):
     # tones change abruptly at every phone: MFCC finds them far better than evenly spaced guesses
     assert rows["mfcc"]["strict_r_value"] > baseline["strict_r_value"] + 0.15
     for name in ("segment_results.csv", "pr_curve.csv", "pr_curve.png", "example_mfcc.png",
-                 "example_attn_1.2.png", "example_hidden_2.png"):
+                 "example_attn_L1.H2.png", "example_hidden_2.png"):
         assert (tmp_path / "seg" / name).stat().st_size > 0
     curve = list(csv.DictReader(open(tmp_path / "seg" / "pr_curve.csv")))
     assert {r["mode"] for r in curve} == {"strict", "lenient"} and len(curve) == 4 * 24 * 2
@@ -51,7 +51,7 @@ def test_fixed_parameters_and_all_heads(cache, tmp_path, satool_cli):
                         "--all-heads", "--out", tmp_path / "seg", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     row = next(r for r in json.loads((tmp_path / "seg" / "segment_results.json").read_text())["results"]
-               if r["source"] == "attn:2.1")
+               if r["source"] == "attn:L2.H1")  # the older 2.1 is read, heads are written L2.H1
     assert row["alpha"] == 0.5 and row["beta"] == 1.0 and row["tuned_on"] is None
     heads = list(csv.DictReader(open(tmp_path / "seg" / "heads_by_r_value.csv")))
     assert [r["rank"] for r in heads] == ["1", "2", "3", "4"]

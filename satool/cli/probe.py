@@ -49,10 +49,14 @@ def resolve_tasks(text: str | None, model) -> list:
     return tasks
 
 
-def parse_head_list(text: str | None):
-    from satool.relations import parse_heads
+def parse_head_list(text: str | None, model=None):
+    """Heads named 'L3.H7' (comma-separated), checked against the model when given."""
+    from satool.heads import check, parse_list
 
-    return parse_heads(text) if text else []
+    heads = parse_list(text)
+    if model is not None:
+        check(heads, range(1, model.num_layers + 1), range(1, model.num_heads + 1))
+    return heads
 
 
 def probe(
@@ -63,8 +67,8 @@ def probe(
                                     "reconstruction when the model has a pre-training head."),
     layer: int = typer.Option(-1, "--layer", help="Hidden state to probe: 0 = embedding output, L = layer L, "
                               "-1 = last."),
-    head_mask: str | None = typer.Option(None, "--head-mask", help="Heads to prune first, LAYER.HEAD "
-                                         "comma-separated (1-based), e.g. 1.3,2.7."),
+    head_mask: str | None = typer.Option(None, "--head-mask", help="Heads to prune first, comma-separated, "
+                                         "e.g. L1.H3,L2.H7 (layer and head counted from 1)."),
     span: int | None = typer.Option(None, min=0, help="Attention span r: zero weights with |q - k| > r."),
     train_split: str = typer.Option("train", help="Split the probes are trained on."),
     test_split: str = typer.Option("test", help="Split they are evaluated on (same speakers for speaker tasks)."),
@@ -101,7 +105,7 @@ def probe(
         workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
-    config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask), state, span)
+    config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask, model), state, span)
     with progress_bar(len(train) + len(test), "representations and probes") as bar:
         results, skipped = probe_rows(model, opened, train, test, tasks, configuration=config,
                                       settings=ProbeSettings(steps=steps), seed=seed, input_features=inputs,

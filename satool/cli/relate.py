@@ -13,8 +13,8 @@ DEFAULT_OUT = Path("results/relate")
 
 def relate(
     cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
-    heads: str | None = typer.Option(None, "--heads", help="Heads to draw, LAYER.HEAD comma-separated (1-based), "
-                                     "e.g. 1.3,2.7."),
+    heads: str | None = typer.Option(None, "--heads", help="Heads to draw, comma-separated, e.g. L1.H3,L2.H7 "
+                                     "(layer and head counted from 1)."),
     top: int = typer.Option(4, min=1, help="Otherwise draw the top N heads by --by."),
     by: str = typer.Option("verticality", help="Metric ranking the heads for --top (values from this pass for "
                            "verticality, else from 'satool metric' results)."),
@@ -44,11 +44,16 @@ def relate(
     out = out or DEFAULT_OUT
     opened = open_cache(cache_path)
     opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
+    wanted = parse_heads(heads) if heads else None
+    if wanted is not None:  # checked before the pass over the cache, not after it
+        from satool.heads import check
+
+        check(wanted, opened.layers, opened.heads)
     with progress_bar(len(opened.utterance_ids), "relating phones") as bar:
         relations = run_relate(cache_stream(opened, reuse_buffer=True), opened.layers, opened.heads, opened.phone_set,
                                progress=bar.advance)
-    if heads:
-        chosen = select_heads(relations, parse_heads(heads))
+    if wanted is not None:
+        chosen = select_heads(relations, wanted)
     else:
         if by == "verticality":
             values = relations.verticality

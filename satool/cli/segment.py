@@ -13,8 +13,9 @@ DEFAULT_OUT = Path("results/segment")
 
 def segment(
     cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
-    features: str = typer.Option("mfcc", "--features", "-f", help="Comma-separated sources: attn:LAYER.HEAD "
-                                 "(1-based), hidden:STATE (0 = embedding), mfcc, mel. E.g. mfcc,attn:1.3"),
+    features: str = typer.Option("mfcc", "--features", "-f", help="Comma-separated sources: attn:L3.H7 "
+                                 "(layer 3, head 7, from 1), hidden:STATE (0 = embedding), mfcc, mel. "
+                                 "E.g. mfcc,attn:L1.H3"),
     tune_on: str = typer.Option("dev", help="Split on which alpha and beta are tuned for the best R-value."),
     test_on: str = typer.Option("test", help="Split on which the tuned parameters are evaluated."),
     alpha: float | None = typer.Option(None, min=0.0, help="Fix alpha (kernel width) instead of tuning it."),
