@@ -27,6 +27,7 @@ from satool.prefetch import prefetched
 from satool.results import write_csv
 
 CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
+NEAR_TIE = 1e-4  # values closer than this share of the metric's largest magnitude are near-ties
 CATEGORY_NAMES = {"globalness": "global", "verticality": "vertical", "diagonality": "diagonal"}
 
 
@@ -90,6 +91,36 @@ class HeadScores:
         out[missing] = ""
         return out
 
+    def near_ties(self, name: str, relative: float = NEAR_TIE) -> np.ndarray:
+        """bool ``[layer, head]``: the head's value lies within ``relative`` x the largest magnitude of
+        ``name`` of another head's value, so the order of those heads is arbitrary."""
+        values = self.values[name]
+        finite = values[np.isfinite(values)]
+        if finite.size < 2:
+            return np.zeros(values.shape, dtype=bool)
+        tolerance = relative * float(np.abs(finite).max())
+        flat = values.ravel()
+        order = np.argsort(np.where(np.isfinite(flat), flat, np.inf), kind="stable")
+        ordered = flat[order]
+        close = np.isfinite(ordered[1:]) & np.isfinite(ordered[:-1]) & (np.diff(ordered) <= tolerance)
+        tied = np.zeros(flat.size, dtype=bool)
+        tied[order[1:][close]] = True
+        tied[order[:-1][close]] = True
+        return tied.reshape(values.shape)
+
+    def merged_into(self, previous: HeadScores) -> HeadScores:
+        """These results with the metrics of ``previous`` that were not recomputed now (same heads);
+        this run's values replace a metric's earlier ones."""
+        if previous.layers != self.layers or previous.heads != self.heads:
+            return self
+        values = {**{n: v for n, v in previous.values.items() if n not in self.values}, **self.values}
+        counts = {**{n: v for n, v in previous.counts.items() if n not in self.counts}, **self.counts}
+        prune_first = {**previous.prune_first, **self.prune_first}
+        failed = {n: r for n, r in previous.failed.items() if n not in self.values}
+        failed.update(self.failed)
+        return HeadScores(self.layers, self.heads, values, counts, self.utterances, prune_first, self.source,
+                          self.offset_profile, self.uniform_diagonality, failed)
+
     def pruning_order(self, name: str) -> list[tuple[int, int]]:
         """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
         values = self.values[name].ravel()
@@ -104,6 +135,7 @@ class HeadScores:
         ranks = {n: self.rank(n) for n in self.values}
         categories = self.categories()
         relative, local = self.diagonality_vs_uniform(), self.locality()
+        ties = {n: self.near_ties(n) for n in self.values}
         rows = []
         for i, layer in enumerate(self.layers):
             for j, head in enumerate(self.heads):
@@ -116,6 +148,8 @@ class HeadScores:
                     row[f"rank_{name}"] = None if missing else int(ranks[name][i, j])  # NaN is never ranked
                 for name in self.values:
                     row[f"utterances_{name}"] = int(self.counts[name][i, j])  # what each value rests on
+                for name in self.values:
+                    row[f"near_tie_{name}"] = bool(ties[name][i, j])
                 row["category"] = categories[i, j]
                 if relative is not None:
                     row["diagonality_vs_uniform"] = _finite_or_none(relative[i, j])
@@ -146,6 +180,8 @@ class HeadScores:
             }
         if self.uniform_diagonality is not None:
             document["uniform_diagonality"] = self.uniform_diagonality
+        if self.failed:
+            document["failed"] = self.failed
         (out / "metrics.json").write_text(json.dumps(document, indent=1))
         return {"csv": out / "metrics.csv", "json": out / "metrics.json"}
 
@@ -167,6 +203,7 @@ class HeadScores:
                 offset_profile=(np.array(doc["offset_profile"]["ratio_to_uniform"], dtype=float)
                                 if "offset_profile" in doc else None),
                 uniform_diagonality=(float(doc["uniform_diagonality"]) if "uniform_diagonality" in doc else None),
+                failed=dict(doc.get("failed", {})),
             )
         except FileNotFoundError:
             raise InputError("no metric results here (run 'satool metric' first)", path=file) from None

@@ -250,3 +250,36 @@ def test_extract_refuses_a_model_that_produces_nan(tmp_path):
     save_checkpoint(ckpt, loaded.encoder, audio=loaded.audio)
     with pytest.raises(InputError, match="produced NaN or infinite attention weights"):
         extract(ckpt, corpus, tmp_path / "cache")
+
+
+def test_metric_results_accumulate_for_the_same_cache(tmp_path, satool_cli):
+    """metric --by X adds X's columns to the results of the same cache instead of dropping the others
+    (the loop: metric --by mymetric, then prune --by globalness asked for globalness again)."""
+    from test_cache import write
+
+    write(tmp_path / "cache", ["a", "b"], np.random.default_rng(0))
+    first = satool_cli("metric", tmp_path / "cache", "--by", "globalness,verticality", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = satool_cli("metric", tmp_path / "cache", "--by", "weight", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "kept globalness, verticality" in " ".join(second.stderr.split())
+    scores = HeadScores.load(tmp_path / "results" / "metric")
+    assert set(scores.values) == {"globalness", "verticality", "weight"}
+    # another cache's results are replaced, not mixed in
+    write(tmp_path / "other", ["a"], np.random.default_rng(1))
+    third = satool_cli("metric", tmp_path / "other", "--by", "weight", cwd=tmp_path)
+    assert third.returncode == 0 and "kept" not in third.stderr
+    assert set(HeadScores.load(tmp_path / "results" / "metric").values) == {"weight"}
+
+
+def test_near_ties_are_flagged():
+    scores = _scores({
+        "globalness": [[4.60517, 4.60518], [4.60519, 3.0]],  # three heads within 1e-5 of each other
+        "verticality": [[-4.0, -1.0], [-3.0, -2.0]],
+        "diagonality": [[-0.3, -0.2], [-0.01, -0.4]],
+        "weight": [[0.1, 0.9], [0.5, 0.2]],
+    })
+    assert scores.near_ties("globalness").tolist() == [[True, True], [True, False]]
+    assert not scores.near_ties("verticality").any()
+    rows = {r["label"]: r for r in scores.records()}
+    assert rows["L1.H1"]["near_tie_globalness"] and not rows["L2.H2"]["near_tie_globalness"]

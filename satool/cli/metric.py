@@ -85,6 +85,12 @@ def metric(
         example_id, example = first.get("id"), first.get("attention")
         step_s = model.step_s
         workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
+    previous = _earlier_results(out, scores)
+    if previous is not None:  # --by X adds or replaces X's columns; the other metrics stay
+        kept = [n for n in previous.values if n not in scores.values]
+        scores = scores.merged_into(previous)
+        if kept:
+            say(f"kept {', '.join(kept)} from the earlier results in {out} (same cache and heads)")
     paths = write_outputs(scores, out, example_id, example, k=top, step_s=step_s)
     workspace.record("metric", workspace_paths, metrics=",".join(names))
     for name, reason in scores.failed.items():
@@ -96,13 +102,28 @@ def metric(
     say(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+def _earlier_results(out: Path, scores):
+    """Results already in ``out`` for the same source (cache and model), or None."""
+    from satool.errors import InputError
+    from satool.headscores import HeadScores
+
+    if not (out / "metrics.json").exists():
+        return None
+    try:
+        previous = HeadScores.load(out)
+    except InputError:
+        return None
+    same = all(previous.source.get(k) == scores.source.get(k) for k in ("cache", "sha256", "checkpoint", "corpus"))
+    return previous if same else None
+
+
 def _print_summary(scores) -> None:
     from collections import Counter
 
     import numpy as np
     from rich.table import Table
 
-    from satool.headscores import top_heads
+    from satool.headscores import NEAR_TIE, top_heads
 
     out = results_console()
     categories = Counter(scores.categories().ravel().tolist())
@@ -129,3 +150,8 @@ def _print_summary(scores) -> None:
             top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))
         table.add_row(name, scores.prune_first.get(name, "highest"), top)
     out.print(table)
+    for name in scores.values:
+        tied = int(scores.near_ties(name).sum())
+        if tied:
+            say(f"{name}: {tied} of {scores.values[name].size} heads lie within {NEAR_TIE:g} x the largest value of "
+                "another head: their order (and ranks, categories) is arbitrary", "note:")
