@@ -82,9 +82,12 @@ def extract(
     strict: bool = False,
     progress: Callable[[int, int], None] | None = None,
     shard_seconds: float = 30.0,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExtractSummary:
     """Extract (or resume extracting) attention maps into the cache ``out``.
 
+    ``on_ready(plan)`` is called once every check that can be made before the work passed, with
+    ``utterances`` (this process's), ``aligned`` (how many carry phone alignments) and ``phone_set``;
     ``progress(done, total)`` is called after each utterance of this process.
     """
     import torch
@@ -138,9 +141,12 @@ def extract(
     head_index = torch.tensor([h - 1 for h in heads])
     max_seconds = None if settings.max_frames is None else settings.max_frames * LABEL_HOP_SAMPLES / 16000
 
+    mine = [u for i, u in enumerate(utterances) if i % count == index]
+    if on_ready is not None:
+        on_ready({"utterances": len(mine), "aligned": sum(u.alignment is not None for u in mine),
+                  "phone_set": corpus.phone_set.name})
     writer = CacheWriter(out, manifest, rank=index, compression=compression, shard_seconds=shard_seconds)
     order = {u: i for i, u in enumerate(planned)}
-    mine = [u for i, u in enumerate(utterances) if i % count == index]
     already = sum(1 for u in mine if u.id in writer.done)
     todo = [u for u in mine if u.id not in writer.done]
     skipped: list[tuple[str, str]] = []

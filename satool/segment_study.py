@@ -129,6 +129,23 @@ class FrameSource:
                              path=utterance.audio)
         return wave[: int(meta["n_samples"])]
 
+    def check(self, sources: Sequence[FeatureSource]) -> None:
+        """Everything that can be checked before any work: heads and hidden states stored in the
+        cache, and the corpus the cache recorded, for MFCC and log-Mel."""
+        from satool.heads import check
+
+        for source in sources:
+            if source.kind == "attn":
+                check([(source.layer, source.head)], self.cache.layers, self.cache.heads)
+            elif source.kind == "hidden" and source.layer not in self.cache.hidden_states:
+                raise UsageError(f"{self.cache.path}: hidden state {source.layer} was not stored "
+                                 f"(stored: {self.cache.hidden_states or 'none'}; extract with --hidden)")
+            elif source.kind in ("mfcc", "mel"):
+                root = self.cache.attrs.get("corpus", {}).get("root")
+                if not root or not Path(root).is_dir():
+                    raise InputError(f"the cache's corpus {root!r} is not available for {source.kind} features",
+                                     path=self.cache.path)
+
     def frames(self, source: FeatureSource, utt_id: str) -> np.ndarray:
         if source.kind == "attn":
             i, j = self._position(self.cache.layers, source.layer, "layer"), \
@@ -157,13 +174,24 @@ class FrameSource:
         return stored.index(number)
 
 
-def aligned_ids(cache, split: str | None) -> list[str]:
-    """Utterances of ``split`` (all if None) that have reference boundaries."""
-    ids = []
+def aligned_ids(cache, split: str | None, *, option: str | None = None) -> list[str]:
+    """Utterances of ``split`` (all if None) that have reference boundaries.
+
+    With ``option`` (the command-line option that chose the split), an empty result is an error that
+    says whether the split is missing from the cache (listing the ones it has) or has no alignments.
+    """
+    ids, splits = [], set()
     for utt in cache.utterance_ids:
         meta = cache.meta(utt)
+        splits.add(meta.get("split"))
         if (split is None or meta.get("split") == split) and meta.get("boundaries") is not None:
             ids.append(utt)
+    if option is not None and not ids:
+        if split is not None and split not in splits:
+            raise UsageError(f"{cache.path}: no split {split!r} in this cache (it has "
+                             f"{', '.join(sorted(str(s) for s in splits))}); choose one with {option}")
+        raise InputError(f"split {split!r} has no utterances with phone alignments (extract with --alignments)",
+                         path=cache.path)
     return ids
 
 

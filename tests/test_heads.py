@@ -51,3 +51,30 @@ def test_every_written_head_name_has_one_form(tmp_path):
     assert [r["label"] for r in rows][:2] == ["L1.H1", "L1.H2"]
     assert FeatureSource("attn", 1, 3).label == "attn:L1.H3"
     assert parse_sources("attn:L1.H3,attn:2.1") == [FeatureSource("attn", 1, 3), FeatureSource("attn", 2, 1)]
+
+
+def test_a_hub_id_gets_a_hint_on_fetching_a_local_copy(tmp_path, monkeypatch):
+    from satool.errors import InputError
+    from satool.models.base import load_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"reads local files only .*huggingface-cli download facebook/wav2vec2-base "
+                                         r"--local-dir wav2vec2-base"):
+        load_model("facebook/wav2vec2-base")
+    with pytest.raises(InputError, match="checkpoint not found$"):
+        load_model("missing.ckpt")
+
+
+def test_extract_says_how_many_utterances_have_labels_before_the_work(tmp_path, satool_cli):
+    from satool import testing
+
+    corpus = tmp_path / "LS"
+    testing.make_librispeech(corpus, speakers=("19",), per_speaker=2, aligned=False)
+    ckpt = testing.make_checkpoint(tmp_path / "m.ckpt")
+    result = satool_cli("extract", ckpt, corpus, "--out", tmp_path / "cache", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "2 utterances, 0 with phone alignments" in text
+    assert "warning: no utterance has phone labels: relate, segment and the phone probe need them" in text
+    bad = satool_cli("extract", ckpt, corpus, "--out", tmp_path / "c2", "--hidden", "0-12", cwd=tmp_path)
+    assert bad.returncode == 2 and "--hidden" in bad.stderr and "utterances" not in bad.stderr

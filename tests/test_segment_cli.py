@@ -63,9 +63,15 @@ def test_errors(cache, tmp_path, satool_cli):
     bad = satool_cli("segment", cache, "--features", "hidden:1", "--out", tmp_path / "s", cwd=tmp_path)
     assert bad.returncode == 2 and "hidden state 1 was not stored (stored: [0, 2]" in bad.stderr
     bad = satool_cli("segment", cache, "--features", "attn:x", "--out", tmp_path / "s", cwd=tmp_path)
-    assert bad.returncode == 2 and "use attn:LAYER.HEAD" in bad.stderr
+    assert bad.returncode == 2 and "use attn:L3.H7" in bad.stderr
     bad = satool_cli("segment", cache, "--tune-on", "train", "--out", tmp_path / "s", cwd=tmp_path)
-    assert bad.returncode == 3 and "no aligned utterances in split 'train' to tune on" in bad.stderr
+    assert bad.returncode == 2 and "no split 'train' in this cache (it has dev, test); choose one with --tune-on" \
+        in " ".join(bad.stderr.split())
+    # every source is checked before any work: a missing hidden state after mfcc fails at once
+    bad = satool_cli("segment", cache, "--features", "mfcc,hidden:11", "--out", tmp_path / "s", cwd=tmp_path)
+    assert bad.returncode == 2 and "hidden state 11 was not stored" in bad.stderr and "segmenting" not in bad.stderr
+    bad = satool_cli("segment", cache, "--features", "attn:L9.H1", "--out", tmp_path / "s", cwd=tmp_path)
+    assert bad.returncode == 2 and "L9.H1 is not available: layers 1..2, heads 1..2" in bad.stderr
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -41,6 +42,9 @@ def extract(
     finished utterances are kept and skipped. Several processes: --shard i/N in
     each, or torchrun --nproc-per-node N -m satool extract ... (one cache).
 
+    Says before the work how many utterances carry phone alignments (and warns
+    when none do: relate, segment and the phone probe need them).
+
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
     from satool.extract import ExtractSettings, parse_numbers, world_shard
@@ -70,11 +74,25 @@ def extract(
     )
     index, count = world_shard(shard_pair)
     label = "extracting" if count == 1 else f"extracting {index}/{count}"
-    with progress_bar(None, label) as bar:
+
+    def ready(plan: dict) -> None:  # every check passed; the work starts after this
+        say(f"{plan['utterances']} utterances, {plan['aligned']} with phone alignments ({plan['phone_set']})")
+        if plan["aligned"] == 0:
+            say("no utterance has phone labels: relate, segment and the phone probe need them "
+                "(pass --alignments DIR with MFA TextGrids)", "warning:")
+
+    with contextlib.ExitStack() as stack:
+        bars: list = []
+
+        def progress(done: int, total: int) -> None:
+            if not bars:  # the bar appears once the work starts, not before the checks
+                bars.append(stack.enter_context(progress_bar(total, label)))
+            bars[0].total(total, done)
+
         summary = run_extract(
             checkpoint, corpus, out, settings, alignments=alignments, device=resolve_device(device),
             compression=compression, shard=shard_pair, strict=strict, shard_seconds=flush_every,
-            progress=lambda done, total: bar.total(total, done),
+            progress=progress, on_ready=ready,
         )
     for utt, reason in summary.skipped:
         say(f"{utt}: {reason}", "skipped")

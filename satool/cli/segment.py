@@ -54,19 +54,11 @@ def segment(
     sources = parse_sources(features)
     opened = open_cache(cache_path)
     opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
-    test_ids = aligned_ids(opened, test_on)
-    fixed = alpha is not None and beta is not None
-    tune_ids = [] if fixed else aligned_ids(opened, tune_on)
-    if not test_ids:
-        from satool.errors import InputError
-
-        raise InputError(f"no aligned utterances in split {test_on!r} (use --test-on)", path=cache_path)
-    if not fixed and not tune_ids:
-        from satool.errors import InputError
-
-        raise InputError(f"no aligned utterances in split {tune_on!r} to tune on (use --tune-on, or give "
-                         "--alpha and --beta)", path=cache_path)
     frames = FrameSource(opened)
+    frames.check(sources)  # before any work: heads, hidden states and the corpus exist
+    test_ids = aligned_ids(opened, test_on, option="--test-on")
+    fixed = alpha is not None and beta is not None
+    tune_ids = [] if fixed else aligned_ids(opened, tune_on, option="--tune-on (or give --alpha and --beta)")
     with progress_bar(None, "segmenting") as bar:
         results = study(frames, sources, tune_ids, test_ids, tuned_on=None if fixed else tune_on, alpha=alpha,
                         beta=beta, tolerance=tolerance,

@@ -183,6 +183,12 @@ def load_model(path: str | Path, device: str = "cpu", plugins=None) -> Attention
 
     path = Path(path)
     if not path.exists():
+        import re
+
+        if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(path)) and not str(path).endswith((".pt", ".ckpt", ".pth")):
+            raise InputError(f"checkpoint not found; satool reads local files only and never downloads: fetch the "
+                             f"model first (e.g. 'huggingface-cli download {path} --local-dir {path.name}'), "
+                             "then pass that directory", path=path)
         raise InputError("checkpoint not found", path=path)
     loaders = (plugins or get_plugins()).models
     for entry in reversed(list(loaders)):
