@@ -192,8 +192,7 @@ def pretrain(
         raise UsageError(f"--batch-size {settings.batch_size} is smaller than the number of processes {world}")
 
     corpus = open_corpus(corpus_path, alignments)
-    splits = corpus.splits
-    train_split = settings.split if settings.split in splits else None
+    train_split = training_splits(corpus, settings.split)
     utterances = corpus.select(train_split, settings.max_utts)
     if not utterances:
         raise InputError("no training utterances", path=corpus_path)
@@ -222,7 +221,7 @@ def pretrain(
     start_step = 0
     if rank == 0:
         remove_stale_temporaries(out)  # left by a run killed while saving
-    training = {"settings": asdict(settings), "corpus": str(corpus_path), "split": train_split}
+    training = {"settings": asdict(settings), "corpus": str(corpus_path), "split": sorted(train_split)}
     if out.exists():
         saved = load_checkpoint(out, keep_training_state=True)
         recorded = (saved.satool or {}).get("training", {})
@@ -245,8 +244,16 @@ def pretrain(
 
     policy = MaskPolicy(span=settings.mask_span, proportion=settings.mask_proportion)
     heldout = None
-    if rank == 0 and settings.heldout_split in splits and settings.heldout_utts > 0:
-        held = corpus.select(settings.heldout_split, settings.heldout_utts)
+    heldout_splits = None
+    if settings.heldout_split and settings.heldout_utts > 0:
+        try:
+            heldout_splits = corpus.resolve_splits(settings.heldout_split)
+        except UsageError:
+            if log and rank == 0:
+                log(f"warning: no {settings.heldout_split!r} split in {corpus_path}: no held-out checks "
+                    "(choose one with --heldout-split)")
+    if rank == 0 and heldout_splits:
+        held = corpus.select(heldout_splits, settings.heldout_utts)
         held_data = _Data(corpus, held, extractor, settings.downsample)
         heldout = make_heldout([tuple(t.numpy() for t in held_data.features(i)) for i in range(len(held))],
                                settings.mask_span, settings.mask_proportion, settings.seed)
@@ -336,6 +343,21 @@ def pretrain(
     final = history[-1]["loss"] if history else float("nan")
     return PretrainResult(out, settings.steps, final, last_check, seconds,
                           frames_seen * world / max(seconds, 1e-9), warnings)
+
+
+def training_splits(corpus, split: str | None) -> set[str]:
+    """The splits pre-training reads: ``split`` by name or family (``train`` = every ``train-*``), or
+    ``all`` = every split that is not a test split. A test split is read only when named; a missing
+    split is a UsageError listing the corpus's splits (never a silent fall-back to all of them)."""
+    from satool.corpus.base import split_family
+
+    if split in (None, "all"):
+        chosen = {s for s in corpus.splits if split_family(s) != "test"}
+        if not chosen:
+            raise UsageError(f"{corpus.root}: every split is a test split ({', '.join(corpus.splits)}); name the "
+                             "one to pre-train on with --split")
+        return chosen
+    return corpus.resolve_splits([part.strip() for part in split.split(",") if part.strip()])
 
 
 def warmup_steps(settings: PretrainSettings) -> int:

@@ -180,14 +180,17 @@ def aligned_ids(cache, split: str | None, *, option: str | None = None) -> list[
     With ``option`` (the command-line option that chose the split), an empty result is an error that
     says whether the split is missing from the cache (listing the ones it has) or has no alignments.
     """
-    ids, splits = [], set()
-    for utt in cache.utterance_ids:
-        meta = cache.meta(utt)
-        splits.add(meta.get("split"))
-        if (split is None or meta.get("split") == split) and meta.get("boundaries") is not None:
-            ids.append(utt)
+    from satool.corpus.base import split_family
+
+    metas = {utt: cache.meta(utt) for utt in cache.utterance_ids}
+    splits = {str(m.get("split")) for m in metas.values()}
+    # a split name, else a family (test = every test-* split)
+    wanted = None if split is None else ({split} if split in splits else
+                                         {s for s in splits if split_family(s) == split})
+    ids = [u for u, m in metas.items()
+           if (wanted is None or m.get("split") in wanted) and m.get("boundaries") is not None]
     if option is not None and not ids:
-        if split is not None and split not in splits:
+        if wanted is not None and not wanted:
             raise UsageError(f"{cache.path}: no split {split!r} in this cache (it has "
                              f"{', '.join(sorted(str(s) for s in splits))}); choose one with {option}")
         raise InputError(f"split {split!r} has no utterances with phone alignments (extract with --alignments)",

@@ -100,6 +100,46 @@ def check(
 
 
 @app.command()
+def split(
+    path: Path = typer.Argument(..., help="Corpus directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Split file to write (tab-separated: utterance, split)."),
+    source: str | None = typer.Option(None, "--from", help="Only these splits of the corpus (names or families, "
+                                      "comma-separated), e.g. test-clean; default all."),
+    by: str = typer.Option("utterance", help="speaker: parts share no speaker; utterance: every speaker's "
+                           "utterances are divided, so every speaker is in every part (speaker probes)."),
+    fractions: str = typer.Option("0.7,0.3", help="Share of each part, comma-separated."),
+    names: str = typer.Option("probe-train,probe-test", help="Name of each part, comma-separated."),
+    seed: int = typer.Option(0, help="Same seed, same split."),
+    alignments: Path | None = ALIGNMENTS,
+    layout: str | None = LAYOUT,
+) -> None:
+    """Write a split file for probing: a speaker-disjoint or utterance-disjoint division of a corpus.
+
+    Use it with 'satool probe --splits FILE --train-split probe-train --test-split probe-test' (and
+    prune): the listed utterances take the file's splits, the others are left out.
+    """
+    from satool.cli.common import parse_csv
+    from satool.corpus import open_corpus
+    from satool.corpus.splitfile import divide, write
+    from satool.errors import UsageError
+
+    corpus = open_corpus(path, alignments, layout)
+    utterances = corpus.select(parse_csv(source) or None)
+    try:
+        shares = [float(x) for x in parse_csv(fractions)]
+    except ValueError:
+        raise UsageError(f"--fractions {fractions!r}: expected numbers, e.g. 0.7,0.3") from None
+    parts = parse_csv(names)
+    assignment = divide(utterances, by, shares, parts, seed)
+    write(out, assignment, header=f"satool corpus split {path} --from {source or 'all'} --by {by} "
+                                  f"--fractions {fractions} --names {names} --seed {seed}")
+    for name in parts:
+        ids = [u for u in utterances if assignment[u.id] == name]
+        say(f"{name}: {len(ids)} utterances, {len({u.speaker for u in ids})} speakers")
+    say(f"wrote {out}")
+
+
+@app.command()
 def synth(
     out: Path = typer.Argument(..., help="Output directory (created)."),
     speakers: int = typer.Option(40, min=2, help="Number of distinct voices."),

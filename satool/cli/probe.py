@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("results/probe")
 
 
 def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device,
-                   balanced: bool = True):
+                   balanced: bool = True, splits: Path | None = None):
     """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors.
 
     With ``max_utts``, subsets are taken round-robin over speakers (``balanced``) so that every
@@ -25,11 +25,12 @@ def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_
     corpus_path = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus_path:
         alignments = workspace.path("alignments")
-    opened = open_corpus(corpus_path, alignments)
-    for split in (train_split, test_split):
-        if split not in opened.splits:
-            raise UsageError(f"{corpus_path}: no split {split!r} (splits: {', '.join(opened.splits)}); "
-                             "use --train-split / --test-split")
+    opened = open_corpus(corpus_path, alignments, splits=splits)
+    for split, option in ((train_split, "--train-split"), (test_split, "--test-split")):
+        try:
+            opened.resolve_splits(split)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; choose with {option}") from None
     model = load_model(checkpoint, device=resolve_device(device))
     return (model, opened, opened.select(train_split, max_utts, balanced=balanced),
             opened.select(test_split, max_utts, balanced=balanced), checkpoint, corpus_path, alignments)
@@ -77,6 +78,8 @@ def probe(
     max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split "
                                         "(taken round-robin over speakers)."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding "
+                                       "the splits; unlisted utterances are left out."),
     inputs: bool = typer.Option(True, "--inputs/--no-inputs", help="Also probe the log-Mel and MFCC input "
                                 "features (what pre-training added is the difference)."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
@@ -102,7 +105,7 @@ def probe(
 
     workspace = Workspace()
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits)
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask, model), state, span)

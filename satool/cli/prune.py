@@ -19,7 +19,8 @@ def prune(
                            "highest first, W lowest first) or 'random'."),
     task: str = typer.Option("phone,speaker,speaker-utt", "--task", "-t", help="Probing tasks, comma-separated."),
     step: int | None = typer.Option(None, min=1, help="Heads pruned per level (default: all heads / 12)."),
-    random_seeds: int = typer.Option(3, min=1, help="Random orders averaged for --by random."),
+    random_seeds: int = typer.Option(5, min=1, help="Random orders for --by random; their spread is the noise the "
+                                     "report's verdicts compare every order with (at least 3)."),
     span: str | None = typer.Option(None, help="Span pruning instead: attention spans r, comma-separated "
                                     "(e.g. 0,1,2,4,8,16)."),
     metrics: Path | None = typer.Option(None, help="'satool metric' results (default: the workspace's)."),
@@ -30,6 +31,8 @@ def prune(
     seed: int = typer.Option(0, help="Probe seed (same seed, same curve)."),
     max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding the "
+                                       "splits; unlisted utterances are left out."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
     out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
@@ -64,7 +67,7 @@ def prune(
         if name != RANDOM:
             get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device)
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits)
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     settings = ProbeSettings(steps=steps)

@@ -28,8 +28,11 @@ def pretrain(
     pre_ln: bool = typer.Option(False, "--pre-ln", help="Pre-LN Transformer instead of post-LN."),
     seed: int = typer.Option(0, help="Same seed, same model (also across interruptions)."),
     save_every: int = typer.Option(200, min=1, help="Write a resumable checkpoint every N steps."),
-    split: str = typer.Option("train", help="Split to train on (all splits if the corpus has no such split)."),
-    heldout_split: str = typer.Option("dev", help="Split for the held-out checks (none if the corpus lacks it)."),
+    split: str = typer.Option("train", help="Splits to train on, comma-separated: names, families (train = every "
+                              "train-* split of LibriSpeech) or 'all' (every split but test ones). A test split is "
+                              "read only when named."),
+    heldout_split: str = typer.Option("dev", help="Split (or family: dev = dev-clean + dev-other) for the held-out "
+                                      "checks; without it there are none (said in one line)."),
     heldout_utts: int = typer.Option(200, min=0, help="Held-out utterances checked (first N; 0 = no checks)."),
     eval_every: int = typer.Option(0, min=0, help="Steps between held-out checks (0 = ten over the run)."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (not needed for pre-training)."),

@@ -43,8 +43,9 @@ def detect_layout(path: str | Path, plugins=None) -> tuple[str, dict[str, float]
 
 
 def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: str | None = None,
-                plugins=None) -> Corpus:
-    """Open ``path`` with the named reader, or the auto-detected one."""
+                plugins=None, splits: str | Path | None = None) -> Corpus:
+    """Open ``path`` with the named reader, or the auto-detected one; with ``splits``, a split file
+    (:mod:`satool.corpus.splitfile`) decides the splits and leaves unlisted utterances out."""
     from satool.plugins import get_plugins
 
     path = Path(path)
@@ -64,6 +65,10 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
         else:
             kept.append(utt)
     corpus.utterances = kept
+    if splits is not None:
+        from satool.corpus import splitfile
+
+        corpus = splitfile.apply(corpus, splitfile.read(Path(splits)), Path(splits))
     if not corpus.utterances:
         raise InputError(f"no utterances found for layout {layout!r}", path=path)
     return corpus

@@ -79,9 +79,27 @@ class Corpus:
     def splits(self) -> list[str]:
         return sorted({u.split for u in self.utterances})
 
+    def resolve_splits(self, split: str | Iterable[str]) -> set[str]:
+        """The corpus's split names meant by ``split``: a name it has, or a family (``train`` means
+        every ``train-*`` split of LibriSpeech, ``dev`` ``dev-clean`` and ``dev-other``, ``test``
+        every ``test-*``; see :func:`split_family`). A UsageError lists the splits otherwise."""
+        names = [split] if isinstance(split, str) else list(split)
+        resolved: set[str] = set()
+        for name in names:
+            if name in self.splits:
+                resolved.add(name)
+                continue
+            family = [s for s in self.splits if split_family(s) == name]
+            if not family:
+                raise UsageError(f"{self.root}: no split {name!r} (splits: {', '.join(self.splits)}; families: "
+                                 f"{', '.join(sorted({split_family(s) for s in self.splits}))})")
+            resolved.update(family)
+        return resolved
+
     def select(self, split: str | Iterable[str] | None = None, max_utts: int | None = None, *,
                balanced: bool = False) -> list[Utterance]:
-        """Utterances of ``split`` (all splits if None), in a stable order.
+        """Utterances of ``split`` (a name or a family, see :meth:`resolve_splits`; all splits if None),
+        in a stable order.
 
         ``balanced``: take the ``max_utts`` round-robin over speakers (see :func:`speaker_balanced`)
         instead of the first ones, so that every speaker is in the subset when it can be.
@@ -89,12 +107,7 @@ class Corpus:
         if split is None:
             chosen = list(self.utterances)
         else:
-            wanted = {split} if isinstance(split, str) else set(split)
-            unknown = wanted - set(self.splits)
-            if unknown:
-                raise UsageError(
-                    f"{self.root}: no split {', '.join(sorted(unknown))} (splits: {', '.join(self.splits)})"
-                )
+            wanted = self.resolve_splits(split)
             chosen = [u for u in self.utterances if u.split in wanted]
         if max_utts is None:
             return chosen
@@ -133,6 +146,19 @@ class Corpus:
                 if strict:
                     raise
                 skipped.append(Skipped(utt.id, str(exc)))
+
+
+_FAMILIES = (("train", "train"), ("dev", "dev"), ("valid", "dev"), ("test", "test"), ("eval", "test"))
+
+
+def split_family(name: str) -> str:
+    """``train``, ``dev`` or ``test`` for split names such as LibriSpeech's ``train-clean-100``,
+    ``dev-other``, ``test-clean`` or TIMIT's ``TRAIN``; the name itself otherwise."""
+    lowered = name.lower()
+    for prefix, family in _FAMILIES:
+        if lowered == prefix or lowered.startswith((prefix + "-", prefix + "_")):
+            return family
+    return name
 
 
 def speaker_balanced(utterances: list[Utterance], n: int) -> list[Utterance]:
