@@ -34,6 +34,7 @@ class ExtractSettings:
     heads: list[int] | None = None  # 1-based; None = all
     hidden_states: list[int] = field(default_factory=list)  # 0 = embedding output
     split: str | list[str] | None = None
+    phone_set: str = "auto"  # see satool.phones
     max_utts: int | None = None
     max_frames: int | None = None  # 10 ms frames per utterance (longer ones are truncated)
     attention: bool = True
@@ -102,7 +103,7 @@ def extract(
         raise UsageError("--max-frames must be >= 1")
     index, count = world_shard(shard)
     model = load_model(model_path, device=device)
-    corpus = open_corpus(corpus_path, alignments)
+    corpus = open_corpus(corpus_path, alignments, phone_set=settings.phone_set)
     utterances = corpus.select(settings.split, settings.max_utts)
     layers = _check_selection("layers", settings.layers, model.num_layers)
     heads = _check_selection("heads", settings.heads, model.num_heads)

@@ -1,14 +1,29 @@
-"""Phone sets: MFA ARPAbet (stress stripped, plus silence) and TIMIT's 61 -> 39 folding.
+"""Phone sets: which classes frame labels are ids into, and how raw alignment labels map to them.
 
 A :class:`PhoneSet` maps the labels found in alignment files to a fixed
 inventory of class names. Frame labels are ids into ``PhoneSet.names``;
-``IGNORE`` (-1) marks frames with no usable label (e.g. TIMIT's glottal
-stop ``q``, which the standard folding deletes).
+``IGNORE`` (-1) marks frames with no usable label (TIMIT's glottal stop
+``q``, MFA's spoken noise ``spn``).
+
+Named sets (``--phone-set NAME``; docs/corpora.md):
+
+- ``arpabet``: MFA's ``english_us_arpa`` and CMU ARPAbet, stress digits stripped, 39 phones + ``sil``;
+- ``timit39``: TIMIT's 61 phones folded to 39 (Lee & Hon 1989);
+- ``ipa``: MFA's ``english_mfa`` IPA phones as they are (:data:`IPA_TO_ARPABET`'s keys + ``sil``);
+- ``ipa-arpabet``: those IPA phones folded to the ARPAbet classes, so that results from the two MFA
+  English models can be set side by side (the folding is approximate: allophones and the flap are
+  merged into their phoneme, see :data:`IPA_TO_ARPABET`);
+- ``data``: exactly the labels the alignments use (silence merged), from a scan of every file.
+
+``auto`` (the default) picks ``arpabet`` when every label of a sample of the alignments is
+ARPAbet, ``ipa`` when every one is a known MFA IPA phone, and ``data`` otherwise.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from satool.errors import InputError
@@ -39,7 +54,29 @@ TIMIT_61 = (
 TIMIT_39 = sorted({TIMIT_FOLD.get(p, p) for p in TIMIT_61 if p != "q"})
 TIMIT_DELETED = {"q"}
 
-MFA_SILENCE = {"", "sil", "sp", "spn", "<eps>", "silence"}
+MFA_SILENCE = {"", "sil", "sp", "<eps>", "silence"}
+MFA_NOISE = {"spn"}  # spoken noise: not a phone, its frames are IGNORE
+
+# MFA english_mfa (IPA) phones -> the ARPAbet classes (approximate: allophones merged).
+IPA_TO_ARPABET = {
+    "ɑ": "AA", "ɑː": "AA", "a": "AA", "aː": "AA", "ɒ": "AA", "ɒː": "AA",
+    "æ": "AE", "ʌ": "AH", "ɐ": "AH", "ə": "AH", "ɔ": "AO", "ɔː": "AO", "aw": "AW", "aj": "AY",
+    "b": "B", "bʲ": "B", "tʃ": "CH", "d": "D", "dʲ": "D", "ɾ": "D", "ɾʲ": "D", "ð": "DH",
+    "ɛ": "EH", "ɛː": "EH", "ɚ": "ER", "ɝ": "ER", "ɜ": "ER", "ɜː": "ER", "e": "EY", "eː": "EY", "ej": "EY",
+    "f": "F", "fʲ": "F", "ɡ": "G", "ɡʷ": "G", "ɟ": "G", "ɟʷ": "G", "h": "HH", "ç": "HH",
+    "ɪ": "IH", "i": "IY", "iː": "IY", "dʒ": "JH",
+    "k": "K", "kʰ": "K", "kʷ": "K", "c": "K", "cʰ": "K", "cʷ": "K",
+    "l": "L", "ɫ": "L", "ɫ̩": "L", "ʎ": "L", "m": "M", "mʲ": "M", "m̩": "M", "ɱ": "M",
+    "n": "N", "n̩": "N", "ɲ": "N", "ŋ": "NG", "o": "OW", "oː": "OW", "ow": "OW", "ɔj": "OY",
+    "p": "P", "pʰ": "P", "pʲ": "P", "pʷ": "P", "ɹ": "R", "s": "S", "ʃ": "SH",
+    "t": "T", "tʰ": "T", "tʲ": "T", "tʷ": "T", "ʔ": "T", "θ": "TH", "ʊ": "UH",
+    "u": "UW", "uː": "UW", "ʉ": "UW", "ʉː": "UW", "v": "V", "vʲ": "V", "w": "W", "j": "Y", "z": "Z", "ʒ": "ZH",
+}
+
+
+def normalise(label: str) -> str:
+    """A raw label as compared: Unicode NFC, surrounding blanks removed."""
+    return unicodedata.normalize("NFC", label).strip()
 
 
 @dataclass(frozen=True)
@@ -48,7 +85,7 @@ class PhoneSet:
 
     name: str
     names: tuple[str, ...]
-    kind: str  # "arpabet" or "timit"
+    kind: str  # "arpabet", "timit", "ipa-arpabet" (IPA folded to ARPAbet) or "inventory" (labels as they are)
     _index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,13 +96,22 @@ class PhoneSet:
 
     def fold(self, raw: str, *, source: str | None = None) -> str | None:
         """The class name of a raw label (None = deleted/ignored); InputError if unknown."""
-        label = raw.strip()
-        if self.kind == "arpabet":
+        label = normalise(raw)
+        if self.kind != "timit":
             if label.lower() in MFA_SILENCE:
                 return SILENCE
+            if label.lower() in MFA_NOISE:
+                return None
+        if self.kind == "arpabet":
             base = re.sub(r"[012]$", "", label.upper())
             if base in self._index:
                 return base
+        elif self.kind == "ipa-arpabet":
+            if label in IPA_TO_ARPABET:
+                return IPA_TO_ARPABET[label]
+        elif self.kind == "inventory":
+            if label in self._index:
+                return label
         else:
             lower = label.lower()
             if lower in TIMIT_DELETED:
@@ -84,4 +130,40 @@ class PhoneSet:
 
 ARPABET_SET = PhoneSet("arpabet", tuple(ARPABET + [SILENCE]), "arpabet")
 TIMIT39_SET = PhoneSet("timit39", tuple(TIMIT_39), "timit")
-PHONE_SETS = {p.name: p for p in (ARPABET_SET, TIMIT39_SET)}
+IPA_SET = PhoneSet("ipa", tuple(sorted(IPA_TO_ARPABET) + [SILENCE]), "inventory")
+IPA_ARPABET_SET = PhoneSet("ipa-arpabet", tuple(ARPABET + [SILENCE]), "ipa-arpabet")
+PHONE_SETS = {p.name: p for p in (ARPABET_SET, TIMIT39_SET, IPA_SET, IPA_ARPABET_SET)}
+CHOICES = ("auto", *PHONE_SETS, "data")
+
+
+def share(phone_set: PhoneSet, counts: dict[str, int]) -> float:
+    """The share of label occurrences (``counts``: label -> occurrences) that fold into ``phone_set``."""
+    total = sum(counts.values())
+    fitting = 0
+    for label, n in counts.items():
+        try:
+            phone_set.fold(label)
+        except InputError:
+            continue
+        fitting += n
+    return fitting / total if total else 0.0
+
+
+def inventory(labels: Iterable[str], name: str = "data") -> PhoneSet:
+    """Exactly the phones in ``labels`` (normalised; silence merged into ``sil``, spoken noise left out)."""
+    phones = {normalise(x) for x in labels}
+    phones = {p for p in phones if p.lower() not in MFA_SILENCE | MFA_NOISE}
+    return PhoneSet(name, tuple(sorted(phones) + [SILENCE]), "inventory")
+
+
+AUTO_SHARE = 0.9  # auto picks a known set when at least this share of label occurrences fit it
+
+
+def choose(counts: dict[str, int]) -> PhoneSet:
+    """``auto``: arpabet if (nearly) every label occurrence is ARPAbet, ipa if (nearly) every one is a
+    known MFA IPA phone, else the inventory of the labels themselves. "Nearly": a few bad labels are
+    errors of their files (reported when loaded), not a reason to change the whole corpus's set."""
+    for candidate in (ARPABET_SET, IPA_SET):
+        if share(candidate, counts) >= AUTO_SHARE:
+            return candidate
+    return inventory(counts)

@@ -17,6 +17,8 @@ ALIGNMENTS = typer.Option(
     None, "--alignments", "-a", help="Directory of MFA TextGrids (any layout, matched by utterance id)."
 )
 LAYOUT = typer.Option(None, "--layout", help="Reader to use instead of auto-detection (see 'satool plugins').")
+PHONE_SET = typer.Option("auto", "--phone-set", help="Phone classes: auto (from the alignments), arpabet, timit39, "
+                         "ipa (MFA english_mfa), ipa-arpabet (IPA folded to ARPAbet), data (the labels as they are).")
 
 
 @app.command()
@@ -24,6 +26,7 @@ def info(
     path: Path = typer.Argument(..., help="Corpus directory (LibriSpeech, TIMIT, or any folder of audio)."),
     alignments: Path | None = ALIGNMENTS,
     layout: str | None = LAYOUT,
+    phone_set: str = PHONE_SET,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show what satool detects: layout, splits, utterances, speakers, hours, phones, alignments.
@@ -33,7 +36,7 @@ def info(
     from satool.corpus import open_corpus
     from satool.corpus.summary import summarise
 
-    corpus = open_corpus(path, alignments, layout)
+    corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
     with progress_bar(len(corpus.utterances), "reading headers") as bar:
         summary = summarise(corpus, bar.advance)
     if as_json:
@@ -64,6 +67,7 @@ def check(
     path: Path = typer.Argument(..., help="Corpus directory."),
     alignments: Path | None = ALIGNMENTS,
     layout: str | None = LAYOUT,
+    phone_set: str = PHONE_SET,
     require_alignment: bool = typer.Option(False, help="Count utterances without alignment as bad."),
     as_json: bool = typer.Option(False, "--json", help="Print the bad utterances as JSON."),
 ) -> None:
@@ -76,7 +80,7 @@ def check(
     from satool.errors import EXIT_INPUT
     from satool.features import FeatureConfig
 
-    corpus = open_corpus(path, alignments, layout)
+    corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
     skipped: list = []
     good = 0
     window = FeatureConfig().n_fft // 2
@@ -94,7 +98,8 @@ def check(
     else:
         for s in skipped:
             say(f"{s.utterance_id}: {s.reason}", "bad:")
-        say(f"{good} good, {len(skipped)} bad utterances")
+        say(f"{good} good, {len(skipped)} bad utterances (phone set {corpus.phone_set.name}, "
+            f"{len(corpus.phone_set)} classes)")
     if skipped:
         raise typer.Exit(EXIT_INPUT)
 

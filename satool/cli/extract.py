@@ -19,7 +19,10 @@ def extract(
     corpus: Path | None = typer.Argument(None, help="Corpus directory (default: the workspace's)."),
     out: Path | None = typer.Option(None, "--out", "-o", help=f"Cache directory (default {DEFAULT_OUT}/)."),
     alignments: Path | None = typer.Option(None, "--alignments", "-a", help="MFA TextGrid directory."),
-    split: str | None = typer.Option(None, help="Only these splits (comma-separated); default all."),
+    split: str | None = typer.Option(None, help="Only these splits or families (comma-separated, e.g. dev-clean "
+                                     "or test); default all."),
+    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes of the labels: auto (from the "
+                                  "alignments), arpabet, timit39, ipa, ipa-arpabet, data; recorded in the cache."),
     layers: str | None = typer.Option(None, help="Layers to store, 1-based, e.g. '1,3-5' (default all)."),
     heads: str | None = typer.Option(None, help="Heads to store, 1-based (default all)."),
     hidden: str | None = typer.Option(None, help="Also store these hidden states (0 = embedding output), "
@@ -70,7 +73,7 @@ def extract(
     hidden_states = parse_numbers(hidden) or []
     settings = ExtractSettings(
         layers=parse_numbers(layers), heads=parse_numbers(heads), hidden_states=hidden_states,
-        split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames,
+        split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames, phone_set=phone_set,
     )
     index, count = world_shard(shard_pair)
     label = "extracting" if count == 1 else f"extracting {index}/{count}"

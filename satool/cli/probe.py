@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("results/probe")
 
 
 def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device,
-                   balanced: bool = True, splits: Path | None = None):
+                   balanced: bool = True, splits: Path | None = None, phone_set: str = "auto"):
     """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors.
 
     With ``max_utts``, subsets are taken round-robin over speakers (``balanced``) so that every
@@ -25,7 +25,7 @@ def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_
     corpus_path = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus_path:
         alignments = workspace.path("alignments")
-    opened = open_corpus(corpus_path, alignments, splits=splits)
+    opened = open_corpus(corpus_path, alignments, splits=splits, phone_set=phone_set)
     for split, option in ((train_split, "--train-split"), (test_split, "--test-split")):
         try:
             opened.resolve_splits(split)
@@ -78,6 +78,8 @@ def probe(
     max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split "
                                         "(taken round-robin over speakers)."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes for the phone task: auto, arpabet, "
+                                  "timit39, ipa, ipa-arpabet, data (see docs/corpora.md)."),
     splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding "
                                        "the splits; unlisted utterances are left out."),
     inputs: bool = typer.Option(True, "--inputs/--no-inputs", help="Also probe the log-Mel and MFCC input "
@@ -105,7 +107,8 @@ def probe(
 
     workspace = Workspace()
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits)
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits,
+        phone_set=phone_set)
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask, model), state, span)

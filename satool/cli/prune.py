@@ -31,6 +31,8 @@ def prune(
     seed: int = typer.Option(0, help="Probe seed (same seed, same curve)."),
     max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
     max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
+    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes for the phone task: auto, arpabet, "
+                                  "timit39, ipa, ipa-arpabet, data (see docs/corpora.md)."),
     splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding the "
                                        "splits; unlisted utterances are left out."),
     alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
@@ -67,7 +69,8 @@ def prune(
         if name != RANDOM:
             get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
     model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits)
+        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits,
+        phone_set=phone_set)
     tasks = resolve_tasks(task, model)
     state = _state_index(model, layer)
     settings = ProbeSettings(steps=steps)

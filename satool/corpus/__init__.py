@@ -43,9 +43,13 @@ def detect_layout(path: str | Path, plugins=None) -> tuple[str, dict[str, float]
 
 
 def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: str | None = None,
-                plugins=None, splits: str | Path | None = None) -> Corpus:
-    """Open ``path`` with the named reader, or the auto-detected one; with ``splits``, a split file
-    (:mod:`satool.corpus.splitfile`) decides the splits and leaves unlisted utterances out."""
+                plugins=None, splits: str | Path | None = None, phone_set: str = "auto") -> Corpus:
+    """Open ``path`` with the named reader, or the auto-detected one.
+
+    ``splits``: a split file (:mod:`satool.corpus.splitfile`) decides the splits and leaves unlisted
+    utterances out. ``phone_set``: ``auto`` (from the alignments; TIMIT keeps its 39-phone folding),
+    a name from :data:`satool.phones.PHONE_SETS`, or ``data`` (see :mod:`satool.phones`).
+    """
     from satool.plugins import get_plugins
 
     path = Path(path)
@@ -65,6 +69,7 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
         else:
             kept.append(utt)
     corpus.utterances = kept
+    corpus.phone_set = _phone_set(corpus, phone_set)
     if splits is not None:
         from satool.corpus import splitfile
 
@@ -72,6 +77,44 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
     if not corpus.utterances:
         raise InputError(f"no utterances found for layout {layout!r}", path=path)
     return corpus
+
+
+SAMPLE_ALIGNMENTS = 500
+
+
+def _phone_set(corpus: Corpus, name: str):
+    """The phone set ``name`` asks for, reading the corpus's alignments when it has to."""
+    from satool import phones
+    from satool.errors import UsageError
+
+    if name not in phones.CHOICES:
+        raise UsageError(f"unknown phone set {name!r} (choose from {', '.join(phones.CHOICES)})")
+    if name in phones.PHONE_SETS:
+        return phones.PHONE_SETS[name]
+    files = sorted({u.alignment for u in corpus.utterances if u.alignment is not None})
+    if not files or (name == "auto" and corpus.phone_set.kind == "timit"):
+        return corpus.phone_set
+    if name == "auto":  # a spread sample decides between the known sets
+        step = max(1, len(files) // SAMPLE_ALIGNMENTS)
+        chosen = phones.choose(_labels(files[::step]))
+        if chosen.kind != "inventory" or chosen.name != "data":
+            return chosen
+    return phones.inventory(_labels(files))
+
+
+def _labels(files) -> dict[str, int]:
+    """label -> occurrences over the phone tiers of ``files``."""
+    from collections import Counter
+
+    from satool.alignment import read_alignment
+
+    labels: Counter[str] = Counter()
+    for path in files:
+        try:
+            labels.update(p.label for p in read_alignment(path).phones)
+        except InputError:
+            continue  # reported when the utterance is loaded
+    return labels
 
 
 def id_problem(utt_id: str) -> str | None:
