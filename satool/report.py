@@ -299,7 +299,9 @@ def _probe_section(rows: list[dict[str, Any]]) -> str:
     return ("<p>The same probes on the model's last layer and on the input features: the difference is what "
             "pre-training added. Chance = always answering the most frequent training class (reconstruction: "
             "predicting each utterance's mean frame). Test utterances whose speaker the training split lacks "
-            "are left out of both speaker tasks.</p>"
+            "are left out of both speaker tasks. The input features are normalised per utterance (zero mean), "
+            "so their mean over time carries nothing: the utterance-level probe is at chance on them by "
+            "construction.</p>"
             + _table(shown, [("task", "task"), ("representation", "representation"), ("score", "score"),
                              ("chance", "chance"), ("score_name", "measure"), ("n_train", "train items"),
                              ("n_test", "test items"), ("left out", "test utts left out"),

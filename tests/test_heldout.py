@@ -154,3 +154,25 @@ def test_pretrain_records_heldout_checks_and_warns(corpus, tmp_path):
     again = pretrain(corpus, tmp_path / "m.ckpt", more)
     assert [c["step"] for c in torch.load(tmp_path / "m.ckpt", weights_only=True)["Satool"]["checks"]] == [4, 8]
     assert again.health.model_l1 == pytest.approx(health.model_l1)
+
+
+def test_health_command_writes_what_the_report_reads(corpus, tmp_path, satool_cli):
+    import json
+
+    settings = PretrainSettings(preset="tiny", steps=4, batch_size=4, max_steps_per_utterance=40, heldout_split=None)
+    pretrain(corpus, tmp_path / "m.ckpt", settings)
+    result = satool_cli("health", tmp_path / "m.ckpt", corpus, "--split", "dev", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["utterances"] == 3 and document["split"] == "dev"
+    for key in ("heldout_l1", "attention_off_l1", "zeros_l1", "median_l1", "nearest_l1", "interpolation_l1",
+                "max_locality", "locality"):
+        assert key in document
+    assert json.loads((tmp_path / "results" / "health" / "health.json").read_text()) == document
+    from satool import verdicts
+
+    checks = {c.name: c for c in verdicts.health(document, None, None).checks}
+    best = min(document[f"{name}_l1"] for name in ("zeros", "median", "nearest", "interpolation"))
+    assert checks["learned"].passed is (document["heldout_l1"] < best)
+    missing = satool_cli("health", tmp_path / "m.ckpt", corpus, "--split", "nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "no split 'nope'" in missing.stderr

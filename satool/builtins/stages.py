@@ -11,6 +11,7 @@ def register_stages(register):
         corpus,
         demo,
         extract,
+        health,
         metric,
         plugins,
         probe,
@@ -22,6 +23,7 @@ def register_stages(register):
     )
 
     register("pretrain", train.pretrain, "Stages")
+    register("health", health.health, "Stages")
     register("extract", extract.extract, "Stages")
     register("metric", metric.metric, "Stages")
     register("segment", segment.segment, "Stages")
