@@ -38,38 +38,53 @@ def head_distribution(scores, path: str | Path) -> Path:
     return Path(path)
 
 
-def attention_grid(maps: Mapping[str, Sequence[tuple[str, np.ndarray]]], path: str | Path, title: str) -> Path:
-    """Rows = groups (e.g. metrics), columns = ``(label, map[query, key])`` pairs."""
+def attention_grid(maps: Mapping[str, Sequence[tuple[str, np.ndarray]]], path: str | Path, title: str,
+                   step_s: float | None = None) -> Path:
+    """Rows = groups (e.g. metrics), columns = ``(label, map[query, key])`` pairs.
+
+    Every panel shares one colour scale, from 0 to the largest weight shown, with a colour bar: a
+    near-uniform head looks near-uniform beside a peaked one. Axes are in seconds when ``step_s``
+    (seconds per model step) is given.
+    """
     rows = [(name, items) for name, items in maps.items() if items]
     n_cols = max((len(items) for _, items in rows), default=1)
-    with figure(path, size=(2.3 * n_cols + 0.6, 2.3 * max(len(rows), 1)), nrows=max(len(rows), 1),
-                ncols=n_cols) as (fig, axes):
+    vmax = max((float(np.max(a)) for _, items in rows for _, a in items), default=1.0) or 1.0
+    with figure(path, size=(2.4 * n_cols + 1.4, 2.4 * max(len(rows), 1) + 0.4), nrows=max(len(rows), 1),
+                ncols=n_cols, layout="constrained") as (fig, axes):
         axes = np.array(axes).reshape(max(len(rows), 1), n_cols)
+        image = None
         for r, (name, items) in enumerate(rows):
             for c in range(n_cols):
                 ax = axes[r, c]
-                ax.set_xticks([])
-                ax.set_yticks([])
                 if c >= len(items):
                     ax.axis("off")
                     continue
                 label, a = items[c]
-                ax.imshow(a, cmap="magma", interpolation="nearest", aspect="equal")
+                extent = None if step_s is None else (0, a.shape[1] * step_s, a.shape[0] * step_s, 0)
+                image = ax.imshow(a, cmap="magma", interpolation="nearest", aspect="equal", vmin=0, vmax=vmax,
+                                  extent=extent)
                 ax.set_title(label, fontsize=8)
+                ax.tick_params(labelsize=6)
                 if c == 0:
-                    ax.set_ylabel(name, fontsize=9)
+                    ax.set_ylabel(f"{name}\nquery" + (" (s)" if step_s else " (step)"), fontsize=8)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("key" + (" (s)" if step_s else " (step)"), fontsize=7)
+        if image is not None:
+            fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"attention weight (one scale, 0..{vmax:.3g})")
         fig.suptitle(title, fontsize=10)
     return Path(path)
 
 
 def relation_map(matrix: np.ndarray, phones: Sequence[str], path: str | Path, title: str,
-                 *, diverging: bool = True) -> Path:
-    """A phone x phone heat map (rows = query phone, columns = key phone)."""
+                 *, diverging: bool = True, bound: float | None = None) -> Path:
+    """A phone x phone heat map (rows = query phone, columns = key phone). ``bound``: the diverging
+    scale's limit (give one bound to every head drawn so that their maps compare)."""
     size = max(5.0, 0.16 * len(phones) + 2)
     with figure(path, size=(size + 1, size)) as (fig, ax):
         finite = matrix[np.isfinite(matrix)]
         if diverging:
-            bound = float(np.nanpercentile(np.abs(finite), 99)) if finite.size else 1.0
+            if bound is None:
+                bound = float(np.nanpercentile(np.abs(finite), 99)) if finite.size else 1.0
             image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
         else:
             image = ax.imshow(matrix, cmap="viridis", interpolation="nearest")

@@ -438,7 +438,7 @@ def write_outputs(scores: HeadScores, out_dir: str | Path, example_id: str | Non
                 arrays[f"{name}/{head_label(layer, head)}"] = example[i, j]
             rows[f"top {name}"] = items
         paths["top_heads"] = figures.attention_grid(
-            rows, out / "top_heads.png", f"Top {k} heads per metric, utterance {example_id}"
+            rows, out / "top_heads.png", f"Top {k} heads per metric, utterance {example_id}", step_s=step_s
         )
         np.savez_compressed(out / "top_heads.npz", utterance=np.array(example_id), **arrays)
         paths["top_heads_npz"] = out / "top_heads.npz"

@@ -17,7 +17,8 @@ def figure(path: str | Path, size: tuple[float, float] = (6, 4), nrows: int = 1,
     fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
     try:
         yield fig, axes
-        fig.tight_layout()
+        if not fig.get_layout_engine():  # figures made with layout="constrained" lay themselves out
+            fig.tight_layout()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=150)
     finally:

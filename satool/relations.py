@@ -213,12 +213,16 @@ def write_figures(relations: Relations, chosen: Sequence[int], out_dir: str | Pa
     names = [relations.phones[i] for i in order]
     paths: dict[str, Any] = {"maps": []}
     norm = relations.p_norm
+    drawn = norm[list(chosen)][:, order][:, :, order] if len(chosen) else np.zeros((0,))
+    finite = np.abs(drawn[np.isfinite(drawn)])
+    bound = float(np.percentile(finite, 99)) if finite.size else 1.0  # one scale for every map drawn
     for h in chosen:
         matrix = norm[h][np.ix_(order, order)]
         label = relations.labels[h]
         paths["maps"].append(figures.relation_map(
             matrix, names, out / f"relation_{label}.png",
-            f"{label}: P_h = (P' - P_U) / P_U (red = preference, blue = avoidance)",
+            f"{label}: P_h = (P' - P_U) / P_U (red = preference, blue = avoidance; one scale, +-{bound:.3g})",
+            bound=bound,
         ))
     if relations.verticality is not None:
         strongest = np.nanmax(np.where(np.isfinite(relations.concentration), relations.concentration, -np.inf),

@@ -133,7 +133,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     # -- heads -----------------------------------------------------------------
     if scores is not None:
         sections.append(("Which heads are global, vertical, diagonal (paper Fig. 1)",
-                         _heads_section(scores, paths["metrics"])))
+                         _heads_section(scores, paths["metrics"]) + _viewer_link(directory, paths)))
 
     # -- segmentation ----------------------------------------------------------
     seg_dir = paths["segment"]
@@ -214,6 +214,29 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
                     "rules": {k: rules.RULES[k] for k in used}})
     out.write_text(_page(directory, sections))
     return out
+
+
+def _viewer_link(directory: Path, paths: dict[str, Path | None]) -> str:
+    """Every head of the example utterance, browsable offline (satool view --export), linked here."""
+    if not paths.get("cache") or not paths.get("metrics"):
+        return ""
+    example = None
+    top = paths["metrics"] / "top_heads.npz"
+    if top.exists():
+        with np.load(top, allow_pickle=False) as data:
+            example = str(data["utterance"])
+    try:
+        from satool.view.data import ViewData
+        from satool.view.export import export_html
+
+        data = ViewData(paths["cache"], paths["metrics"], paths.get("relate"))
+        example = example if example in data.cache.utterance_ids else data.cache.utterance_ids[0]
+        target = export_html(data, directory / "view-example.html", [example])
+    except Exception as exc:  # noqa: BLE001 - the report is still written, saying why the viewer is not
+        return f'<p class="missing">(no viewer file: {html.escape(str(exc))})</p>'
+    return (f'<p>Every head of {html.escape(example)} over its spectrogram, with the phones and the audio, on one '
+            f'stated colour scale: <a href="{html.escape(target.name)}">{html.escape(target.name)}</a> (opens '
+            'offline; <code>satool view</code> browses every utterance).</p>')
 
 
 def _gate_note(health) -> str:

@@ -365,19 +365,35 @@ def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alph
     score = work.score(beta)
     predicted = work.boundary_frames(beta)
     reference = np.asarray(frames.cache.meta(utt_id)["boundaries"]) / 0.01
-    with figure(path, size=(13, 4.2), ncols=3) as (fig, axes):
-        shown = v if source.kind == "attn" else v.T
-        axes[0].imshow(shown, aspect="auto", cmap="magma", interpolation="nearest", origin="upper")
+    seconds = len(v) * 0.01
+    with figure(path, size=(14, 4.4), ncols=3) as (fig, axes):
+        if source.kind == "attn":  # rows of the up-sampled map: query down, key across, weights from 0
+            image = axes[0].imshow(v, aspect="auto", cmap="magma", interpolation="nearest", vmin=0,
+                                   extent=(0, seconds, seconds, 0))
+            axes[0].set_ylabel("query (s)")
+            axes[0].set_xlabel("key (s)")
+            fig.colorbar(image, ax=axes[0], label="attention weight (from 0)")
+        else:
+            image = axes[0].imshow(v.T, aspect="auto", cmap="magma", interpolation="nearest", origin="lower",
+                                   extent=(0, seconds, 0, v.shape[1]))
+            axes[0].set_ylabel("coefficient")
+            axes[0].set_xlabel("time (s)")
+            fig.colorbar(image, ax=axes[0], label="value (normalised per utterance)")
         axes[0].set_title(f"{source.label} ({'up-sampled map' if source.kind == 'attn' else 'features'})")
-        axes[1].imshow(kernel_gram(v, alpha), cmap="viridis", interpolation="nearest")
+        gram = axes[1].imshow(kernel_gram(v, alpha), cmap="viridis", interpolation="nearest", vmin=0, vmax=1,
+                              extent=(0, seconds, seconds, 0))
+        fig.colorbar(gram, ax=axes[1], label="K (0..1)")
         axes[1].set_title(f"kernel-Gram matrix (alpha = {alpha:.3g})")
-        axes[2].plot(score, lw=1, color="black", label="score S")
+        axes[1].set_xlabel("time (s)")
+        time_axis = np.arange(len(score)) * 0.01
+        axes[2].plot(time_axis, score, lw=1, color="black", label="score S")
         for i, t in enumerate(reference):
-            axes[2].axvline(t, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
+            axes[2].axvline(t * 0.01, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
         for i, t in enumerate(predicted):
-            axes[2].axvline(t, color="tab:red", lw=0.8, ls="--", alpha=0.8, label="predicted" if i == 0 else None)
+            axes[2].axvline(t * 0.01, color="tab:red", lw=0.8, ls="--", alpha=0.8,
+                            label="predicted" if i == 0 else None)
         axes[2].set_title(f"score curve (beta = {beta:.3g}): minima = boundaries")
-        axes[2].set_xlabel("frame (10 ms)")
+        axes[2].set_xlabel("time (s)")
         axes[2].legend(fontsize=7, loc="upper right")
         fig.suptitle(f"Phoneme segmentation of {utt_id}", fontsize=10)
     return path

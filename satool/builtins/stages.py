@@ -20,6 +20,7 @@ def register_stages(register):
         report,
         segment,
         train,
+        view,
     )
 
     register("pretrain", train.pretrain, "Stages")
@@ -32,5 +33,6 @@ def register_stages(register):
     register("prune", prune.prune, "Stages")
     register("demo", demo.demo, "Workflow")
     register("report", report.report, "Workflow")
+    register("view", view.view, "Workflow")
     register("corpus", corpus.app, "Data and plugins")
     register("plugins", plugins.plugins, "Data and plugins")
