@@ -4,7 +4,6 @@ spoken noise ignored, and the set recorded in the cache."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from satool import testing
 from satool.corpus import open_corpus
