@@ -1,6 +1,6 @@
 """Acoustic features matching s3prl's Mockingjay front end, plus MFCC.
 
-The Mockingjay front end (s3prl ``OnlinePreprocessor``, SPEC section 1):
+The Mockingjay front end (s3prl ``OnlinePreprocessor``, docs/science.md §1):
 waveform scaled to ``target_level`` dB (RMS), STFT (n_fft 400, Hann 400, hop
 160, centred, reflect padding), power spectrum, HTK Mel filterbank without
 normalisation (80 bands), ``log(x + 1e-10)``, optional deltas, then

@@ -5,7 +5,7 @@ Utterances arrive one at a time as ``(attn[layer, head, query, key], meta)``
 on disk); every registered metric turns them into ``[layer, head]`` values,
 which are accumulated over the corpus (mean, max or min; NaN values are left
 out). :class:`HeadScores` holds the result, ranks heads per metric, assigns
-categories (SPEC section 3) and saves CSV/JSON.
+categories (docs/science.md §3) and saves CSV/JSON.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Masked acoustic modelling inputs (SPEC section 1; Mockingjay pre-training).
+"""Masked acoustic modelling inputs (docs/science.md §1; Mockingjay pre-training).
 
 Per utterance: spans of ``span`` consecutive steps are chosen at random starts
 until about ``proportion`` (15 %) of its valid steps are chosen; then, with

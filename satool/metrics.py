@@ -1,4 +1,4 @@
-"""Head metrics: globalness, verticality, diagonality, weight (SPEC section 3).
+"""Head metrics: globalness, verticality, diagonality, weight (docs/science.md §3).
 
 A metric maps one utterance's attention maps ``attn[layer, head, query, key]``
 (float32, rows sum to 1 or are all zero for pruned heads) to one value per head

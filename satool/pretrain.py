@@ -1,4 +1,4 @@
-"""Pre-training a Mockingjay model by masked acoustic modelling (SPEC section 1).
+"""Pre-training a Mockingjay model by masked acoustic modelling (docs/science.md §1).
 
 Input: log-Mel features stacked by R; target: the 201-bin log-linear
 spectrogram stacked the same way; loss: L1 on the chosen (masked) steps only.

@@ -1,4 +1,4 @@
-"""Probing tasks: how much a representation says about phones and speakers (SPEC section 7).
+"""Probing tasks: how much a representation says about phones and speakers (docs/science.md §7).
 
 A task receives the representations of a train and a test split (one
 :class:`ProbeUtterance` per utterance: the chosen layer's hidden states at the
@@ -13,7 +13,7 @@ through the ``register_tasks`` hook. The built-ins:
   un-masked target (no training; lower is better).
 
 Frame-level tasks work at the 10 ms label rate: hidden states are up-sampled
-by repeating each step R times (SPEC section 4). Training is deterministic for
+by repeating each step R times (docs/science.md §4). Training is deterministic for
 a seed (fixed sampling order, fixed initialisation, single-threaded reductions
 are not required because CPU matmuls are deterministic for fixed shapes).
 """

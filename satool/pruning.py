@@ -1,4 +1,4 @@
-"""Importance ranking by pruning (`satool prune`, SPEC section 7).
+"""Importance ranking by pruning (`satool prune`, docs/science.md §7).
 
 Heads are pruned cumulatively in a metric's own order (``HeadMetric.prune_first``:
 highest values first for G, V, D; lowest first for W), at levels 0, k, 2k, ...,

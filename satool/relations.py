@@ -1,7 +1,7 @@
-"""Phone relation maps of heads (`satool relate`, SPEC section 6 with the authors' erratum).
+"""Phone relation maps of heads (`satool relate`, docs/science.md §6 with the authors' erratum).
 
 For a head h, with frame labels y over the phone set Y and the up-sampled map
-A (SPEC section 4):
+A (docs/science.md §4):
 
 - ``P'_h[m, n] = E_u[(1/T) sum_q sum_k 1[y_q=m] 1[y_k=n] A[q, k]]``,
 - ``P_U[m, n] = E_u[(1/T^2) sum_q sum_k 1[y_q=m] 1[y_k=n]]`` (uniform attention),
@@ -173,7 +173,7 @@ def relate_upsampled_reference(attn_map: np.ndarray, frame_labels: np.ndarray, r
                                n_phones: int) -> tuple[np.ndarray, np.ndarray]:
     """(P', P_U) of ONE head and ONE utterance, computed the direct way on the up-sampled map.
 
-    Builds the Kronecker up-sampled, row-renormalised map (SPEC section 4);
+    Builds the Kronecker up-sampled, row-renormalised map (docs/science.md §4);
     for tests and for readers who want to see the definition at work.
     """
     from satool.segmentation import upsample_attention

@@ -3,7 +3,7 @@
 Feature sources (``--features``):
 
 - ``attn:L3.H7`` -- the rows of head 7 of layer 3 (1-based), up-sampled to the
-  10 ms label rate (Kronecker x R, rows renormalised; SPEC section 4);
+  10 ms label rate (Kronecker x R, rows renormalised; docs/science.md §4);
 - ``hidden:S`` -- hidden state S (0 = embedding output; needs ``extract --hidden``),
   each step repeated R times;
 - ``mfcc`` -- 13 MFCCs + deltas + delta-deltas, CMVN (the paper's baseline);

@@ -1,4 +1,4 @@
-"""Phoneme segmentation with kernel-Gram matrices, and boundary evaluation (SPEC sections 4-5).
+"""Phoneme segmentation with kernel-Gram matrices, and boundary evaluation (docs/science.md §4-5).
 
 The segmentation method is the kernel-Gram-matrix segmentation of Bhati et al.
 ("Unsupervised segmentation of speech signals using kernel-Gram matrices",
@@ -14,12 +14,12 @@ supplementary sec. 2) on attention maps, MFCCs, log-Mel and hidden states:
    anti-diagonal ``i + j = 2t`` of ``Kf``                         (:func:`score_curve`)
 5. boundaries = local minima of S                                 (:func:`local_minima`)
 
-Readings of the points the SPEC leaves open (see docs/segmentation.md):
+Readings of the points the paper leaves open (see docs/segmentation.md):
 
 - step 3 is strict (``>``); ``K[i, i] = 1`` belongs to the range, so a row
   whose threshold is ``>= 1`` is all zero (no run at all);
 - step 4 sums the full anti-diagonal (both triangles; k = 0 counted once),
-  because the SPEC says "over all k with both indices inside 0..T-1";
+  because the definition (docs/science.md §5) says "over all k with both indices inside 0..T-1";
 - step 5: a local minimum is a maximal run of equal values (length >= 1)
   whose left and right neighbours are both strictly larger; the boundary is
   the run's centre frame ``(first + last) // 2`` (the earlier of the two
@@ -158,7 +158,7 @@ def _as_square(m: Any, name: str) -> np.ndarray:
 
 
 def upsample_attention(attn_map: np.ndarray, rate: int) -> np.ndarray:
-    """Up-sample attention maps by ``rate`` (SPEC section 4).
+    """Up-sample attention maps by ``rate`` (docs/science.md §4).
 
     ``[..., step, step] -> [..., step*rate, step*rate]``: every weight becomes
     a ``rate x rate`` block (Kronecker product with ``ones(rate, rate)``) and
@@ -270,7 +270,7 @@ def _pairwise_distances(x: np.ndarray) -> np.ndarray:
 
 
 def kernel_gram(v: np.ndarray, alpha: float) -> np.ndarray:
-    """Kernel-Gram matrix ``K[i, j] = exp(-||v_i - v_j||_2 / alpha)`` (SPEC section 5 step 1).
+    """Kernel-Gram matrix ``K[i, j] = exp(-||v_i - v_j||_2 / alpha)`` (docs/science.md §5 step 1).
 
     ``v`` is ``[frame, dim]`` (any real dtype); the result is float64
     ``[frame, frame]``, symmetric, with ``K[i, i] = 1`` and exactly 1 between
@@ -313,7 +313,7 @@ def _matrix_from_extents(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def filtered_matrix(K: np.ndarray, beta: float) -> np.ndarray:
-    """Filtered matrix ``Kf`` (SPEC section 5 steps 2-3), bool ``[frame, frame]``.
+    """Filtered matrix ``Kf`` (docs/science.md §5 steps 2-3), bool ``[frame, frame]``.
 
     ``eps_i = beta * mean_j K[i, j]``; ``Kf[i, j]`` is True iff
     ``K[i, k] > eps_i`` (strictly) for every k between i and j inclusive, in
@@ -327,7 +327,7 @@ def filtered_matrix(K: np.ndarray, beta: float) -> np.ndarray:
 
 
 def score_curve(Kf: np.ndarray) -> np.ndarray:
-    """Score curve ``S[t] = sum_k Kf[t - k, t + k]`` (SPEC section 5 step 4).
+    """Score curve ``S[t] = sum_k Kf[t - k, t + k]`` (docs/science.md §5 step 4).
 
     k runs over every integer, negative, zero and positive, with both indices
     inside ``0..T-1``: S[t] is the sum of the whole anti-diagonal ``i + j = 2t``
@@ -371,7 +371,7 @@ def _score_from_extents(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def local_minima(S: np.ndarray) -> np.ndarray:
-    """Frame indices of the local minima of a curve (SPEC section 5 step 5).
+    """Frame indices of the local minima of a curve (docs/science.md §5 step 5).
 
     A minimum is a maximal run of equal values ``S[a] == ... == S[b]``
     (``a <= b``) with ``S[a - 1] > S[a]`` and ``S[b + 1] > S[b]``; it yields one
@@ -548,7 +548,7 @@ def _near_count(points: np.ndarray, targets: np.ndarray, tol: float) -> int:
 
 
 def _metrics(hits: int, hits_ref: int, n_ref: int, n_pred: int, mode: str) -> dict[str, float | int]:
-    """Ratios from counts (SPEC section 5), with the zero-denominator conventions of the docs."""
+    """Ratios from counts (docs/science.md §5), with the zero-denominator conventions of the docs."""
     precision = hits / n_pred if n_pred else 0.0
     recall = hits_ref / n_ref if n_ref else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
@@ -624,7 +624,7 @@ def evaluate_boundaries(
             lenient recall can exceed ``n_pred / n_ref`` and the R-value
             geometry then breaks.
 
-    Strict mode uses the SPEC formulas throughout: P = hits / n_pred,
+    Strict mode uses the formulas of docs/science.md §5 throughout: P = hits / n_pred,
     HR = hits / n_ref, F1 = 2PR / (P + R), OS = n_pred / n_ref - 1,
     r1 = sqrt((1 - HR)^2 + OS^2), r2 = (-OS + HR - 1) / sqrt(2),
     R-value = 1 - (|r1| + |r2|) / 2.

@@ -1,4 +1,4 @@
-"""Built-in head metrics (SPEC section 3), registered like any plugin's."""
+"""Built-in head metrics (docs/science.md §3), registered like any plugin's."""
 
 from __future__ import annotations
 

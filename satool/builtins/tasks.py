@@ -1,4 +1,4 @@
-"""Built-in probing tasks (SPEC section 7), registered like any plugin's."""
+"""Built-in probing tasks (docs/science.md §7), registered like any plugin's."""
 
 from __future__ import annotations
 

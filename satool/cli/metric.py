@@ -30,7 +30,7 @@ def metric(
     """Globalness, verticality, diagonality and weight of every head, and its category.
 
     G = mean entropy of a head's attention rows; V = -entropy of its mean row;
-    D = -mean |query - key| / T; W = its largest weight (SPEC section 3; plugin
+    D = -mean |query - key| / T; W = its largest weight (docs/science.md §3; plugin
     metrics too). Each head's category is the metric (G, V or D) in whose
     ranking it places best. Writes metrics.csv, metrics.json,
     head_distribution.png and top_heads.png (+ .npz) into --out.

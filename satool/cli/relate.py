@@ -27,7 +27,7 @@ def relate(
     (a joint distribution), P_U the same for uniform attention, P_h = (P' - P_U)
     / P_U (> 0 preference, < 0 avoidance) and C_h\\[n] the mean of P_h over query
     phones (> 0: the head focuses on phone n). Computed for every head from the
-    model-rate maps (SPEC section 6). Writes relations.npz, relations.csv,
+    model-rate maps (docs/science.md §6). Writes relations.npz, relations.csv,
     concentration.csv, one heat map per drawn head and
     verticality_vs_concentration.png (paper Fig. 4).
     """

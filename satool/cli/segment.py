@@ -27,7 +27,7 @@ def segment(
     out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
     allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
 ) -> None:
-    """Find phone boundaries from attention rows or features (kernel-Gram method, SPEC section 5).
+    """Find phone boundaries from attention rows or features (kernel-Gram method, docs/science.md §5).
 
     Each source is tuned on --tune-on (grid of alphas derived from the data x 24
     betas, best strict R-value), then evaluated once on --test-on. Prints strict

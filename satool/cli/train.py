@@ -38,7 +38,7 @@ def pretrain(
     alignments: Path | None = typer.Option(None, help="Alignment directory (not needed for pre-training)."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
 ) -> None:
-    """Pre-train a Mockingjay model by masked acoustic modelling (SPEC section 1).
+    """Pre-train a Mockingjay model by masked acoustic modelling (docs/science.md §1).
 
     Spans of Cnum steps are masked until ~15 % of steps are chosen (80 % zeroed,
     10 % replaced by random steps, 10 % kept); the model reconstructs the
