@@ -1,9 +1,19 @@
 """satool: understand the self-attention of self-supervised speech transformers.
 
-Library first: every stage is a plain function (see docs/api.md); the
-``satool`` command is a thin Typer layer over them. Plugins implement the
-hooks in :mod:`satool.hookspecs` with the ``hookimpl`` marker below.
+Library first: the ``satool`` command is a thin Typer layer over plain functions. From Python
+(docs/api.md)::
+
+    import satool
+    model = satool.load_model("model.ckpt")
+    run = satool.run_with_cache(model, "utt.flac", alignment="utt.TextGrid")
+    cache = satool.open_cache("attention-cache")
+    scores = satool.score(cache)            # scores.to_frame(): a pandas DataFrame
+
+Names are imported on first use, so ``import satool`` (and ``satool --help``) stays fast. Plugins
+implement the hooks in :mod:`satool.hookspecs` with the ``hookimpl`` marker below.
 """
+
+import importlib
 
 import pluggy
 
@@ -11,4 +21,24 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("satool")
 
-__all__ = ["__version__", "hookimpl"]
+_LAZY = {
+    "load_model": "satool.models.base",
+    "open_cache": "satool.cache",
+    "open_corpus": "satool.corpus",
+    "run_with_cache": "satool.api",
+    "score": "satool.api",
+    "Run": "satool.api",
+    "HeadScores": "satool.headscores",
+    "relate": "satool.relations",
+    "cache_stream": "satool.headscores",
+}
+
+__all__ = ["__version__", "hookimpl", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'satool' has no attribute {name!r}")

@@ -91,6 +91,17 @@ class HeadScores:
         out[missing] = ""
         return out
 
+    def to_frame(self):
+        """The per-head table (:meth:`records`) as a pandas DataFrame indexed by head label
+        (pandas is not a dependency of satool: install it to use this)."""
+        try:
+            import pandas
+        except ImportError:
+            from satool.errors import EnvironmentProblem
+
+            raise EnvironmentProblem("HeadScores.to_frame() needs pandas: pip install pandas") from None
+        return pandas.DataFrame(self.records()).set_index("label")
+
     def near_ties(self, name: str, relative: float = NEAR_TIE) -> np.ndarray:
         """bool ``[layer, head]``: the head's value lies within ``relative`` x the largest magnitude of
         ``name`` of another head's value, so the order of those heads is arbitrary."""
