@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import EnvironmentProblem
+from satool.stages import NoProgress
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         if skipped:
             return
         began = time.perf_counter()
-        with (progress_factory(name) if progress_factory else _NoProgress()) as bar:
+        with (progress_factory(name) if progress_factory else NoProgress()) as bar:
             extra = body(bar) or {}
         state.mark(name, wanted, time.perf_counter() - began, **extra)
 
@@ -154,145 +155,79 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
             workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus})
             return {"reference": reference.provenance()}
         from satool.pretrain import PretrainSettings
-        from satool.pretrain import pretrain as run
+        from satool.stages import pretrain as stage
 
-        result = run(corpus, ckpt, PretrainSettings(
+        step = stage.Settings(corpus, ckpt, PretrainSettings(
             preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,
             batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-            pre_layer_norm=settings.pre_layer_norm, save_every=max(100, settings.pretrain_steps // 5),
-        ), progress=lambda step, loss: (bar.total(settings.pretrain_steps, step), bar.info(f"loss {loss:.3f}")))
-        workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus}, steps=settings.pretrain_steps)
+            pre_layer_norm=settings.pre_layer_norm, save_every=max(100, settings.pretrain_steps // 5)))
+        result = stage.run(step, bar)
+        stage.record(workspace, step, result)
         return {"final_loss": result.final_loss, "heldout_l1": result.heldout_l1,
                 "frames_per_second": result.frames_per_second, "warnings": result.warnings}
 
-    def health(bar):
-        from satool.heldout import evaluate_checkpoint, save_health
+    def run_stage(module, step, bar) -> Any:
+        outputs = module.run(step, bar)
+        module.record(workspace, step, outputs)
+        return outputs
 
-        bar.total(len(open_corpus_split(corpus, "dev")), 0)
-        check = evaluate_checkpoint(ckpt, corpus, "dev", seed=settings.seed, progress=bar.advance)
-        save_health(check, results / "health", split="dev", checkpoint=ckpt)
-        workspace.record("health", {"health": results / "health"})
+    def health(bar):
+        from satool.stages import health as stage
+
+        run_stage(stage, stage.Settings(ckpt, corpus, "dev", seed=settings.seed, out=results / "health"), bar)
 
     def extract(bar):
         from satool.extract import ExtractSettings
-        from satool.extract import extract as run
+        from satool.stages import extract as stage
 
         states = [h for h in settings.hidden_states if h <= _num_layers(ckpt)]
-        summary = run(ckpt, corpus, cache, ExtractSettings(split=["dev", "test"], hidden_states=states),
-                      progress=lambda d, t: bar.total(t, d))
-        workspace.record("extract", {"cache": cache})
+        summary = run_stage(stage, stage.Settings(ckpt, corpus, cache, ExtractSettings(split=["dev", "test"],
+                                                                                        hidden_states=states)), bar)
         return {"utterances": summary.written + summary.already_done, "skipped": len(summary.skipped)}
 
     def metric(bar):
-        from satool.cache import open_cache
-        from satool.headscores import score_cache, write_outputs
-        from satool.plugins import get_plugins
+        from satool.stages import metric as stage
 
-        opened = open_cache(cache)
-        bar.total(len(opened.utterance_ids), 0)
-        scores = score_cache(opened, [e.obj for e in get_plugins().metrics], progress=bar.advance)
-        write_outputs(scores, results / "metric", opened.utterance_ids[0], opened.attention(opened.utterance_ids[0]),
-                      step_s=opened.frames_per_step * 0.01)
-        workspace.record("metric", {"metrics": results / "metric"})
+        run_stage(stage, stage.Settings(cache, out=results / "metric"), bar)
 
     def segment(bar):
-        from satool.cache import open_cache
-        from satool.results import write_csv
-        from satool.segment_study import (
-            FeatureSource,
-            FrameSource,
-            aligned_ids,
-            rank_heads,
-            study,
-            write_study,
-        )
+        from satool.stages import segment as stage
 
-        opened = open_cache(cache)
-        frames = FrameSource(opened)
-        tune_ids = aligned_ids(opened, "dev")[: settings.segment_tune_utts]
-        test_ids = aligned_ids(opened, "test")[: settings.segment_test_utts]
-        bar.total(len(opened.layers) * len(opened.heads), 0)
-        # heads are ranked on dev alone (tuned on one half, scored on the other), so the test split
-        # is used once, for the chosen head
-        half = len(tune_ids) // 2
-        heads = rank_heads(frames, tune_ids[:half], tune_ids[half:], tolerance=0.02, progress=bar.advance)
-        write_csv(results / "segment" / "heads_by_r_value.csv", heads)
-        best_head = FeatureSource("attn", heads[0]["layer"], heads[0]["head"])
-        hidden = [FeatureSource("hidden", h) for h in opened.hidden_states]
-        outcomes = study(frames, [FeatureSource("mfcc"), FeatureSource("mel"), best_head, *hidden], tune_ids,
-                         test_ids, tuned_on="dev", curve=lambda source: source.kind != "hidden",
-                         progress=lambda label, done, total: (bar.total(total, done), bar.info(label)))
-        # the hidden state is chosen on the tuning split (dev), like the head: the test split only scores it
-        best_hidden = max((r for r in outcomes if r.source.startswith("hidden:")),
-                          key=lambda r: r.tune_r_value, default=None)
-        write_study(frames, outcomes, results / "segment", tolerance=0.02, example_id=test_ids[0],
-                    examples=[FeatureSource("mfcc"), best_head],
-                    extra={"best_head": best_head.label, "best_hidden": best_hidden.source if best_hidden else None})
-        workspace.record("segment", {"segment": results / "segment"})
+        # the head and the hidden state are chosen on dev (heads: tuned on one half, scored on the other);
+        # the test split scores them once
+        run_stage(stage, stage.Settings(cache, ["mfcc", "mel", "attn:best", "hidden:all"], "dev", "test",
+                                        settings.segment_tune_utts, settings.segment_test_utts, curve_hidden=False,
+                                        examples=["mfcc", "attn:best"], out=results / "segment"), bar)
 
     def relate(bar):
-        from satool.cache import open_cache
-        from satool.headscores import cache_stream
-        from satool.relations import relate as run
-        from satool.relations import save_all, top_heads
+        from satool.stages import relate as stage
 
-        opened = open_cache(cache)
-        bar.total(len(opened.utterance_ids), 0)
-        relations = run(cache_stream(opened, reuse_buffer=True), opened.layers, opened.heads, opened.phone_set, progress=bar.advance)
-        save_all(relations, top_heads(relations.verticality, 4), results / "relate")
-        workspace.record("relate", {"relate": results / "relate"})
+        run_stage(stage, stage.Settings(cache, out=results / "relate"), bar)
 
-    def probe_and_prune_data(bar):
-        from satool.corpus import open_corpus
-        from satool.models.base import load_model
-        from satool.representations import ProbeData
+    def data() -> Any:
+        from satool.stages.probe import Data
 
-        model, opened = load_model(ckpt), open_corpus(corpus)
-        train = opened.select("train", settings.probe_train_utts, balanced=True)
-        test = opened.select("test", settings.probe_test_utts, balanced=True)
-        bar.total(len(train) + len(test), 0)
-        return model, opened, train, test, [ProbeData(model, opened, utts, reconstruction=True, progress=bar.advance)
-                                            for utts in (train, test)]
+        return Data(ckpt, corpus, train_utts=settings.probe_train_utts, test_utts=settings.probe_test_utts)
 
     def probe(bar):
-        from satool.plugins import get_plugins
-        from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
-        from satool.probing import ProbeSettings
-        from satool.results import write_csv, write_json
+        from satool.stages import probe as stage
 
-        model, opened, train, test, data = probe_and_prune_data(bar)
-        tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt", "reconstruction")]
-        rows, _ = probe_rows(model, opened, train, test, tasks, settings=ProbeSettings(steps=settings.probe_steps),
-                             seed=settings.seed, data=tuple(data))
-        write_csv(results / "probe" / "probe_results.csv", rows)
-        write_json(results / "probe" / "probe_results.json", rows)
-        workspace.record("probe", {"probe": results / "probe"})
-        return {"warnings": left_out_warnings(rows) + convergence_warnings(rows)}
+        outputs = run_stage(stage, stage.Settings(data(), ["phone", "speaker", "speaker-utt", "reconstruction"],
+                                                  steps=settings.probe_steps, seed=settings.seed,
+                                                  out=results / "probe"), bar)
+        return {"warnings": outputs.warnings}
 
     def prune(bar):
-        from satool.headscores import HeadScores
-        from satool.plugins import get_plugins
-        from satool.probing import ProbeSettings
-        from satool.pruning import RepresentationStore, plan, save_sweep, sweep_heads
+        from satool.stages import prune as stage
 
-        model, _, _, _, data = probe_and_prune_data(bar)
-        tasks = [get_plugins().tasks.get(t) for t in ("phone", "speaker", "speaker-utt")]
-        scores = HeadScores.load(results / "metric")
-        sweep = plan(["globalness", "verticality", "diagonality", "weight", "random"], scores, model.num_layers,
-                     model.num_heads, step=settings.prune_step, random_seeds=range(settings.random_seeds))
-        bar.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
-        rows = sweep_heads(RepresentationStore(*data), sweep, tasks, seed=settings.seed,
-                           settings=ProbeSettings(steps=settings.probe_steps),
-                           on_level=lambda name, level: bar.advance())
-        save_sweep(rows, results / "prune", total_heads=model.num_layers * model.num_heads, scores=scores,
-                   first=sweep.levels[1])
-        workspace.record("prune", {"prune": results / "prune"})
+        run_stage(stage, stage.Settings(data(), step=settings.prune_step, random_seeds=settings.random_seeds,
+                                        metrics=results / "metric", steps=settings.probe_steps, seed=settings.seed,
+                                        out=results / "prune"), bar)
 
     def report(bar):
-        from satool.report import build_report
+        from satool.stages import report as stage
 
-        build_report(out)
-        workspace.record("report", {"report": out / "report.html"})
+        run_stage(stage, stage.Settings(out), bar)
 
     data_keys = ("speakers", "utterances_per_speaker", "seed")
     model_keys = (*data_keys, "model")
@@ -314,36 +249,13 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     if on_stage is not None:
         on_stage(len(bodies) + 1, "report", False)
     began = time.perf_counter()
-    with (progress_factory("report") if progress_factory else _NoProgress()) as bar:
+    with (progress_factory("report") if progress_factory else NoProgress()) as bar:
         report(bar)
     state.mark("report", {}, time.perf_counter() - began)
     return state.done
-
-
-def open_corpus_split(corpus: Path, split: str) -> list:
-    from satool.corpus import open_corpus
-
-    return open_corpus(corpus).select(split)
 
 
 def _num_layers(ckpt: Path) -> int:
     from satool.models.checkpoint import load_checkpoint
 
     return load_checkpoint(ckpt).config.num_layers
-
-
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def total(self, total: int, completed: int | None = None) -> None:
-        pass
-
-    def info(self, text: str) -> None:
-        pass

@@ -161,7 +161,8 @@ def _collate(pairs, max_steps: int, rng: np.random.Generator):
     return inputs, targets, lengths
 
 
-def _world() -> tuple[int, int]:
+def torchrun_world() -> tuple[int, int]:
+    """(rank, world size) of this process under torchrun (0, 1 otherwise)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
@@ -185,7 +186,7 @@ def pretrain(
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
 
     out = Path(out)
-    rank, world = _world()
+    rank, world = torchrun_world()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")
     if settings.batch_size < world:

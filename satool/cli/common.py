@@ -38,6 +38,11 @@ def say(text: str, label: str | None = None, style: str = "yellow", out: Console
     (out or console).print(line, soft_wrap=True)
 
 
+def log(text: str, label: str = "note:") -> None:
+    """The stages' ``log``: one line on stderr after a coloured label."""
+    say(text, label)
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to the results stream (stdout)."""
     from satool.results import json_ready

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, progress_bar, say
+from satool.cli.common import log, parse_csv, progress_bar, say
 
 DEFAULT_OUT = Path("attention-cache")
 
@@ -51,8 +51,8 @@ def extract(
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
     from satool.extract import ExtractSettings, parse_numbers, world_shard
-    from satool.extract import extract as run_extract
     from satool.models.base import resolve_device
+    from satool.stages import extract as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
@@ -60,7 +60,6 @@ def extract(
     corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus:
         alignments = workspace.path("alignments")
-    out = out or DEFAULT_OUT
     shard_pair = None
     if shard:
         try:
@@ -70,11 +69,12 @@ def extract(
 
             raise UsageError(f"--shard {shard!r}: expected i/N, e.g. 0/2") from None
         shard_pair = (i, n)
-    hidden_states = parse_numbers(hidden) or []
-    settings = ExtractSettings(
-        layers=parse_numbers(layers), heads=parse_numbers(heads), hidden_states=hidden_states,
+    extraction = ExtractSettings(
+        layers=parse_numbers(layers), heads=parse_numbers(heads), hidden_states=parse_numbers(hidden) or [],
         split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames, phone_set=phone_set,
     )
+    settings = stage.Settings(checkpoint, corpus, out or DEFAULT_OUT, extraction, alignments, compression,
+                              shard_pair, strict, flush_every, resolve_device(device))
     index, count = world_shard(shard_pair)
     label = "extracting" if count == 1 else f"extracting {index}/{count}"
 
@@ -87,21 +87,15 @@ def extract(
     with contextlib.ExitStack() as stack:
         bars: list = []
 
-        def progress(done: int, total: int) -> None:
-            if not bars:  # the bar appears once the work starts, not before the checks
-                bars.append(stack.enter_context(progress_bar(total, label)))
-            bars[0].total(total, done)
+        class Lazy:  # the bar appears once the work starts, not before the checks
+            def total(self, total, completed=None):
+                if not bars:
+                    bars.append(stack.enter_context(progress_bar(total, label)))
+                bars[0].total(total, completed)
 
-        summary = run_extract(
-            checkpoint, corpus, out, settings, alignments=alignments, device=resolve_device(device),
-            compression=compression, shard=shard_pair, strict=strict, shard_seconds=flush_every,
-            progress=progress, on_ready=ready,
-        )
-    for utt, reason in summary.skipped:
-        say(f"{utt}: {reason}", "skipped")
-    say(f"{out}: {summary.written} utterances written, {summary.already_done} already there, "
+        summary = stage.run(settings, Lazy(), log, on_ready=ready)
+    say(f"{settings.out}: {summary.written} utterances written, {summary.already_done} already there, "
         f"{len(summary.skipped)} skipped ({summary.seconds:.1f} s; "
         f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)")
     if index == 0:
-        workspace.record("extract", {"checkpoint": checkpoint, "corpus": corpus, "alignments": alignments,
-                                     "cache": out}, split=split, max_frames=max_frames)
+        stage.record(workspace, settings, summary)

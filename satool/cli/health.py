@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import print_json, progress_bar, say
+from satool.cli.common import log, print_json, progress_bar, say
 
 DEFAULT_OUT = Path("results/health")
 
@@ -32,26 +32,26 @@ def health(
     in units of uniform attention). Writes health.json and health.csv; 'satool
     report' reads them.
     """
-    from satool.heldout import BASELINES, evaluate_checkpoint, save_health
+    from satool.heldout import BASELINES
     from satool.models.base import resolve_device
+    from satool.stages import health as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT")
-    corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS")
-    out = out or DEFAULT_OUT
+    settings = stage.Settings(workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT"),
+                              workspace.resolve("corpus", corpus, hint="pass CORPUS"), split, max_utts, seed,
+                              out or DEFAULT_OUT, resolve_device(device))
     with progress_bar(None, "held-out checks") as bar:
-        check = evaluate_checkpoint(checkpoint, corpus, split, max_utts=max_utts, seed=seed,
-                                    device=resolve_device(device), progress=bar.advance)
-    document = save_health(check, out, split=split, checkpoint=checkpoint)
-    workspace.record("health", {"checkpoint": checkpoint, "corpus": corpus, "health": out}, split=split)
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
     if as_json:
-        print_json(document)
+        print_json(outputs.document)
         return
+    check = outputs.check
     best = min(BASELINES, key=check.baselines.get)
     say(f"held-out masked L1 {check.model_l1:.4f} ({check.utterances} utterances); attention off "
         f"{check.attention_off_l1:.4f}; baselines " + ", ".join(f"{k} {v:.4f}" for k, v in check.baselines.items()))
     verdict = "beats" if check.model_l1 < check.baselines[best] else "does not beat"
     say(f"the model {verdict} the best baseline ({best}); most local head "
         f"{float(check.locality.max()):.1f}x the uniform weight ({int((check.locality >= 5).sum())} heads >= 5x); "
-        f"wrote {out / 'health.json'}")
+        f"wrote {settings.out / 'health.json'}")

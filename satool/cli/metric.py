@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, print_json, progress_bar, results_console, say
+from satool.cli.common import log, parse_csv, print_json, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/metric")
 
@@ -38,83 +38,25 @@ def metric(
     Examples: satool metric attention-cache/ --json
               satool metric model.ckpt LibriSpeech/ --split dev-clean   (no cache on disk)
     """
-    from satool.headscores import model_stream, score_cache, score_heads, write_outputs
-    from satool.plugins import get_plugins
+    from satool.stages import metric as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    registry = get_plugins().metrics
-    names = parse_csv(by) or registry.names()
-    metrics = [registry.get(n) for n in names]
-    out = out or DEFAULT_OUT
     source = workspace.resolve("cache", source, hint="pass a cache made by 'satool extract'")
-    example_id, example = None, None
-    if (source / "manifest.json").exists():
-        from satool.cache import open_cache
-
-        if corpus is not None:
-            from satool.errors import UsageError
-
-            raise UsageError(f"{source} is a cache: CORPUS is only for checkpoints")
-        cache = open_cache(source)
-        cache.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
-        with progress_bar(len(cache.utterance_ids), "scoring heads") as bar:
-            scores = score_cache(cache, metrics, progress=bar.advance)
-        example_id = cache.utterance_ids[0]
-        example = cache.attention(example_id)
-        step_s = cache.frames_per_step * 0.01
-        workspace_paths = {"cache": source, "metrics": out}
-    else:
-        from satool.corpus import open_corpus
-        from satool.models.base import load_model, resolve_device
-
+    if not stage.is_cache(source):
         corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
-        model = load_model(source, device=resolve_device(device))
-        opened = open_corpus(corpus, alignments)
-        utterances = opened.select(parse_csv(split) or None, max_utts)
-        skipped: list = []
-        first: dict = {}
-        with progress_bar(len(utterances), "scoring heads") as bar:
-            stream = model_stream(model, opened, utterances, max_frames=max_frames, skipped=skipped, first=first)
-            layers, heads = list(range(1, model.num_layers + 1)), list(range(1, model.num_heads + 1))
-            scores = score_heads(stream, metrics, layers, heads, progress=bar.advance,
-                                 source={"checkpoint": str(source), "corpus": str(corpus)})
-            bar.advance(len(skipped))
-        for utt, reason in skipped:
-            say(f"{utt}: {reason}", "skipped")
-        example_id, example = first.get("id"), first.get("attention")
-        step_s = model.step_s
-        workspace_paths = {"checkpoint": source, "corpus": corpus, "metrics": out}
-    previous = _earlier_results(out, scores)
-    if previous is not None:  # --by X adds or replaces X's columns; the other metrics stay
-        kept = [n for n in previous.values if n not in scores.values]
-        scores = scores.merged_into(previous)
-        if kept:
-            say(f"kept {', '.join(kept)} from the earlier results in {out} (same cache and heads)")
-    paths = write_outputs(scores, out, example_id, example, k=top, step_s=step_s)
-    workspace.record("metric", workspace_paths, metrics=",".join(names))
-    for name, reason in scores.failed.items():
-        say(f"metric {name!r} failed and has no values: {reason}", "warning:")
+    from satool.models.base import resolve_device
+
+    settings = stage.Settings(source, corpus, parse_csv(by) or None, out or DEFAULT_OUT, top, allow_partial,
+                              alignments, parse_csv(split) or None, max_utts, max_frames, resolve_device(device))
+    with progress_bar(None, "scoring heads") as bar:
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
     if as_json:
-        print_json(scores.records())
+        print_json(outputs.scores.records())
     else:
-        _print_summary(scores)
-    say(f"wrote {', '.join(str(p) for p in paths.values())}")
-
-
-def _earlier_results(out: Path, scores):
-    """Results already in ``out`` for the same source (cache and model), or None."""
-    from satool.errors import InputError
-    from satool.headscores import HeadScores
-
-    if not (out / "metrics.json").exists():
-        return None
-    try:
-        previous = HeadScores.load(out)
-    except InputError:
-        return None
-    same = all(previous.source.get(k) == scores.source.get(k) for k in ("cache", "sha256", "checkpoint", "corpus"))
-    return previous if same else None
+        _print_summary(outputs.scores)
+    say(f"wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 
 def _print_summary(scores) -> None:

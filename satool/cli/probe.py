@@ -6,58 +6,23 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, print_json, progress_bar, results_console, say
+from satool.cli.common import log, parse_csv, print_json, progress_bar, results_console
 
 DEFAULT_OUT = Path("results/probe")
 
 
-def probing_inputs(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device,
-                   balanced: bool = True, splits: Path | None = None, phone_set: str = "auto"):
-    """(model, corpus, train utterances, test utterances) with workspace defaults and clear errors.
-
-    With ``max_utts``, subsets are taken round-robin over speakers (``balanced``) so that every
-    test speaker is in the training subset when it can be."""
-    from satool.corpus import open_corpus
-    from satool.errors import UsageError
-    from satool.models.base import load_model, resolve_device
+def data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
+                  device, splits=None, phone_set="auto"):
+    """The probes' :class:`~satool.stages.probe.Data`, with the workspace's defaults."""
+    from satool.models.base import resolve_device
+    from satool.stages.probe import Data
 
     checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT or run 'satool pretrain'")
     corpus_path = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus_path:
         alignments = workspace.path("alignments")
-    opened = open_corpus(corpus_path, alignments, splits=splits, phone_set=phone_set)
-    for split, option in ((train_split, "--train-split"), (test_split, "--test-split")):
-        try:
-            opened.resolve_splits(split)
-        except UsageError as exc:
-            raise UsageError(f"{exc}; choose with {option}") from None
-    model = load_model(checkpoint, device=resolve_device(device))
-    return (model, opened, opened.select(train_split, max_utts, balanced=balanced),
-            opened.select(test_split, max_utts, balanced=balanced), checkpoint, corpus_path, alignments)
-
-
-def resolve_tasks(text: str | None, model) -> list:
-    """The named tasks (default: the built-in ones this model supports); refuse what it cannot do."""
-    from satool.errors import UsageError
-    from satool.plugins import get_plugins
-
-    names = parse_csv(text) or ["phone", "speaker", "speaker-utt"] + (
-        ["reconstruction"] if model.has_prediction_head else [])
-    tasks = [get_plugins().tasks.get(name) for name in names]
-    for t in tasks:
-        if "reconstruction" in t.needs and not model.has_prediction_head:
-            raise UsageError(f"task {t.name!r} needs a pre-training head, which this model does not have")
-    return tasks
-
-
-def parse_head_list(text: str | None, model=None):
-    """Heads named 'L3.H7' (comma-separated), checked against the model when given."""
-    from satool.heads import check, parse_list
-
-    heads = parse_list(text)
-    if model is not None:
-        check(heads, range(1, model.num_layers + 1), range(1, model.num_heads + 1))
-    return heads
+    return Data(checkpoint, corpus_path, alignments, splits, phone_set, train_split, test_split, max_utts, max_utts,
+                max_frames, resolve_device(device))
 
 
 def probe(
@@ -99,35 +64,19 @@ def probe(
     skip), and every probe's convergence is checked. One forward pass per
     utterance serves every task. Deterministic for a seed.
     """
-    from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
-    from satool.probing import ProbeSettings
-    from satool.representations import Configuration
-    from satool.results import write_csv, write_json
+    from satool.heads import parse_list
+    from satool.stages import probe as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits,
-        phone_set=phone_set)
-    tasks = resolve_tasks(task, model)
-    state = _state_index(model, layer)
-    config = Configuration.pruned(model.num_layers, model.num_heads, parse_head_list(head_mask, model), state, span)
-    with progress_bar(len(train) + len(test), "representations and probes") as bar:
-        results, skipped = probe_rows(model, opened, train, test, tasks, configuration=config,
-                                      settings=ProbeSettings(steps=steps), seed=seed, input_features=inputs,
-                                      max_frames=max_frames, progress=bar.advance)
-    for utt, reason in skipped:
-        say(f"{utt}: {reason}", "skipped")
-    for line in left_out_warnings(results) + convergence_warnings(results):
-        say(line, "warning:")
-    for r in results:
-        r.update(layer=layer, head_mask=head_mask or "", span=span, seed=seed, train_split=train_split,
-                 test_split=test_split)
-    out = out or DEFAULT_OUT
-    write_csv(out / "probe_results.csv", results)
-    write_json(out / "probe_results.json", results)
-    workspace.record("probe", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
-                               "probe": out}, tasks=",".join(t.name for t in tasks))
+    data = data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
+                         device, splits, phone_set)
+    settings = stage.Settings(data, parse_csv(task) or None, layer, parse_list(head_mask), span, steps, seed,
+                              inputs, out or DEFAULT_OUT)
+    with progress_bar(None, "representations and probes") as bar:
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
+    results = outputs.rows
     if as_json:
         print_json(results)
         return
@@ -139,16 +88,3 @@ def probe(
                       + (" (lower is better)" if not r["higher_is_better"] else ""), str(r["n_train"]),
                       str(r["n_test"]))
     results_console().print(table)
-
-
-def _state_index(model, layer: int) -> int:
-    """Hidden-state number (0 = embedding when present, L = layer L, -1 = last) -> array index."""
-    from satool.errors import UsageError
-
-    names = model.hidden_state_names
-    if layer == -1:
-        return len(names) - 1
-    wanted = "embedding" if layer == 0 else f"layer {layer}"
-    if wanted not in names:
-        raise UsageError(f"--layer {layer}: this model has hidden states {', '.join(names)}")
-    return names.index(wanted)

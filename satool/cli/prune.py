@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import parse_csv, progress_bar, results_console, say
+from satool.cli.common import log, parse_csv, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/prune")
 
@@ -48,65 +48,21 @@ def prune(
     Writes prune_results.csv/json, prune_curves.png and, with globalness and
     weight results, globalness_vs_weight.png/.csv (paper Fig. 6).
     """
-    from satool.cli.probe import _state_index, probing_inputs, resolve_tasks
-    from satool.headscores import HeadScores
-    from satool.plugins import get_plugins
-    from satool.probing import ProbeSettings
-    from satool.pruning import (
-        RANDOM,
-        RepresentationStore,
-        plan,
-        save_sweep,
-        sweep_heads,
-        sweep_spans,
-    )
-    from satool.representations import ProbeData
+    from satool.cli.probe import data_settings
+    from satool.stages import prune as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    names = parse_csv(by)
-    for name in names:
-        if name != RANDOM:
-            get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
-    model, opened, train, test, checkpoint, corpus_path, alignments = probing_inputs(
-        workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, device, splits=splits,
-        phone_set=phone_set)
-    tasks = resolve_tasks(task, model)
-    state = _state_index(model, layer)
-    settings = ProbeSettings(steps=steps)
-    need_recon = any("reconstruction" in t.needs for t in tasks)
-    out = out or DEFAULT_OUT
-    device_name = str(getattr(model, "device", "cpu"))
-    total = model.num_layers * model.num_heads
-    scores = None
-    metrics_dir = metrics or workspace.path("metrics")
-    if any(n != RANDOM for n in names) or span is None:
-        if metrics_dir is not None and (Path(metrics_dir) / "metrics.json").exists():
-            scores = HeadScores.load(metrics_dir)
-    with progress_bar(len(train) + len(test), "reading data") as bar:
-        data = [ProbeData(model, opened, utts, reconstruction=need_recon, max_frames=max_frames,
-                          progress=bar.advance) for utts in (train, test)]
-    store = RepresentationStore(*data)
+    data = data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
+                         device, splits, phone_set)
+    settings = stage.Settings(data, parse_csv(by), parse_csv(task), step, random_seeds,
+                              [int(s) for s in parse_csv(span)] if span is not None else None,
+                              metrics or workspace.path("metrics"), layer, steps, seed, out or DEFAULT_OUT)
     with progress_bar(None, "pruning") as bar:
-        if span is not None:
-            spans = [None] + [int(s) for s in parse_csv(span)]
-            bar.total(len(spans), 0)
-            rows = sweep_spans(store, spans, tasks, seed=seed, settings=settings, state=state, device=device_name)
-            first = None
-        else:
-            sweep = plan(names, scores, model.num_layers, model.num_heads, step=step,
-                         random_seeds=range(random_seeds))
-            bar.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
-            rows = sweep_heads(store, sweep, tasks, seed=seed, settings=settings, state=state, device=device_name,
-                               on_level=lambda name, level: bar.advance())
-            first = sweep.levels[1] if len(sweep.levels) > 1 else 1
-    paths = save_sweep(rows, out, total_heads=total, spans=span is not None, scores=scores, first=first)
-    workspace.record("prune", {"checkpoint": checkpoint, "corpus": corpus_path, "alignments": alignments,
-                               "prune": out}, by=by, task=task)
-    for utt, reason in (data[0].skipped + data[1].skipped)[:5]:
-        say(f"{utt}: {reason}", "skipped")
-    _print(rows, span is not None)
-    say(f"{store.passes} representation passes; wrote {', '.join(str(p) for p in paths.values())}")
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
+    _print(outputs.rows, span is not None)
+    say(f"{outputs.passes} representation passes; wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 
 def _print(rows, spans: bool) -> None:

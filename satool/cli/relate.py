@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import progress_bar, say
+from satool.cli.common import log, progress_bar, say
 
 DEFAULT_OUT = Path("results/relate")
 
@@ -33,47 +33,22 @@ def relate(
     """
     import numpy as np
 
-    from satool.cache import open_cache
-    from satool.headscores import HeadScores, cache_stream
-    from satool.relations import parse_heads, save_all, select_heads, top_heads
-    from satool.relations import relate as run_relate
+    from satool.heads import parse_list
+    from satool.stages import relate as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
-    out = out or DEFAULT_OUT
-    opened = open_cache(cache_path)
-    opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
-    wanted = parse_heads(heads) if heads else None
-    if wanted is not None:  # checked before the pass over the cache, not after it
-        from satool.heads import check
-
-        check(wanted, opened.layers, opened.heads)
-    with progress_bar(len(opened.utterance_ids), "relating phones") as bar:
-        relations = run_relate(cache_stream(opened, reuse_buffer=True), opened.layers, opened.heads, opened.phone_set,
-                               progress=bar.advance)
-    if wanted is not None:
-        chosen = select_heads(relations, wanted)
-    else:
-        if by == "verticality":
-            values = relations.verticality
-        else:
-            metrics_dir = workspace.resolve("metrics", None, hint=f"run 'satool metric --by {by}' first")
-            scores = HeadScores.load(metrics_dir)
-            if by not in scores.values:
-                from satool.errors import UsageError
-
-                raise UsageError(f"{metrics_dir}: no {by!r} values (run 'satool metric --by {by}')")
-            values = np.array([scores.values[by][scores.layers.index(int(layer)), scores.heads.index(int(head))]
-                               for layer, head in zip(relations.layers, relations.heads)])
-        chosen = top_heads(values, top)
-    paths = save_all(relations, chosen, out)
-    workspace.record("relate", {"cache": cache_path, "relate": out})
-    concentration = relations.concentration
-    for h in chosen:
-        c = concentration[h]
+    settings = stage.Settings(cache_path, parse_list(heads) or None, top, by, workspace.path("metrics"),
+                              out or DEFAULT_OUT, allow_partial)
+    with progress_bar(None, "relating phones") as bar:
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
+    relations = outputs.relations
+    for h in outputs.chosen:
+        c = relations.concentration[h]
         best = int(np.nanargmax(np.where(np.isfinite(c), c, -np.inf)))
         say(f"{relations.labels[h]}: verticality {relations.verticality[h]:.3f}, strongest focus on "
-                      f"{relations.phones[best]!r} (C = {c[best]:+.2f})")
-    written = len(paths) - 1 + len(paths["maps"])
-    say(f"{relations.utterances} aligned utterances; wrote {written} files into {out}")
+            f"{relations.phones[best]!r} (C = {c[best]:+.2f})")
+    written = len(outputs.paths) - 1 + len(outputs.paths["maps"])
+    say(f"{relations.utterances} aligned utterances; wrote {written} files into {settings.out}")

@@ -15,7 +15,7 @@ def report(
     out: Path | None = typer.Option(None, "--out", "-o", help="Report file (default DIRECTORY/report.html)."),
 ) -> None:
     """Rebuild the self-contained HTML report (figures embedded) from the saved results."""
-    from satool.report import build_report
+    from satool.stages import report as stage
 
-    path = build_report(directory, out)
+    path = stage.run(stage.Settings(directory, out))
     say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

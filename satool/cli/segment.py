@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import progress_bar, results_console, say
+from satool.cli.common import log, parse_csv, progress_bar, results_console, say
 
 DEFAULT_OUT = Path("results/segment")
 
@@ -14,7 +14,8 @@ DEFAULT_OUT = Path("results/segment")
 def segment(
     cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
     features: str = typer.Option("mfcc", "--features", "-f", help="Comma-separated sources: attn:L3.H7 "
-                                 "(layer 3, head 7, from 1), hidden:STATE (0 = embedding), mfcc, mel. "
+                                 "(layer 3, head 7, from 1), attn:best (the head ranked best on --tune-on, "
+                                 "never on the test split), hidden:STATE (0 = embedding), hidden:all, mfcc, mel. "
                                  "E.g. mfcc,attn:L1.H3"),
     tune_on: str = typer.Option("dev", help="Split on which alpha and beta are tuned for the best R-value."),
     test_on: str = typer.Option("test", help="Split on which the tuned parameters are evaluated."),
@@ -36,47 +37,23 @@ def segment(
     pr_curve.csv/png (sweep over beta), example_<source>.png (paper Fig. 2) and,
     with --all-heads, heads_by_r_value.csv.
     """
-    from satool.cache import open_cache
-    from satool.segment_study import (
-        BOUNDARY_CONVENTION,
-        FrameSource,
-        aligned_ids,
-        parse_sources,
-        rank_heads,
-        study,
-        write_study,
-    )
+    from satool.segment_study import BOUNDARY_CONVENTION
+    from satool.stages import segment as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
-    out = out or DEFAULT_OUT
-    sources = parse_sources(features)
-    opened = open_cache(cache_path)
-    opened.require_complete(allow_partial, warn=lambda m: say(m, "warning:"))
-    frames = FrameSource(opened)
-    frames.check(sources)  # before any work: heads, hidden states and the corpus exist
-    test_ids = aligned_ids(opened, test_on, option="--test-on")
-    fixed = alpha is not None and beta is not None
-    tune_ids = [] if fixed else aligned_ids(opened, tune_on, option="--tune-on (or give --alpha and --beta)")
+    settings = stage.Settings(cache_path, parse_csv(features), tune_on, test_on, alpha=alpha, beta=beta,
+                              tolerance=tolerance, all_heads=all_heads, example=example, out=out or DEFAULT_OUT,
+                              allow_partial=allow_partial)
     with progress_bar(None, "segmenting") as bar:
-        results = study(frames, sources, tune_ids, test_ids, tuned_on=None if fixed else tune_on, alpha=alpha,
-                        beta=beta, tolerance=tolerance,
-                        progress=lambda label, done, total: (bar.total(total, done), bar.info(label)))
-    paths = write_study(frames, results, out, tolerance=tolerance, example_id=example or test_ids[0],
-                        examples=sources, extra={"cache": str(cache_path), "tune_on": tune_on, "test_on": test_on})
-    if all_heads:
-        from satool.results import write_csv
-
-        with progress_bar(len(opened.layers) * len(opened.heads), "ranking heads") as bar:
-            rows = rank_heads(frames, tune_ids or test_ids, test_ids, tolerance=tolerance, progress=bar.advance)
-        paths["heads"] = write_csv(out / "heads_by_r_value.csv", rows)
-    workspace.record("segment", {"cache": cache_path, "segment": out}, features=features)
-    _print(results, tolerance, BOUNDARY_CONVENTION)
-    if all_heads:
-        best = ", ".join(f"L{r['layer']}.H{r['head']} {100 * r['strict_r_value']:.1f}" for r in rows[:5])
-        say(f"best heads by strict R-value: {best} (all in {paths['heads']})")
-    say(f"wrote {len(paths)} files into {out}")
+        outputs = stage.run(settings, bar, log)
+    stage.record(workspace, settings, outputs)
+    _print(outputs.results, tolerance, BOUNDARY_CONVENTION)
+    if outputs.ranking:
+        best = ", ".join(f"L{r['layer']}.H{r['head']} {100 * r['strict_r_value']:.1f}" for r in outputs.ranking[:5])
+        say(f"best heads by strict R-value: {best} (all in {outputs.paths['heads']})")
+    say(f"wrote {len(outputs.paths)} files into {settings.out}")
 
 
 def _print(results, tolerance: float, convention: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import console, progress_bar, say
+from satool.cli.common import log, progress_bar, say
 
 
 def pretrain(
@@ -49,33 +49,26 @@ def pretrain(
     Writes OUT, OUT.loss.csv and OUT.loss.png; records them in ./satool.toml.
     """
     from satool.models.base import resolve_device
-    from satool.pretrain import PretrainSettings, _world
-    from satool.pretrain import pretrain as run_pretrain
+    from satool.pretrain import PretrainSettings, torchrun_world
+    from satool.stages import pretrain as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS, e.g. one made by 'satool corpus synth'")
-    settings = PretrainSettings(
+    training = PretrainSettings(
         preset=preset, mask_span=mask_span, downsample=downsample, pre_layer_norm=pre_ln, steps=steps,
         batch_size=batch_size, max_steps_per_utterance=max_steps_per_utterance, learning_rate=learning_rate,
         seed=seed, save_every=save_every, split=split, length_buckets=length_buckets, warmup=warmup,
         overrides={} if dropout == 0.1 else {"hidden_dropout": dropout},
         heldout_split=heldout_split, heldout_utts=heldout_utts, eval_every=eval_every,
     )
-    rank, _ = _world()
+    settings = stage.Settings(corpus, out, training, alignments, resolve_device(device))
+    rank, _ = torchrun_world()
     with progress_bar(steps, "pre-training") as bar:
-        def progress(step: int, loss: float) -> None:
-            bar.total(steps, step)
-            bar.info(f"loss {loss:.3f}")
-
-        result = run_pretrain(
-            corpus, out, settings, alignments=alignments, device=resolve_device(device),
-            progress=progress if rank == 0 else None, log=console.print,
-        )
+        result = stage.run(settings, bar if rank == 0 else None, log)
     if rank != 0:
         return
-    workspace.record("pretrain", {"checkpoint": out, "corpus": corpus, "alignments": alignments},
-                     preset=preset, mask_span=mask_span, downsample=downsample, steps=steps)
+    stage.record(workspace, settings, result)
     say(f"wrote {out} after {result.steps} steps (final loss {result.final_loss:.3f}, "
         f"{result.frames_per_second:.0f} frames/s)")
     if result.health is not None:

@@ -1,0 +1,41 @@
+"""Stage `health`: has a pre-trained model learned? Held-out masked L1 beside four baselines, attention
+off, and every head's locality (satool.heldout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from satool.stages import Log, NoProgress, Progress, quiet
+
+
+@dataclass
+class Settings:
+    checkpoint: Path
+    corpus: Path
+    split: str = "dev"
+    max_utts: int | None = None
+    seed: int = 0
+    out: Path = Path("results/health")
+    device: str = "cpu"
+
+
+@dataclass
+class Outputs:
+    check: Any  # satool.heldout.HealthCheck
+    document: dict[str, Any]
+
+
+def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.heldout import evaluate_checkpoint, save_health
+
+    progress = progress or NoProgress()
+    check = evaluate_checkpoint(settings.checkpoint, settings.corpus, settings.split, max_utts=settings.max_utts,
+                                seed=settings.seed, device=settings.device, progress=progress.advance)
+    return Outputs(check, save_health(check, settings.out, split=settings.split, checkpoint=settings.checkpoint))
+
+
+def record(workspace, settings: Settings, outputs: Outputs) -> None:
+    workspace.record("health", {"checkpoint": settings.checkpoint, "corpus": settings.corpus, "health": settings.out},
+                     split=settings.split)

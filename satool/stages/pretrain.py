@@ -1,0 +1,41 @@
+"""Stage `pretrain`: masked acoustic model pre-training with held-out checks (satool.pretrain)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satool.pretrain import PretrainSettings
+from satool.stages import Log, NoProgress, Progress, quiet
+
+
+@dataclass
+class Settings:
+    corpus: Path
+    out: Path = Path("model.ckpt")
+    training: PretrainSettings = field(default_factory=PretrainSettings)
+    alignments: Path | None = None
+    device: str = "cpu"
+
+
+def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Any:
+    """The :class:`~satool.pretrain.PretrainResult`."""
+    from satool.pretrain import pretrain
+
+    progress = progress or NoProgress()
+    steps = settings.training.steps
+
+    def report(step: int, loss: float) -> None:
+        progress.total(steps, step)
+        progress.info(f"loss {loss:.3f}")
+
+    return pretrain(settings.corpus, settings.out, settings.training, alignments=settings.alignments,
+                    device=settings.device, progress=report, log=lambda text: log(text, ""))
+
+
+def record(workspace, settings: Settings, outputs: Any) -> None:
+    t = settings.training
+    workspace.record("pretrain", {"checkpoint": settings.out, "corpus": settings.corpus,
+                                  "alignments": settings.alignments},
+                     preset=t.preset, mask_span=t.mask_span, downsample=t.downsample, steps=t.steps)

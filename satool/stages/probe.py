@@ -1,0 +1,128 @@
+"""Stage `probe`: what a model's representations know about phones and speakers, beside chance and
+the input features (log-Mel, MFCC) through the same probes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satool.stages import Log, NoProgress, Progress, quiet
+
+
+@dataclass
+class Data:
+    """Where the probes' utterances come from (shared by `probe` and `prune`)."""
+
+    checkpoint: Path
+    corpus: Path
+    alignments: Path | None = None
+    splits: Path | None = None  # a split file (satool corpus split)
+    phone_set: str = "auto"
+    train_split: str = "train"
+    test_split: str = "test"
+    train_utts: int | None = None  # taken round-robin over speakers
+    test_utts: int | None = None
+    max_frames: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class Settings:
+    data: Data
+    tasks: list[str] | None = None  # default: phone, speaker, speaker-utt (+ reconstruction with a head)
+    layer: int = -1  # hidden state: 0 = embedding, L = layer L, -1 = last
+    head_mask: list[tuple[int, int]] = field(default_factory=list)  # heads pruned first (1-based)
+    span: int | None = None
+    steps: int = 1500
+    seed: int = 0
+    inputs: bool = True  # log-Mel and MFCC rows
+    out: Path = Path("results/probe")
+
+
+@dataclass
+class Outputs:
+    rows: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+    warnings: list[str]
+
+
+def open_data(data: Data):
+    """(model, corpus, train utterances, test utterances), every option checked before any work."""
+    from satool.corpus import open_corpus
+    from satool.errors import UsageError
+    from satool.models.base import load_model
+
+    opened = open_corpus(data.corpus, data.alignments, splits=data.splits, phone_set=data.phone_set)
+    for split, option in ((data.train_split, "--train-split"), (data.test_split, "--test-split")):
+        try:
+            opened.resolve_splits(split)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; choose with {option}") from None
+    model = load_model(data.checkpoint, device=data.device)
+    return (model, opened, opened.select(data.train_split, data.train_utts, balanced=True),
+            opened.select(data.test_split, data.test_utts, balanced=True))
+
+
+def resolve_tasks(names: list[str] | None, model) -> list:
+    """The named tasks (default: the built-in ones this model supports); refuse what it cannot do."""
+    from satool.errors import UsageError
+    from satool.plugins import get_plugins
+
+    names = names or ["phone", "speaker", "speaker-utt"] + (["reconstruction"] if model.has_prediction_head else [])
+    tasks = [get_plugins().tasks.get(name) for name in names]
+    for t in tasks:
+        if "reconstruction" in t.needs and not model.has_prediction_head:
+            raise UsageError(f"task {t.name!r} needs a pre-training head, which this model does not have")
+    return tasks
+
+
+def state_index(model, layer: int) -> int:
+    """Hidden-state number (0 = embedding when present, L = layer L, -1 = last) -> array index."""
+    from satool.errors import UsageError
+
+    names = model.hidden_state_names
+    if layer == -1:
+        return len(names) - 1
+    wanted = "embedding" if layer == 0 else f"layer {layer}"
+    if wanted not in names:
+        raise UsageError(f"--layer {layer}: this model has hidden states {', '.join(names)}")
+    return names.index(wanted)
+
+
+def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.heads import check
+    from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
+    from satool.probing import ProbeSettings
+    from satool.representations import Configuration
+    from satool.results import write_csv, write_json
+
+    progress = progress or NoProgress()
+    model, corpus, train, test = open_data(settings.data)
+    tasks = resolve_tasks(settings.tasks, model)
+    check(settings.head_mask, range(1, model.num_layers + 1), range(1, model.num_heads + 1))
+    state = state_index(model, settings.layer)
+    config = Configuration.pruned(model.num_layers, model.num_heads, settings.head_mask, state, settings.span)
+    progress.total(len(train) + len(test), 0)
+    rows, skipped = probe_rows(model, corpus, train, test, tasks, configuration=config,
+                               settings=ProbeSettings(steps=settings.steps), seed=settings.seed,
+                               input_features=settings.inputs, max_frames=settings.data.max_frames,
+                               progress=progress.advance)
+    for r in rows:
+        r.update(layer=settings.layer, head_mask=",".join(f"L{a}.H{b}" for a, b in settings.head_mask),
+                 span=settings.span, seed=settings.seed, train_split=settings.data.train_split,
+                 test_split=settings.data.test_split)
+    write_csv(settings.out / "probe_results.csv", rows)
+    write_json(settings.out / "probe_results.json", rows)
+    warnings = left_out_warnings(rows) + convergence_warnings(rows)
+    for utt, reason in skipped:
+        log(f"{utt}: {reason}", "skipped")
+    for line in warnings:
+        log(line, "warning:")
+    return Outputs(rows, skipped, warnings)
+
+
+def record(workspace, settings: Settings, outputs: Outputs) -> None:
+    d = settings.data
+    workspace.record("probe", {"checkpoint": d.checkpoint, "corpus": d.corpus, "alignments": d.alignments,
+                               "probe": settings.out}, tasks=",".join(sorted({r["task"] for r in outputs.rows})))

@@ -1,0 +1,94 @@
+"""Stage `prune`: prune heads cumulatively in each metric's order (and random orders) or limit the
+attention span, and measure what the probes lose (paper Fig. 5 and 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satool.stages import Log, NoProgress, Progress, quiet
+from satool.stages.probe import Data
+
+
+@dataclass
+class Settings:
+    data: Data
+    by: list[str] = field(default_factory=lambda: ["globalness", "verticality", "diagonality", "weight", "random"])
+    tasks: list[str] = field(default_factory=lambda: ["phone", "speaker", "speaker-utt"])
+    step: int | None = None  # heads per level (default all / 12)
+    random_seeds: int = 5  # their spread is the noise the report's verdicts compare with
+    spans: list[int] | None = None  # span pruning instead: r values
+    metrics: Path | None = None  # 'satool metric' results (orders)
+    layer: int = -1
+    steps: int = 1500
+    seed: int = 0
+    out: Path = Path("results/prune")
+
+
+@dataclass
+class Outputs:
+    rows: list[dict[str, Any]]
+    paths: dict[str, Path]
+    passes: int
+    skipped: list[tuple[str, str]]
+
+
+def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.headscores import HeadScores
+    from satool.plugins import get_plugins
+    from satool.probing import ProbeSettings
+    from satool.pruning import (
+        RANDOM,
+        RepresentationStore,
+        plan,
+        save_sweep,
+        sweep_heads,
+        sweep_spans,
+    )
+    from satool.representations import ProbeData
+    from satool.stages.probe import open_data, resolve_tasks, state_index
+
+    progress = progress or NoProgress()
+    for name in settings.by:
+        if name != RANDOM:
+            get_plugins().metrics.get(name)  # unknown names fail here, with the known ones listed
+    model, corpus, train, test = open_data(settings.data)
+    tasks = resolve_tasks(settings.tasks, model)
+    state = state_index(model, settings.layer)
+    probe = ProbeSettings(steps=settings.steps)
+    need_recon = any("reconstruction" in t.needs for t in tasks)
+    total = model.num_layers * model.num_heads
+    scores = None
+    if (any(n != RANDOM for n in settings.by) or settings.spans is None) and settings.metrics is not None \
+            and (Path(settings.metrics) / "metrics.json").exists():
+        scores = HeadScores.load(settings.metrics)
+    progress.total(len(train) + len(test), 0)
+    data = [ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=settings.data.max_frames,
+                      progress=progress.advance) for utts in (train, test)]
+    store = RepresentationStore(*data)
+    device = str(getattr(model, "device", "cpu"))
+    if settings.spans is not None:
+        spans = [None, *settings.spans]
+        progress.total(len(spans), 0)
+        rows = sweep_spans(store, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device)
+        first = None
+    else:
+        sweep = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
+                     random_seeds=range(settings.random_seeds))
+        progress.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
+        rows = sweep_heads(store, sweep, tasks, seed=settings.seed, settings=probe, state=state, device=device,
+                           on_level=lambda name, level: progress.advance())
+        first = sweep.levels[1] if len(sweep.levels) > 1 else 1
+    paths = save_sweep(rows, settings.out, total_heads=total, spans=settings.spans is not None, scores=scores,
+                       first=first)
+    skipped = data[0].skipped + data[1].skipped
+    for utt, reason in skipped[:5]:
+        log(f"{utt}: {reason}", "skipped")
+    return Outputs(rows, paths, store.passes, skipped)
+
+
+def record(workspace, settings: Settings, outputs: Outputs) -> None:
+    d = settings.data
+    workspace.record("prune", {"checkpoint": d.checkpoint, "corpus": d.corpus, "alignments": d.alignments,
+                               "prune": settings.out}, by=",".join(settings.by), task=",".join(settings.tasks))

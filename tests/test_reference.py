@@ -1,0 +1,48 @@
+"""The reference model that ships with satool: its provenance, its checksum, and that it learned
+(it beats copying the nearest unmasked frame on held-out speech of a corpus generated with another seed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from satool import reference
+
+
+def test_provenance_and_checksum():
+    document = reference.provenance()
+    for key in ("command", "seed", "steps", "satool_version", "sha256", "training_corpus", "measurements",
+                "checks_during_training"):
+        assert key in document, key
+    assert document["command"].startswith("satool pretrain ")
+    assert reference.checkpoint() == reference.WEIGHTS  # the checksum matches
+    assert reference.WEIGHTS.stat().st_size < 6 * 2**20  # weights only, a few MB
+    measured = document["measurements"]["heldout"]
+    assert measured["heldout_l1"] < measured["interpolation_l1"]  # the target the issue set, as recorded
+
+
+def test_a_damaged_file_is_refused(tmp_path, monkeypatch):
+    from satool.errors import InputError
+
+    copy = tmp_path / reference.WEIGHTS.name
+    copy.write_bytes(reference.WEIGHTS.read_bytes()[:-1] + b"\0")
+    monkeypatch.setattr(reference, "WEIGHTS", copy)
+    with pytest.raises(InputError, match="checksum mismatch"):
+        reference.checkpoint()
+
+
+def test_it_beats_the_nearest_frame_on_held_out_speech(tmp_path):
+    pytest.importorskip("espeakng_loader", reason="the held-out corpus is synthesised")
+    from satool.heldout import evaluate_checkpoint
+    from satool.synth import synthesize_corpus
+
+    synthesize_corpus(tmp_path / "heldout", speakers=4, utterances_per_speaker=10, seed=7)  # unseen voices
+    check = evaluate_checkpoint(reference.checkpoint(), tmp_path / "heldout", "test", seed=0)
+    assert check.utterances >= 8
+    assert check.model_l1 < check.baselines["nearest"], (check.model_l1, check.baselines)
+    assert check.attention_off_l1 > check.model_l1  # and it uses its attention to get there
+
+
+def test_the_demo_analyses_it_by_default():
+    from satool.demo import DemoSettings
+
+    assert DemoSettings().pretrain is False and DemoSettings.quick().pretrain is True
