@@ -215,7 +215,7 @@ def test_disk_full_leaves_no_finished_shard(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("satool.cache.os.replace", full)
+    monkeypatch.setattr("satool.cache.writer.os.replace", full)
     with pytest.raises(EnvironmentProblem, match="cannot write the cache \\(No space left on device\\)"):
         writer.finish_shard()
     monkeypatch.undo()

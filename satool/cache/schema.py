@@ -1,15 +1,18 @@
-"""What a cache's files must contain: the manifest's schema, shard/manifest agreement, per-utterance
-metadata and the attention maps themselves (docs/cache.md).
+"""The on-disk schema of an attention cache, and what its files must contain.
 
-A cache is read back by every later stage, and its files may have been edited, damaged, mixed from
-two runs or replaced; each check here turns that into one :class:`~satool.errors.InputError` naming
-the file, before a wrong number can come out of it.
+``manifest.json`` (provenance and the planned utterances) and the shards' names, attributes and
+per-utterance metadata are described here; every check turns an edited, damaged, mixed or replaced
+file into one :class:`~satool.errors.InputError` naming it, before a wrong number can come out of it
+(docs/cache.md).
 """
+
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import stat
 import zlib
 from pathlib import Path
@@ -155,3 +158,68 @@ def check_attention(data: np.ndarray, utt_id: str, manifest: dict[str, Any], sha
     if np.abs(sums - 1).max() > ROW_SUM_TOLERANCE:
         worst = float(sums.flat[np.abs(sums - 1).argmax()])
         raise bad(f"rows do not sum to 1 (one sums to {worst:.3f}): not softmax weights")
+
+SCHEMA_VERSION = 2
+MANIFEST = "manifest.json"
+SHARD_RE = re.compile(r"^shard-r(\d{3})-(\d{6})\.h5$")
+PARTIAL_SUFFIX = ".partial"
+AXES = {
+    "attention": "[layer, head, query, key]",
+    "hidden": "[state, step, hidden]",
+    "frame_labels": "[frame]",
+    "boundaries": "[boundary] seconds",
+}
+# Manifest fields that must match when resuming into an existing cache.
+IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned")
+COMPRESSIONS = ("blosc", "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not file.exists():
+        raise InputError(f"not a satool cache (no {MANIFEST})", path=path)
+    require_regular_file(file)
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable cache manifest ({' '.join(str(exc).split())})", path=file) from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if version != SCHEMA_VERSION:
+        raise InputError(
+            f"cache schema version {version} is not supported by this satool (needs {SCHEMA_VERSION}); "
+            "re-run 'satool extract' into a new directory", path=path,
+        )
+    return check_manifest(manifest, file)
+
+
+def finished_shards(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if SHARD_RE.match(p.name))
+
+
+def _shard_contents(shard: Path, manifest: dict[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(stored utterance ids, {skipped id: reason}) of a finished shard, after checking that it was
+    written under ``manifest`` (when given)."""
+    import h5py
+
+    require_regular_file(shard)
+    try:
+        with h5py.File(shard, "r") as f:
+            stored, skipped = json.loads(f.attrs["utterances"]), json.loads(f.attrs.get("skipped", "{}"))
+            recorded = json.loads(f.attrs["manifest"]) if manifest is not None else None
+    except Exception as exc:
+        raise InputError(f"corrupt cache shard ({type(exc).__name__}: {' '.join(str(exc).split())})",
+                         path=shard) from None
+    if not (isinstance(stored, list) and all(isinstance(u, str) for u in stored) and isinstance(skipped, dict)):
+        raise InputError("corrupt cache shard (its list of utterances is not a list of ids)", path=shard)
+    if manifest is not None:
+        check_shard_agrees(recorded, manifest, shard)
+    return stored, skipped
+
+
+def finished_utterances(path: Path, manifest: dict[str, Any] | None = None) -> set[str]:
+    done: set[str] = set()
+    for shard in finished_shards(path):
+        stored, skipped = _shard_contents(shard, manifest)
+        done.update(stored)
+        done.update(skipped)
+    return done
