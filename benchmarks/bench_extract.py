@@ -55,7 +55,7 @@ def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[l
     """The cache's cost: the same pipeline (prefetched audio + features, encode) with and without writing."""
     from satool.corpus import open_corpus
     from satool.extract import ExtractSettings, extract
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
     from satool.prefetch import prefetched
 
     model = load_model(ckpt)

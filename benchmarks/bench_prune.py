@@ -32,7 +32,7 @@ def main() -> None:
     from satool.corpus import open_corpus
     from satool.headscores import HeadScores, score_cache
     from satool.metrics import BUILTIN_METRICS
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
     from satool.probing import ProbeSettings
     from satool.pruning import RepresentationStore, plan, sweep_heads
     from satool.representations import ProbeData

@@ -256,6 +256,6 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
 
 
 def _num_layers(ckpt: Path) -> int:
-    from satool.models.checkpoint import load_checkpoint
+    from satool.models.mockingjay.checkpoint import load_checkpoint
 
     return load_checkpoint(ckpt).config.num_layers

@@ -96,7 +96,7 @@ def extract(
     from satool import __version__
     from satool.cache import CacheWriter
     from satool.corpus import open_corpus
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
 
     settings = settings or ExtractSettings()
     if settings.max_frames is not None and settings.max_frames < 1:

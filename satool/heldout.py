@@ -227,8 +227,8 @@ def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | 
     from satool.corpus import open_corpus
     from satool.errors import InputError, UsageError
     from satool.features import FeatureConfig, FeatureExtractor
-    from satool.models.checkpoint import load_checkpoint
     from satool.models.mockingjay import stack_frames
+    from satool.models.mockingjay.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     if loaded.spec_head is None:

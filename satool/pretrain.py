@@ -186,8 +186,12 @@ def pretrain(
     """
     from satool.corpus import open_corpus
     from satool.features import FeatureConfig, FeatureExtractor
-    from satool.models.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
+    from satool.models.mockingjay.checkpoint import (
+        load_checkpoint,
+        remove_stale_temporaries,
+        save_checkpoint,
+    )
 
     out = Path(out)
     rank, world = torchrun_world()

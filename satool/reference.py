@@ -68,7 +68,7 @@ def export(training_checkpoint: str | Path, *, command: str, corpus: dict[str, A
     import torch
 
     from satool import __version__
-    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+    from satool.models.mockingjay.checkpoint import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(training_checkpoint)
     training = dict((loaded.satool or {}).get("training", {}))

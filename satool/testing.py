@@ -129,8 +129,8 @@ def make_checkpoint(path: Path, preset: str = "tiny", downsample: int = 3, seed:
     import torch
 
     from satool.features import FeatureConfig
-    from satool.models.checkpoint import save_checkpoint
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
+    from satool.models.mockingjay.checkpoint import save_checkpoint
 
     features = FeatureConfig()
     config = MockingjayConfig.preset(preset, input_dim=features.input_dim, output_dim=features.target_dim,

@@ -18,7 +18,14 @@ import pytest
 import torch
 
 from satool.errors import EnvironmentProblem, InputError
-from satool.models.checkpoint import (
+from satool.models.mockingjay import (
+    MockingjayConfig,
+    MockingjayEncoder,
+    SpecHead,
+    position_encoding,
+    stack_frames,
+)
+from satool.models.mockingjay.checkpoint import (
     LAYOUT_PAPER,
     LAYOUT_S3PRL,
     LAYOUT_SATOOL,
@@ -28,14 +35,7 @@ from satool.models.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from satool.models.mockingjay import (
-    MockingjayConfig,
-    MockingjayEncoder,
-    SpecHead,
-    position_encoding,
-    stack_frames,
-)
-from satool.safe_pickle import Placeholder
+from satool.models.safe_pickle import Placeholder
 
 try:
     from s3prl.upstream.mockingjay.model import TransformerConfig, TransformerModel
@@ -160,7 +160,7 @@ def test_write_is_atomic_when_saving_fails(tmp_path, monkeypatch):
         fh.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("satool.models.checkpoint.torch.save", broken_save)
+    monkeypatch.setattr("satool.models.mockingjay.checkpoint.torch.save", broken_save)
     with pytest.raises(EnvironmentProblem, match="No space left"):
         save_checkpoint(path, encoder, step=2)
     assert path.read_bytes() == before
@@ -172,7 +172,7 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path):
     path = tmp_path / "model.ckpt"
     script = textwrap.dedent(f"""
         import sys, time, torch
-        import satool.models.checkpoint as ck
+        import satool.models.mockingjay.checkpoint as ck
         from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder
         real_save = torch.save
         def slow_save(obj, fh, *a, **k):
@@ -498,7 +498,7 @@ def test_shared_layers_must_agree(tmp_path):
     ({"n_freq": 3}, "audio block: a 25 ms window does not fit the FFT of n_freq 3"),
 ])
 def test_bad_audio_blocks_are_one_line_errors(tmp_path, change, message):
-    from satool.models.checkpoint import default_audio_config
+    from satool.models.mockingjay.checkpoint import default_audio_config
 
     states = _satool_states()
     states["Upstream_Config"]["audio"] = {**default_audio_config(), **change}
@@ -507,7 +507,7 @@ def test_bad_audio_blocks_are_one_line_errors(tmp_path, change, message):
 
 def test_audio_block_booleans_written_as_text(tmp_path):
     from satool.features import FeatureConfig
-    from satool.models.checkpoint import default_audio_config
+    from satool.models.mockingjay.checkpoint import default_audio_config
 
     block = default_audio_config()
     block["input"] = {**block["input"], "cmvn": "false", "log": "True"}

@@ -55,7 +55,7 @@ def test_every_written_head_name_has_one_form(tmp_path):
 
 def test_a_hub_id_gets_a_hint_on_fetching_a_local_copy(tmp_path, monkeypatch):
     from satool.errors import InputError
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError, match=r"reads local files only .*huggingface-cli download facebook/wav2vec2-base "

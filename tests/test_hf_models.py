@@ -35,9 +35,9 @@ from transformers import (  # noqa: E402
 
 from satool import testing  # noqa: E402
 from satool.errors import EnvironmentProblem, InputError, UnsafeFileError  # noqa: E402
-from satool.models.base import load_model  # noqa: E402
-from satool.models.hf import HFSpeechModel  # noqa: E402
-from satool.models.loaders import HFLoader  # noqa: E402
+from satool.models.hf.directory import HFLoader  # noqa: E402
+from satool.models.hf.model import HFSpeechModel  # noqa: E402
+from satool.models.loading import load_model  # noqa: E402
 
 CLASSES = {
     "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),

@@ -238,7 +238,7 @@ def test_extract_refuses_a_model_that_produces_nan(tmp_path):
     from satool import testing
     from satool.errors import InputError
     from satool.extract import extract
-    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+    from satool.models.mockingjay.checkpoint import load_checkpoint, save_checkpoint
 
     corpus = tmp_path / "LS"
     testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)

@@ -157,7 +157,7 @@ def test_state_dict_keys_are_s3prls():
 @pytest.mark.parametrize("steps,limit", [(101, 40), (90, 30), (100, 33)])
 @needs_builder
 def test_chunking_matches_s3prl_builder(tmp_path, steps, limit):
-    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+    from satool.models.mockingjay.checkpoint import load_checkpoint, save_checkpoint
 
     config = _tiny(max_input_length=limit)
     torch.manual_seed(0)

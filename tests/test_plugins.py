@@ -225,7 +225,8 @@ def test_hook_register_corpora(tmp_path):
 def test_hook_register_models(tmp_path):
     import torch
 
-    from satool.models.base import AttentionModel, EncodedUtterance, load_model
+    from satool.models.base import AttentionModel, EncodedUtterance
+    from satool.models.loading import load_model
 
     class UniformModel(AttentionModel):
         """Every head attends uniformly: a baseline 'model' for sanity checks."""

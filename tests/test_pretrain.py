@@ -110,7 +110,7 @@ def test_other_settings_refuse_to_resume(corpus, tmp_path):
 
 def test_checkpoint_loads_in_satool_and_s3prl(corpus, tmp_path):
     result = pretrain(corpus, tmp_path / "r1.ckpt", replace(TINY, steps=2, downsample=1))
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
 
     model = load_model(result.checkpoint)
     wave = testing.tone_audio(testing.DEFAULT_PHONES)

@@ -88,7 +88,7 @@ def test_input_feature_splits(corpus):
 
 
 def test_probe_rows_have_model_and_input_feature_rows(corpus):
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
     from satool.pretrain import PretrainSettings, pretrain
     from satool.probe_study import probe_rows
 

@@ -93,7 +93,7 @@ def test_span_pruning(workspace, satool_cli):
 
 
 def _model(workspace):
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
 
     return load_model(workspace / "m.ckpt")
 

@@ -142,7 +142,7 @@ def test_full_disk_while_extracting_keeps_finished_work(corpus, tmp_path):
 def test_full_disk_while_saving_a_checkpoint_keeps_the_old_one(corpus, tmp_path):
     with tmpfs(tmp_path / "small", "1m") as small:
         from satool.errors import EnvironmentProblem
-        from satool.models.checkpoint import atomic_save
+        from satool.models.mockingjay.checkpoint import atomic_save
 
         atomic_save({"x": torch.arange(10)}, small / "m.ckpt")
         with pytest.raises(EnvironmentProblem, match=r"m.ckpt: cannot write checkpoint: the write failed .* "

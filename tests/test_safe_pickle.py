@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satool.errors import InputError, UnsafeFileError
-from satool.safe_pickle import (
+from satool.models.safe_pickle import (
     PLACEHOLDER_MODULES,
     Placeholder,
     allowed_globals,

@@ -41,7 +41,7 @@ def test_metric_on_an_edited_cache_writes_nothing(tmp_path, satool_cli):
 
 
 def test_nan_model_stops_extract_and_keeps_finished_work(tmp_path, satool_cli):
-    from satool.models.checkpoint import load_checkpoint, save_checkpoint
+    from satool.models.mockingjay.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt", downsample=1)
     loaded = load_checkpoint(ckpt)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from satool.errors import InputError, UnsafeFileError
-from satool.safe_pickle import safe_load_bytes
+from satool.models.safe_pickle import safe_load_bytes
 
 
 class _Call:
@@ -72,7 +72,7 @@ def test_object_array_buffer_attack_never_crashes(tmp_path):
         "x": _Call(np.ndarray, (1,), np.dtype("O"), (0x41414141).to_bytes(8, "little"))}}}))
     code = textwrap.dedent(f"""
         import copy, sys
-        from satool.models.checkpoint import load_checkpoint
+        from satool.models.mockingjay.checkpoint import load_checkpoint
         from satool.errors import SatoolError
         try:
             load_checkpoint({str(path)!r})
@@ -178,7 +178,7 @@ def test_loading_peaks_at_about_twice_the_file_size(tmp_path):
     path = tmp_path / "big.ckpt"
     torch.save({"Transformer": {f"w{i}": torch.randn(1024, 1024) for i in range(16)}}, path)  # 64 MiB
     size_mb = path.stat().st_size / 2**20
-    setup = "import torch, satool.safe_pickle as s"
+    setup = "import torch, satool.models.safe_pickle as s"
     base = _peak_rss_mb(setup)
     loaded = _peak_rss_mb(setup + f"\nx = s.safe_load({str(path)!r})")
     assert loaded - base < 2.5 * size_mb, (loaded - base, size_mb)

@@ -7,7 +7,8 @@ from satool import hookimpl
 
 @hookimpl
 def register_models(register):
-    from satool.models.loaders import HFLoader, MockingjayLoader
+    from satool.models.hf.directory import HFLoader
+    from satool.models.mockingjay.loader import MockingjayLoader
 
     register(MockingjayLoader())
     register(HFLoader())  # asked first (loaders are tried newest first); accepts directories only

@@ -51,7 +51,7 @@ def extract(
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
     from satool.extract import ExtractSettings, parse_numbers, world_shard
-    from satool.models.base import resolve_device
+    from satool.models.loading import resolve_device
     from satool.stages import extract as stage
     from satool.workspace import Workspace
 

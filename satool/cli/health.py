@@ -33,7 +33,7 @@ def health(
     report' reads them.
     """
     from satool.heldout import BASELINES
-    from satool.models.base import resolve_device
+    from satool.models.loading import resolve_device
     from satool.stages import health as stage
     from satool.workspace import Workspace
 

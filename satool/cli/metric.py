@@ -45,7 +45,7 @@ def metric(
     source = workspace.resolve("cache", source, hint="pass a cache made by 'satool extract'")
     if not stage.is_cache(source):
         corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
-    from satool.models.base import resolve_device
+    from satool.models.loading import resolve_device
 
     settings = stage.Settings(source, corpus, parse_csv(by) or None, out or DEFAULT_OUT, top, allow_partial,
                               alignments, parse_csv(split) or None, max_utts, max_frames, resolve_device(device))

@@ -14,7 +14,7 @@ DEFAULT_OUT = Path("results/probe")
 def data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
                   device, splits=None, phone_set="auto"):
     """The probes' :class:`~satool.stages.probe.Data`, with the workspace's defaults."""
-    from satool.models.base import resolve_device
+    from satool.models.loading import resolve_device
     from satool.stages.probe import Data
 
     checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT or run 'satool pretrain'")

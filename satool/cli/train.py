@@ -56,7 +56,7 @@ def pretrain(
 
     Writes OUT, OUT.loss.csv/png and OUT.heldout.csv/png; records them in ./satool.toml.
     """
-    from satool.models.base import resolve_device
+    from satool.models.loading import resolve_device
     from satool.pretrain import PretrainSettings, torchrun_world
     from satool.stages import pretrain as stage
     from satool.workspace import Workspace

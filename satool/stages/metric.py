@@ -60,7 +60,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     else:
         from satool.corpus import open_corpus
         from satool.headscores import model_stream, score_heads
-        from satool.models.base import load_model
+        from satool.models.loading import load_model
 
         if settings.corpus is None:
             raise UsageError(f"{settings.source} is not a cache: give the CORPUS to run the model on")

@@ -51,7 +51,7 @@ def open_data(data: Data):
     """(model, corpus, train utterances, test utterances), every option checked before any work."""
     from satool.corpus import open_corpus
     from satool.errors import UsageError
-    from satool.models.base import load_model
+    from satool.models.loading import load_model
 
     opened = open_corpus(data.corpus, data.alignments, splits=data.splits, phone_set=data.phone_set)
     for split, option in ((data.train_split, "--train-split"), (data.test_split, "--test-split")):

@@ -41,8 +41,8 @@ from torch import nn
 
 from satool.errors import InputError, UnsafeFileError
 from satool.models.base import AttentionModel, EncodedUtterance
-from satool.models.hf_checks import strict_flag
-from satool.models.loaders import HFDirectory
+from satool.models.hf.checks import strict_flag
+from satool.models.hf.directory import HFDirectory
 
 SAMPLE_RATE = 16000
 LABEL_HOP_SAMPLES = 160  # one 10 ms label frame
@@ -65,8 +65,8 @@ def _check_weight_files(directory: HFDirectory) -> None:
     """Before transformers reads anything: the config's numbers, every safetensors header, ``.bin``
     files through satool's restricted unpickler (nothing in them runs; exit 4 if one asks to), and
     the layers the weights hold against the layers config.json asks for."""
-    from satool.models.hf_checks import check_config, check_layers, safetensors_keys
-    from satool.safe_pickle import safe_load
+    from satool.models.hf.checks import check_config, check_layers, safetensors_keys
+    from satool.models.safe_pickle import safe_load
 
     check_config(directory.config, directory.path)
     keys: list[str] = []

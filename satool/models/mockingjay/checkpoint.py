@@ -1,6 +1,6 @@
 """Read Mockingjay checkpoints (s3prl and paper-era) and write satool's own.
 
-Reading goes through :mod:`satool.safe_pickle` (checkpoints are untrusted)
+Reading goes through :mod:`satool.models.safe_pickle` (checkpoints are untrusted)
 and checks every weight against the model the checkpoint's config describes,
 so a mismatch is one line naming the file and the key. Writing uses s3prl's
 current layout, so ``s3prl.upstream.mockingjay.expert.UpstreamExpert`` loads
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from satool.errors import EnvironmentProblem, InputError
-from satool.models.mockingjay import (
+from satool.models.mockingjay.network import (
     EncoderOutput,
     MockingjayConfig,
     MockingjayEncoder,
@@ -33,7 +33,7 @@ from satool.models.mockingjay import (
     encode_chunked,
     stack_frames,
 )
-from satool.safe_pickle import safe_load_with_digest
+from satool.models.safe_pickle import safe_load_with_digest
 
 __all__ = [
     "LAYOUT_PAPER",

@@ -21,8 +21,8 @@ from satool.models.base import (
     Reconstruction,
     Representation,
 )
-from satool.models.checkpoint import MockingjayCheckpoint
-from satool.models.mockingjay import stack_frames
+from satool.models.mockingjay.network import stack_frames
+from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
 
 
 class MockingjayModel(AttentionModel):

@@ -200,7 +200,7 @@ def _placeholder_class(qualified_name: str) -> type[Placeholder]:
     if cls is None:
         short = qualified_name.rsplit(".", 1)[-1] or "Object"
         cls = _ReadOnlyType(short, (Placeholder,), {
-            "qualified_name": qualified_name, "__module__": "satool.safe_pickle.placeholders"})
+            "qualified_name": qualified_name, "__module__": "satool.models.safe_pickle.placeholders"})
         _PLACEHOLDER_CLASSES[qualified_name] = cls
     return cls
 
@@ -594,7 +594,7 @@ def _load(file, **kwargs):
 class _PickleModule:
     """What ``torch.load(pickle_module=...)`` needs: ``Unpickler``, ``load``, ``__name__``."""
 
-    __name__ = "satool.safe_pickle"
+    __name__ = "satool.models.safe_pickle"
     Unpickler = RestrictedUnpickler
     load = staticmethod(_load)
 

@@ -1,4 +1,5 @@
-"""Built-in model loaders (light module: torch and transformers are imported only when loading)."""
+"""What a local Hugging Face checkpoint directory holds, read without torch or transformers, and the
+built-in ``hf-speech`` loader."""
 
 from __future__ import annotations
 
@@ -14,23 +15,6 @@ HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
 HF_EXPECTED = ("a local transformers checkpoint of type wav2vec2, hubert or wavlm, "
                "or a Mockingjay checkpoint file")
 HF_INSTALL_HINT = "pip install 'satool[hf]'"
-BUILTIN_LOADERS = ("mockingjay", "hf-speech")  # names of the loaders registered by satool.builtins.models
-
-
-class MockingjayLoader:
-    """Single-file torch checkpoints: s3prl's Mockingjay (current and paper-era layouts) and satool's."""
-
-    name = "mockingjay"
-    description = "Mockingjay checkpoint files: s3prl (current and paper-era layouts) and satool's own"
-
-    def can_load(self, path: Path) -> bool:
-        return path.is_file()  # the content is checked, safely, when loaded
-
-    def load(self, path: Path, device: str = "cpu"):
-        from satool.models.checkpoint import load_checkpoint
-        from satool.models.mockingjay_model import MockingjayModel
-
-        return MockingjayModel(load_checkpoint(path, device=device), device=device)
 
 
 @dataclass
@@ -138,7 +122,7 @@ class HFLoader:
     def load(self, path: Path, device: str = "cpu"):
         directory = inspect_hf_directory(Path(path))
         require_transformers()
-        from satool.models.hf import HFSpeechModel
+        from satool.models.hf.model import HFSpeechModel
 
         return HFSpeechModel.from_directory(directory, device=device)
 
