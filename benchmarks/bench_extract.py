@@ -53,7 +53,7 @@ def inputs(args, work: Path) -> tuple[Path, Path, str]:
 
 def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[list]:
     """The cache's cost: the same pipeline (prefetched audio + features, encode) with and without writing."""
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
     from satool.extract import ExtractSettings, extract
     from satool.models.loading import load_model
     from satool.prefetch import prefetched

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import best_time, print_table  # noqa: E402
 
 from satool import testing  # noqa: E402
-from satool.features import FeatureConfig, FeatureExtractor, mfcc  # noqa: E402
+from satool.data.features import FeatureConfig, FeatureExtractor, mfcc  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from satool import testing
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
     from satool.headscores import HeadScores, score_cache
     from satool.metrics import BUILTIN_METRICS
     from satool.models.loading import load_model

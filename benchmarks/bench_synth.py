@@ -1,4 +1,4 @@
-"""Speed of the synthetic corpus generator (satool.synth), in seconds of audio per second.
+"""Speed of the synthetic corpus generator (satool.data.synth), in seconds of audio per second.
 
     python benchmarks/bench_synth.py [--speakers 10] [--utterances 10]
 
@@ -27,9 +27,9 @@ def main() -> None:
     import numpy as np
     import torchaudio  # noqa: F401  (the corpus step resamples with it; time its import here)
 
-    from satool.synth import get_engine, make_voices, synthesize_corpus
-    from satool.synth.align import align
-    from satool.synth.text import make_sentence
+    from satool.data.synth import get_engine, make_voices, synthesize_corpus
+    from satool.data.synth.align import align
+    from satool.data.synth.text import make_sentence
 
     engine = get_engine()
     startup = time.perf_counter() - t0
@@ -60,7 +60,7 @@ def main() -> None:
         ("alignment (silences, closures)", audio_s, t_align),
         ("whole corpus (incl. resample + files)", corpus_s, t_corpus),
     ]
-    print(f"satool.synth benchmark: {args.speakers} speakers x {args.utterances} utterances, "
+    print(f"satool.data.synth benchmark: {args.speakers} speakers x {args.utterances} utterances, "
           f"eSpeak NG {engine.version}; import + start-up {startup:.2f} s")
     print(f"{'stage':40s} {'audio s':>9s} {'wall s':>8s} {'audio s / s':>12s}")
     for name, a, w in rows:

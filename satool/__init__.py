@@ -24,7 +24,7 @@ hookimpl = pluggy.HookimplMarker("satool")
 _LAZY = {
     "load_model": "satool.models.base",
     "open_cache": "satool.cache",
-    "open_corpus": "satool.corpus",
+    "open_corpus": "satool.data.corpus",
     "run_with_cache": "satool.api",
     "score": "satool.api",
     "Run": "satool.api",

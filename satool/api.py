@@ -65,7 +65,7 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     folded into ``phone_set`` (see docs/corpora.md). Utterances too short for the model, or whose
     maps would exceed the attention budget, raise :class:`~satool.errors.InputError`.
     """
-    from satool.audio import load_audio
+    from satool.data.audio import load_audio
 
     wave = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
     features = model.input_features(wave)
@@ -75,8 +75,8 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     times = np.arange(steps) * model.step_s
     phones = None
     if alignment is not None:
-        from satool.alignment import read_alignment
-        from satool.phones import PHONE_SETS
+        from satool.data.alignment import read_alignment
+        from satool.data.phones import PHONE_SETS
 
         folding = PHONE_SETS[phone_set]
         intervals = read_alignment(alignment).phones

@@ -135,7 +135,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
 
     def make_corpus(bar):
         try:
-            from satool.synth import synthesize_corpus
+            from satool.data.synth import synthesize_corpus
         except ImportError as exc:  # pragma: no cover - the synth extra is missing
             raise EnvironmentProblem(
                 f"the demo needs the synthetic corpus: pip install 'satool[synth]' ({exc})") from None

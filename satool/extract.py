@@ -34,7 +34,7 @@ class ExtractSettings:
     heads: list[int] | None = None  # 1-based; None = all
     hidden_states: list[int] = field(default_factory=list)  # 0 = embedding output
     split: str | list[str] | None = None
-    phone_set: str = "auto"  # see satool.phones
+    phone_set: str = "auto"  # see satool.data.phones
     max_utts: int | None = None
     max_frames: int | None = None  # 10 ms frames per utterance (longer ones are truncated)
     attention: bool = True
@@ -95,7 +95,7 @@ def extract(
 
     from satool import __version__
     from satool.cache import CacheWriter
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
     from satool.models.loading import load_model
 
     settings = settings or ExtractSettings()

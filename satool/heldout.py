@@ -224,9 +224,9 @@ def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | 
                         progress=None) -> HealthCheck:
     """The held-out checks for a Mockingjay checkpoint on a corpus split (masks drawn as the model was
     trained: its recorded span, 15 %). Needs the pre-training head."""
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
+    from satool.data.features import FeatureConfig, FeatureExtractor
     from satool.errors import InputError, UsageError
-    from satool.features import FeatureConfig, FeatureExtractor
     from satool.models.mockingjay import stack_frames
     from satool.models.mockingjay.checkpoint import load_checkpoint
 

@@ -70,10 +70,10 @@ def register_tasks(register):
 def register_corpora(register):
     """Add corpus readers for ``satool corpus info`` and every stage that reads audio.
 
-    Call ``register(reader)`` with a :class:`satool.corpus.CorpusReader`: its
+    Call ``register(reader)`` with a :class:`satool.data.corpus.CorpusReader`: its
     ``name``, a ``detect(path)`` score used to auto-detect the layout of a
     directory, and ``open(path, alignments=None)`` returning a
-    :class:`satool.corpus.Corpus`.
+    :class:`satool.data.corpus.Corpus`.
     """
 
 

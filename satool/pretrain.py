@@ -121,8 +121,8 @@ class _Data:
 
 def _estimated_steps(utterance, rate: int) -> int:
     """Model steps of an utterance from its audio header (no decoding; 0 if unreadable)."""
-    from satool.audio import SAMPLE_RATE, audio_info
-    from satool.corpus.base import HOP_SAMPLES
+    from satool.data.audio import SAMPLE_RATE, audio_info
+    from satool.data.corpus.base import HOP_SAMPLES
 
     try:
         info = audio_info(utterance.audio)
@@ -184,8 +184,8 @@ def pretrain(
 
     ``progress(step, loss)`` is called after every step (rank 0 only).
     """
-    from satool.corpus import open_corpus
-    from satool.features import FeatureConfig, FeatureExtractor
+    from satool.data.corpus import open_corpus
+    from satool.data.features import FeatureConfig, FeatureExtractor
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
     from satool.models.mockingjay.checkpoint import (
         load_checkpoint,
@@ -359,7 +359,7 @@ def training_splits(corpus, split: str | None) -> set[str]:
     """The splits pre-training reads: ``split`` by name or family (``train`` = every ``train-*``), or
     ``all`` = every split that is not a test split. A test split is read only when named; a missing
     split is a UsageError listing the corpus's splits (never a silent fall-back to all of them)."""
-    from satool.corpus.base import split_family
+    from satool.data.corpus.base import split_family
 
     if split in (None, "all"):
         chosen = {s for s in corpus.splits if split_family(s) != "test"}

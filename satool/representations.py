@@ -142,7 +142,7 @@ def input_feature_split(corpus, utterances, kind: str, *, max_frames: int | None
     a Mockingjay model reads) or ``"MFCC"`` (13 + deltas + delta-deltas, CMVN), ``[frame, dim]`` at
     the 10 ms label rate. Probing them shows what pre-training added. Unreadable utterances are left out.
     """
-    from satool.features import FeatureConfig, FeatureExtractor, mfcc
+    from satool.data.features import FeatureConfig, FeatureExtractor, mfcc
 
     if kind not in INPUT_FEATURES:
         raise ValueError(f"kind must be one of {INPUT_FEATURES}, got {kind!r}")

@@ -102,7 +102,7 @@ class FrameSource:
 
     def _audio(self, utt_id: str) -> np.ndarray:
         if self._corpus is None:
-            from satool.corpus import open_corpus
+            from satool.data.corpus import open_corpus
 
             info = self.cache.attrs.get("corpus", {})
             root = info.get("root")
@@ -161,10 +161,10 @@ class FrameSource:
             return upsample_frames(self.cache.hidden(utt_id, state=states.index(source.layer)), self.rate)
         wave = self._audio(utt_id)
         if source.kind == "mfcc":
-            from satool.features import mfcc
+            from satool.data.features import mfcc
 
             return mfcc(wave).numpy()
-        from satool.features import FeatureConfig, FeatureExtractor
+        from satool.data.features import FeatureConfig, FeatureExtractor
 
         return FeatureExtractor(FeatureConfig())(wave).numpy()
 
@@ -180,7 +180,7 @@ def aligned_ids(cache, split: str | None, *, option: str | None = None) -> list[
     With ``option`` (the command-line option that chose the split), an empty result is an error that
     says whether the split is missing from the cache (listing the ones it has) or has no alignments.
     """
-    from satool.corpus.base import split_family
+    from satool.data.corpus.base import split_family
 
     metas = {utt: cache.meta(utt) for utt in cache.utterance_ids}
     splits = {str(m.get("split")) for m in metas.values()}

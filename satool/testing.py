@@ -128,7 +128,7 @@ def make_checkpoint(path: Path, preset: str = "tiny", downsample: int = 3, seed:
     """A randomly initialised Mockingjay checkpoint in satool's (s3prl current) layout."""
     import torch
 
-    from satool.features import FeatureConfig
+    from satool.data.features import FeatureConfig
     from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead
     from satool.models.mockingjay.checkpoint import save_checkpoint
 

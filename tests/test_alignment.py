@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satool import testing
-from satool.alignment import read_phn, read_textgrid
+from satool.data.alignment import read_phn, read_textgrid
+from satool.data.phones import ARPABET_SET, IGNORE
 from satool.errors import InputError
-from satool.phones import ARPABET_SET, IGNORE
 
 
 def test_frame_label_at_frame_centre(tmp_path):

@@ -506,7 +506,7 @@ def test_bad_audio_blocks_are_one_line_errors(tmp_path, change, message):
 
 
 def test_audio_block_booleans_written_as_text(tmp_path):
-    from satool.features import FeatureConfig
+    from satool.data.features import FeatureConfig
     from satool.models.mockingjay.checkpoint import default_audio_config
 
     block = default_audio_config()

@@ -10,9 +10,9 @@ import pytest
 import soundfile
 
 from satool import testing
-from satool.corpus import detect_layout, open_corpus
+from satool.data.corpus import detect_layout, open_corpus
+from satool.data.phones import ARPABET_SET, IGNORE, TIMIT39_SET
 from satool.errors import InputError, UsageError
-from satool.phones import ARPABET_SET, IGNORE, TIMIT39_SET
 
 
 def test_phone_sets():
@@ -139,7 +139,7 @@ def test_missing_alignment_when_required(tmp_path):
 
 
 def test_resample_and_stereo(tmp_path):
-    from satool.audio import load_audio
+    from satool.data.audio import load_audio
 
     t = np.arange(44100) / 44100
     tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)

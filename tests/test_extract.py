@@ -46,7 +46,7 @@ def test_cache_content_matches_the_model(setup, tmp_path):
     assert cache.attrs["model"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert cache.attrs["frames_per_step"] == 3 and cache.attrs["axes"]["attention"] == "[layer, head, query, key]"
     assert cache.attrs["model"]["features"]["n_mels"] == 80
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
     from satool.models.loading import load_model
 
     model, corpus = load_model(ckpt), open_corpus(root / "LS")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from satool import testing
-from satool.features import FeatureConfig, FeatureExtractor, mfcc, n_frames
+from satool.data.features import FeatureConfig, FeatureExtractor, mfcc, n_frames
 
 
 def _s3prl_preprocessor(audio_block):

@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from satool import testing
-from satool.corpus import open_corpus
-from satool.phones import ARPABET_SET, IPA_ARPABET_SET, IPA_SET, IPA_TO_ARPABET, choose, inventory
+from satool.data.corpus import open_corpus
+from satool.data.phones import (
+    ARPABET_SET,
+    IPA_ARPABET_SET,
+    IPA_SET,
+    IPA_TO_ARPABET,
+    choose,
+    inventory,
+)
 
 # DEFAULT_PHONES as MFA's english_mfa would write them
 IPA_PHONES = (("", 0.12), ("h", 0.08), ("ə", 0.1), ("ɫ", 0.07), ("ow", 0.15), ("spn", 0.1),

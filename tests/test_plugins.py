@@ -197,8 +197,8 @@ def test_hook_register_corpora(tmp_path):
     import soundfile
 
     from satool import testing
-    from satool.corpus import Corpus, Utterance, open_corpus
-    from satool.phones import ARPABET_SET
+    from satool.data.corpus import Corpus, Utterance, open_corpus
+    from satool.data.phones import ARPABET_SET
 
     class ListReader:
         """A corpus given by a file list: 'wav.scp' lines 'UTT SPEAKER PATH'."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from satool import testing
-from satool.corpus.base import Utterance, speaker_balanced
+from satool.data.corpus.base import Utterance, speaker_balanced
 from satool.probing import BUILTIN_TASKS, ProbeSettings, ProbeSplit, ProbeUtterance, converged
 
 
@@ -65,7 +65,7 @@ def test_convergence_rule():
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("fair") / "LS"
     testing.make_librispeech(root, speakers=("19", "26"), per_speaker=2, split="train")
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
 
     return open_corpus(root)
 

@@ -77,7 +77,7 @@ def test_errors(cache, tmp_path, satool_cli):
 @pytest.mark.slow
 def test_mfcc_beats_evenly_spaced_on_the_synthetic_corpus(tmp_path, satool_cli):
     pytest.importorskip("espeakng_loader", reason="the synthetic corpus needs satool[synth]")
-    from satool.synth import synthesize_corpus
+    from satool.data.synth import synthesize_corpus
 
     synthesize_corpus(tmp_path / "synth", speakers=6, utterances_per_speaker=10, seed=1)
     extract(testing.make_checkpoint(tmp_path / "m.ckpt"), tmp_path / "synth", tmp_path / "cache",

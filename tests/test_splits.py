@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from satool import testing
-from satool.corpus import open_corpus
-from satool.corpus.base import split_family
+from satool.data.corpus import open_corpus
+from satool.data.corpus.base import split_family
 from satool.errors import UsageError
 from satool.pretrain import training_splits
 
@@ -59,7 +59,7 @@ def test_pretrain_cli_on_librispeech_names(libri, tmp_path, satool_cli):
 
 
 def test_split_files_speaker_and_utterance_disjoint(libri, tmp_path, satool_cli):
-    from satool.corpus.splitfile import divide, read
+    from satool.data.corpus.splitfile import divide, read
 
     utts = libri.select("train") + libri.select("dev")  # 4 speakers x 2 utterances
     by_speaker = divide(utts, "speaker", [0.5, 0.5], ["a", "b"], seed=0)

@@ -1,4 +1,4 @@
-"""Tests of satool.synth: the eSpeak NG synthetic corpus.
+"""Tests of satool.data.synth: the eSpeak NG synthetic corpus.
 
 One module-scoped corpus (40 speakers x 6 utterances + 2 held-out speakers,
 ~15 minutes of audio, a few seconds to make) serves most tests.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from satool.data.synth import phones as ph
 from satool.errors import EnvironmentProblem
-from satool.synth import phones as ph
 
 SR = 16000
 N_SPK, N_UTT, N_HELDOUT = 40, 6, 2
@@ -25,7 +25,7 @@ N_SPK, N_UTT, N_HELDOUT = 40, 6, 2
 
 def _make(out: Path, **kw):
     pytest.importorskip("espeakng_loader")
-    from satool.synth import synthesize_corpus
+    from satool.data.synth import synthesize_corpus
 
     return synthesize_corpus(out, **kw)
 
@@ -281,7 +281,7 @@ def test_refuses_non_empty_output(tmp_path):
 
 def test_more_than_100_voices_load_and_differ():
     pytest.importorskip("espeakng_loader")
-    from satool.synth import get_engine, make_voices
+    from satool.data.synth import get_engine, make_voices
 
     voices = make_voices(120, seed=0)
     assert len({v.variant_text() for v in voices}) == 120
@@ -305,7 +305,7 @@ def test_unknown_espeak_phoneme_is_named():
 # 6. missing optional dependency ----------------------------------------------------------------
 
 def test_clear_error_without_espeakng_loader(monkeypatch, tmp_path):
-    from satool.synth import engine, synthesize_corpus
+    from satool.data.synth import engine, synthesize_corpus
 
     monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # import now raises ImportError
     monkeypatch.setattr(engine, "_ENGINE", None)

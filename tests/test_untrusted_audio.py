@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from satool import testing
-from satool.audio import load_audio
+from satool.data.audio import load_audio
 from satool.errors import InputError
 
 
@@ -19,7 +19,7 @@ def test_header_claims_are_checked_before_decoding(tmp_path):
         load_audio(path)
     long = tmp_path / "long.wav"
     soundfile.write(long, np.zeros(8000, np.float32), 8000)  # 1 s
-    import satool.audio as audio
+    import satool.data.audio as audio
 
     limit = audio.MAX_SECONDS
     audio.MAX_SECONDS = 0.5
@@ -70,7 +70,7 @@ def test_attention_budget_skips_long_utterances(tmp_path, monkeypatch):
 
 
 def test_corpus_leaves_out_ids_a_cache_cannot_hold(tmp_path):
-    from satool.corpus import id_problem, open_corpus
+    from satool.data.corpus import id_problem, open_corpus
 
     corpus = tmp_path / "audio"
     corpus.mkdir()

@@ -7,9 +7,9 @@ from satool import hookimpl
 
 @hookimpl
 def register_corpora(register):
-    from satool.corpus.audiodir import AudioDirReader
-    from satool.corpus.librispeech import LibriSpeechReader
-    from satool.corpus.timit import TimitReader
+    from satool.data.corpus.audiodir import AudioDirReader
+    from satool.data.corpus.librispeech import LibriSpeechReader
+    from satool.data.corpus.timit import TimitReader
 
     register(LibriSpeechReader())
     register(TimitReader())

@@ -33,8 +33,8 @@ def info(
 
     Reads every audio header and alignment once (a progress bar shows how far).
     """
-    from satool.corpus import open_corpus
-    from satool.corpus.summary import summarise
+    from satool.data.corpus import open_corpus
+    from satool.data.corpus.summary import summarise
 
     corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
     with progress_bar(len(corpus.utterances), "reading headers") as bar:
@@ -76,9 +76,9 @@ def check(
     Exits with code 3 when any utterance is bad (with --require-alignment: also when one has no
     alignment), so that scripts can stop before a long run; 0 when every one is good.
     """
-    from satool.corpus import Skipped, open_corpus
+    from satool.data.corpus import Skipped, open_corpus
+    from satool.data.features import FeatureConfig
     from satool.errors import EXIT_INPUT
-    from satool.features import FeatureConfig
 
     corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
     skipped: list = []
@@ -124,8 +124,8 @@ def split(
     prune): the listed utterances take the file's splits, the others are left out.
     """
     from satool.cli.common import parse_csv
-    from satool.corpus import open_corpus
-    from satool.corpus.splitfile import divide, write
+    from satool.data.corpus import open_corpus
+    from satool.data.corpus.splitfile import divide, write
     from satool.errors import UsageError
 
     corpus = open_corpus(path, alignments, layout)
@@ -158,7 +158,7 @@ def synth(
     and a TIMIT-style .PHN per utterance, and manifest.json. Needs the optional
     extra: pip install 'satool\\[synth]' (eSpeak NG, GPL-3.0).
     """
-    from satool.synth import synthesize_corpus
+    from satool.data.synth import synthesize_corpus
 
     total = (speakers + heldout_speakers) * utterances_per_speaker
     with progress_bar(total, "synthesising") as bar:

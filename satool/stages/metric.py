@@ -58,7 +58,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         example = cache.attention(example_id)
         step_s = cache.frames_per_step * 0.01
     else:
-        from satool.corpus import open_corpus
+        from satool.data.corpus import open_corpus
         from satool.headscores import model_stream, score_heads
         from satool.models.loading import load_model
 

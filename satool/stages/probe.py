@@ -49,7 +49,7 @@ class Outputs:
 
 def open_data(data: Data):
     """(model, corpus, train utterances, test utterances), every option checked before any work."""
-    from satool.corpus import open_corpus
+    from satool.data.corpus import open_corpus
     from satool.errors import UsageError
     from satool.models.loading import load_model
 

@@ -81,7 +81,7 @@ class ViewData:
     def corpus(self):
         """The corpus the cache recorded, or None (with :attr:`corpus_problem` saying why)."""
         if self._corpus is None and self._corpus_problem is None:
-            from satool.corpus import open_corpus
+            from satool.data.corpus import open_corpus
 
             info = self.cache.attrs.get("corpus", {})
             try:
@@ -163,7 +163,7 @@ class ViewData:
             utterance = next((u for u in corpus.utterances if u.id == utt_id), None)
             if utterance is not None and utterance.alignment is not None:
                 try:
-                    from satool.alignment import read_alignment
+                    from satool.data.alignment import read_alignment
 
                     words = [{"start": w.start, "end": w.end, "label": w.label}
                              for w in read_alignment(utterance.alignment).words if w.label]
@@ -192,7 +192,7 @@ class ViewData:
 
     def wave(self, utt_id: str) -> np.ndarray:
         """The utterance's samples (float32, 16 kHz), as long as the cache's maps cover."""
-        from satool.audio import load_audio
+        from satool.data.audio import load_audio
 
         real = self._audio_file(self._utterance(utt_id))
         n = int(self.cache.meta(utt_id).get("n_samples") or 0)
@@ -209,7 +209,7 @@ class ViewData:
 
     def spectrogram(self, utt_id: str) -> dict[str, Any]:
         """The log-Mel input ``[frame, 80]`` (per-utterance normalised), uint8 on a stated range."""
-        from satool.features import FeatureConfig, FeatureExtractor
+        from satool.data.features import FeatureConfig, FeatureExtractor
 
         mel = FeatureExtractor(FeatureConfig())(self.wave(utt_id)).numpy()
         low, high = np.percentile(mel, [1, 99])

@@ -185,7 +185,7 @@ def load_checkpoint(
                      embedding_in_hidden_states, saved_output_dim)
     _check_config_against_weights(config, encoder_state, name)
     if audio is not None:
-        from satool.features import FeatureConfig
+        from satool.data.features import FeatureConfig
 
         try:
             features = FeatureConfig.from_s3prl(dict(audio))

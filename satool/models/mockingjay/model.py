@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from satool.features import FeatureConfig, FeatureExtractor
+from satool.data.features import FeatureConfig, FeatureExtractor
 from satool.models.base import (
     AttentionModel,
     EncodedUtterance,
@@ -21,8 +21,8 @@ from satool.models.base import (
     Reconstruction,
     Representation,
 )
-from satool.models.mockingjay.network import stack_frames
 from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
+from satool.models.mockingjay.network import stack_frames
 
 
 class MockingjayModel(AttentionModel):

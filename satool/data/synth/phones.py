@@ -16,14 +16,14 @@ Conventions (see docs/synthetic-corpus.md):
 * An eSpeak phoneme missing from :data:`ESPEAK_TO_ARPABET` raises
   :class:`UnknownPhonemeError` naming it, rather than being guessed.
 
-The TIMIT 61 -> 39 fold itself lives in :mod:`satool.phones` (shared with
+The TIMIT 61 -> 39 fold itself lives in :mod:`satool.data.phones` (shared with
 the corpus readers); :func:`fold_timit` applies it to one label.
 """
 
 from __future__ import annotations
 
-from satool.phones import ARPABET as _ARPABET
-from satool.phones import TIMIT_39, TIMIT_DELETED, TIMIT_FOLD
+from satool.data.phones import ARPABET as _ARPABET
+from satool.data.phones import TIMIT_39, TIMIT_DELETED, TIMIT_FOLD
 
 # eSpeak NG en-us phoneme mnemonic (stress marks stripped) -> ARPAbet phones
 # without stress. Sources: espeak-ng phsource/ph_english(_us) and CMUdict
@@ -89,7 +89,7 @@ ARPABET = frozenset(_ARPABET)
 # Stop (ARPAbet) -> TIMIT closure symbol of a silent run right before it.
 CLOSURES = {"P": "pcl", "B": "bcl", "T": "tcl", "D": "dcl", "K": "kcl", "G": "gcl", "CH": "tcl", "JH": "dcl"}
 
-# The 39 folded TIMIT classes (Lee & Hon 1989; satool.phones holds the fold):
+# The 39 folded TIMIT classes (Lee & Hon 1989; satool.data.phones holds the fold):
 # they include dx and not zh.
 FOLDED_39 = frozenset(TIMIT_39)
 
@@ -115,7 +115,7 @@ def to_arpabet(phoneme: str) -> tuple[str, ...]:
     except KeyError:
         raise UnknownPhonemeError(
             f"eSpeak NG phoneme {phoneme!r} has no ARPAbet mapping; add it to "
-            "satool.synth.phones.ESPEAK_TO_ARPABET"
+            "satool.data.synth.phones.ESPEAK_TO_ARPABET"
         ) from None
 
 

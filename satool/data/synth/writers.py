@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satool.synth.align import Alignment
-from satool.synth.phones import CLOSURES
+from satool.data.synth.align import Alignment
+from satool.data.synth.phones import CLOSURES
 
 
 def _seconds(sample: int, rate: int) -> str:

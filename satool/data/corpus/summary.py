@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from satool.alignment import read_alignment
-from satool.audio import audio_info
-from satool.corpus.base import Corpus
+from satool.data.alignment import read_alignment
+from satool.data.audio import audio_info
+from satool.data.corpus.base import Corpus
 from satool.errors import InputError
 
 

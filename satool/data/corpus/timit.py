@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satool.corpus.base import Corpus, Utterance
-from satool.phones import TIMIT39_SET
+from satool.data.corpus.base import Corpus, Utterance
+from satool.data.phones import TIMIT39_SET
 
 
 def _sibling(path: Path, suffix: str) -> Path | None:

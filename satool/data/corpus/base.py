@@ -17,10 +17,10 @@ from typing import Protocol
 
 import numpy as np
 
-from satool.alignment import Alignment, read_alignment
-from satool.audio import SAMPLE_RATE, load_audio
+from satool.data.alignment import Alignment, read_alignment
+from satool.data.audio import SAMPLE_RATE, load_audio
+from satool.data.phones import PhoneSet
 from satool.errors import InputError, UsageError
-from satool.phones import PhoneSet
 
 MAX_ALIGNMENT_MISMATCH_S = 0.05
 FRAME_SHIFT_S = 0.01

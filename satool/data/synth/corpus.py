@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 import satool
+from satool.data.synth import phones as ph
+from satool.data.synth.align import Alignment, SilenceRule, align, resample_segments
+from satool.data.synth.engine import EspeakEngine, get_engine
+from satool.data.synth.text import COVERAGE_WORDS, make_sentence, transcript
+from satool.data.synth.voices import Voice, make_voices
+from satool.data.synth.writers import phn_lines, write_labels
 from satool.errors import UsageError
-from satool.synth import phones as ph
-from satool.synth.align import Alignment, SilenceRule, align, resample_segments
-from satool.synth.engine import EspeakEngine, get_engine
-from satool.synth.text import COVERAGE_WORDS, make_sentence, transcript
-from satool.synth.voices import Voice, make_voices
-from satool.synth.writers import phn_lines, write_labels
 
-GENERATOR = "satool.synth"
+GENERATOR = "satool.data.synth"
 SPLITS = ("train", "dev", "test")
 UNSEEN_SPLIT = "test-unseen"
 

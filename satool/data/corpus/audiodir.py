@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from satool.audio import AUDIO_SUFFIXES
-from satool.corpus.base import Corpus, Utterance, index_alignments
-from satool.phones import ARPABET_SET
+from satool.data.audio import AUDIO_SUFFIXES
+from satool.data.corpus.base import Corpus, Utterance, index_alignments
+from satool.data.phones import ARPABET_SET
 
 LIBRI_ID = re.compile(r"^(\d+)-\d+-\d+$")
 SPLIT_NAME = re.compile(r"^(train|dev|valid|test|eval)", re.I)

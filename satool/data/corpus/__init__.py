@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satool.corpus.base import (
+from satool.data.corpus.base import (
     Corpus,
     CorpusReader,
     LoadedUtterance,
@@ -46,9 +46,9 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
                 plugins=None, splits: str | Path | None = None, phone_set: str = "auto") -> Corpus:
     """Open ``path`` with the named reader, or the auto-detected one.
 
-    ``splits``: a split file (:mod:`satool.corpus.splitfile`) decides the splits and leaves unlisted
+    ``splits``: a split file (:mod:`satool.data.corpus.splitfile`) decides the splits and leaves unlisted
     utterances out. ``phone_set``: ``auto`` (from the alignments; TIMIT keeps its 39-phone folding),
-    a name from :data:`satool.phones.PHONE_SETS`, or ``data`` (see :mod:`satool.phones`).
+    a name from :data:`satool.data.phones.PHONE_SETS`, or ``data`` (see :mod:`satool.data.phones`).
     """
     from satool.plugins import get_plugins
 
@@ -71,7 +71,7 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
     corpus.utterances = kept
     corpus.phone_set = _phone_set(corpus, phone_set)
     if splits is not None:
-        from satool.corpus import splitfile
+        from satool.data.corpus import splitfile
 
         corpus = splitfile.apply(corpus, splitfile.read(Path(splits)), Path(splits))
     if not corpus.utterances:
@@ -84,7 +84,7 @@ SAMPLE_ALIGNMENTS = 500
 
 def _phone_set(corpus: Corpus, name: str):
     """The phone set ``name`` asks for, reading the corpus's alignments when it has to."""
-    from satool import phones
+    from satool.data import phones
     from satool.errors import UsageError
 
     if name not in phones.CHOICES:
@@ -106,7 +106,7 @@ def _labels(files) -> dict[str, int]:
     """label -> occurrences over the phone tiers of ``files``."""
     from collections import Counter
 
-    from satool.alignment import read_alignment
+    from satool.data.alignment import read_alignment
 
     labels: Counter[str] = Counter()
     for path in files:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from satool.data.phones import IGNORE, PhoneSet
 from satool.errors import InputError
-from satool.phones import IGNORE, PhoneSet
 
 TIME_TOLERANCE_S = 1e-4  # rounding slack when checking contiguity/overlap
 TIMIT_SAMPLE_RATE = 16000

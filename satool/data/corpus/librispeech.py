@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from satool.corpus.base import Corpus, Utterance, index_alignments
+from satool.data.corpus.base import Corpus, Utterance, index_alignments
+from satool.data.phones import ARPABET_SET
 from satool.errors import InputError
-from satool.phones import ARPABET_SET
 
 
 class LibriSpeechReader:

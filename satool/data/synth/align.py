@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from satool.synth import phones as ph
-from satool.synth.engine import Synthesis
+from satool.data.synth import phones as ph
+from satool.data.synth.engine import Synthesis
 
 PAUSE = -1  # owner code of samples eSpeak put in a pause phoneme
 SIL = -2  # owner code of silence samples

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from satool.corpus.base import Corpus, Utterance
+from satool.data.corpus.base import Corpus, Utterance
 from satool.errors import InputError, UsageError
 
 MAX_LINES = 10_000_000
