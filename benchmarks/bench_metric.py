@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import best_times_interleaved, print_table  # noqa: E402
 
 from satool import testing  # noqa: E402
+from satool.analysis.metrics import BUILTIN_METRICS  # noqa: E402
+from satool.analysis.scoring import cache_stream, score_cache  # noqa: E402
 from satool.cache import open_cache  # noqa: E402
-from satool.headscores import cache_stream, score_cache  # noqa: E402
-from satool.metrics import BUILTIN_METRICS  # noqa: E402
 
 
 def main() -> None:

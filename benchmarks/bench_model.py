@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import best_time, print_table  # noqa: E402
 
 from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead  # noqa: E402
-from satool.pretrain import MaskedAcousticModel  # noqa: E402
+from satool.training.pretrain import MaskedAcousticModel  # noqa: E402
 
 
 def forward_flops(config: MockingjayConfig, steps: int, with_head: bool = True) -> float:

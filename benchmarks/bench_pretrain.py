@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench import print_table  # noqa: E402
 from bench_model import forward_flops, matmul_rate  # noqa: E402
 
-from satool.masking import MaskPolicy, mask_batch  # noqa: E402
 from satool.models.mockingjay import MockingjayConfig, MockingjayEncoder, SpecHead  # noqa: E402
-from satool.pretrain import MaskedAcousticModel, draw_batch, length_buckets  # noqa: E402
+from satool.training.masking import MaskPolicy, mask_batch  # noqa: E402
+from satool.training.pretrain import MaskedAcousticModel, draw_batch, length_buckets  # noqa: E402
 
 
 def run(model, optimiser, batches, config) -> tuple[float, float]:

@@ -29,13 +29,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from satool import testing
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.probing.passes import ProbeData
+    from satool.analysis.probing.tasks import ProbeSettings
+    from satool.analysis.pruning import RepresentationStore, plan, sweep_heads
+    from satool.analysis.scoring import HeadScores, score_cache
     from satool.data.corpus import open_corpus
-    from satool.headscores import HeadScores, score_cache
-    from satool.metrics import BUILTIN_METRICS
     from satool.models.loading import load_model
-    from satool.probing import ProbeSettings
-    from satool.pruning import RepresentationStore, plan, sweep_heads
-    from satool.representations import ProbeData
 
     work = Path(tempfile.mkdtemp(prefix="satool-bench-"))
     try:
@@ -70,7 +70,7 @@ def main() -> None:
         rows = sweep_heads(store, sweep, tasks, settings=ProbeSettings(steps=args.steps))
         seconds = time.perf_counter() - start
         t0 = time.perf_counter()
-        from satool.representations import Configuration
+        from satool.analysis.probing.passes import Configuration
 
         store.train.represent(Configuration())
         store.test.represent(Configuration())

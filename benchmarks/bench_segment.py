@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _bench import best_time, print_table  # noqa: E402
 
-from satool import segmentation as seg  # noqa: E402
+from satool.analysis import segmentation as seg  # noqa: E402
 
 RATE = 3
 
@@ -118,9 +118,9 @@ def all_heads() -> None:
     from pathlib import Path
 
     from satool import testing
+    from satool.analysis.segmentation.study import FrameSource, aligned_ids, rank_heads
     from satool.cache import open_cache
     from satool.extract import extract
-    from satool.segment_study import FrameSource, aligned_ids, rank_heads
 
     demo = Path("satool-demo/attention-cache")
     work = Path(tempfile.mkdtemp(prefix="satool-bench-"))

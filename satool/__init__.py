@@ -28,9 +28,9 @@ _LAZY = {
     "run_with_cache": "satool.api",
     "score": "satool.api",
     "Run": "satool.api",
-    "HeadScores": "satool.headscores",
-    "relate": "satool.relations",
-    "cache_stream": "satool.headscores",
+    "HeadScores": "satool.analysis.scoring",
+    "relate": "satool.analysis.relations",
+    "cache_stream": "satool.analysis.scoring",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

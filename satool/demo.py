@@ -154,8 +154,8 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
             shutil.copyfile(reference.checkpoint(), ckpt)
             workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus})
             return {"reference": reference.provenance()}
-        from satool.pretrain import PretrainSettings
         from satool.stages import pretrain as stage
+        from satool.training.pretrain import PretrainSettings
 
         step = stage.Settings(corpus, ckpt, PretrainSettings(
             preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,

@@ -48,7 +48,7 @@ def register_stages(register):
 def register_metrics(register):
     """Add head metrics usable wherever a metric name is accepted.
 
-    Call ``register(metric)`` with a :class:`satool.metrics.HeadMetric`:
+    Call ``register(metric)`` with a :class:`satool.analysis.metrics.HeadMetric`:
     its ``name``, a function from one utterance's attention maps
     ``attn[layer, head, query, key]`` to values ``[layer, head]``, how values
     are accumulated over a corpus, and the pruning order (which heads
@@ -60,7 +60,7 @@ def register_metrics(register):
 def register_tasks(register):
     """Add probing tasks usable by ``satool probe`` and ``satool prune``.
 
-    Call ``register(task)`` with a :class:`satool.probing.ProbeTask`: its
+    Call ``register(task)`` with a :class:`satool.analysis.probing.tasks.ProbeTask`: its
     ``name``, the labels it predicts, the probe it trains on the
     representations, and how it is scored (with chance level).
     """

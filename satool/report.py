@@ -5,7 +5,7 @@ directory's ``satool.toml``), so ``satool report DIR`` rebuilds the report
 at any time. Figures are embedded as base64 PNGs: the file opens offline
 and can be mailed around. The report opens with the model's health checks;
 a table then sets this run's numbers beside the paper's findings, each
-judged by a stated rule (:mod:`satool.verdicts`) and all of them
+judged by a stated rule (:mod:`satool.analysis.verdicts`) and all of them
 "inconclusive" when the model is not healthy.
 """
 
@@ -78,7 +78,7 @@ def _paths(directory: Path) -> dict[str, Path | None]:
 
 def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     """Write ``directory/report.html`` (or ``out``) from the saved results."""
-    from satool import verdicts as rules
+    from satool.analysis import verdicts as rules
 
     directory = Path(directory).resolve()
     if not directory.is_dir():
@@ -124,7 +124,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     curves = rules.PruneCurves(prune_rows) if prune_rows else None
     scores = None
     if paths["metrics"] and (paths["metrics"] / "metrics.json").exists():
-        from satool.headscores import HeadScores
+        from satool.analysis.scoring import HeadScores
 
         scores = HeadScores.load(paths["metrics"])
     health = rules.health(health_doc, probe_rows, curves)
@@ -252,7 +252,7 @@ def _health_section(health, doc: dict | None, probe_rows, curves) -> str:
              "whose categories are only rank order, and nothing here would say anything about the paper's "
              "models.</p>"]
     if doc:
-        from satool.heldout import BASELINES
+        from satool.training.heldout import BASELINES
 
         rows = [{"what": "model", "masked L1": doc["heldout_l1"]},
                 {"what": "model, attention off (each head attends only to its own step)",
@@ -269,13 +269,13 @@ def _health_section(health, doc: dict | None, probe_rows, curves) -> str:
 
 
 def _rule(key: str) -> str:
-    from satool.verdicts import RULES
+    from satool.analysis.verdicts import RULES
 
     return RULES[key]
 
 
 def _heads_section(scores, metrics_dir: Path) -> str:
-    from satool.locality import LOCAL_RATIO
+    from satool.analysis.locality import LOCAL_RATIO
 
     rows = scores.records()
     per_layer: dict[int, dict[str, int]] = {}
@@ -332,7 +332,7 @@ def _probe_section(rows: list[dict[str, Any]]) -> str:
 
 
 def _segment_findings(doc: dict[str, Any]) -> list:
-    from satool.verdicts import segment_verdict
+    from satool.analysis.verdicts import segment_verdict
 
     by_source = {r["source"]: r for r in doc["results"]}
     per_utt = doc.get("strict_per_utterance") or {}

@@ -97,7 +97,7 @@ def test_stored_maps_and_float32_copies(tmp_path):
 
 
 def test_cache_stream_reuses_one_buffer_and_matches_attention(tmp_path):
-    from satool.headscores import cache_stream
+    from satool.analysis.scoring import cache_stream
 
     rng = np.random.default_rng(6)
     ids = [f"u{i}" for i in range(4)]

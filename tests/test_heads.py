@@ -40,9 +40,9 @@ def test_cache_accepts_labels_and_positions_alike(tmp_path):
 
 
 def test_every_written_head_name_has_one_form(tmp_path):
-    from satool.headscores import score_cache
-    from satool.metrics import BUILTIN_METRICS
-    from satool.segment_study import FeatureSource, parse_sources
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.scoring import score_cache
+    from satool.analysis.segmentation.study import FeatureSource, parse_sources
 
     write(tmp_path / "c", ["a"], np.random.default_rng(0))
     from satool.cache import open_cache

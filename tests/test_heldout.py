@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from satool import testing
-from satool.heldout import (
+from satool.training.heldout import (
     HealthCheck,
     HeldoutUtterance,
     baseline_l1,
@@ -18,7 +18,7 @@ from satool.heldout import (
     health_warnings,
     model_l1,
 )
-from satool.pretrain import PretrainSettings, loss_rise, pretrain
+from satool.training.pretrain import PretrainSettings, loss_rise, pretrain
 
 
 def test_baselines_by_hand():
@@ -169,7 +169,7 @@ def test_health_command_writes_what_the_report_reads(corpus, tmp_path, satool_cl
                 "max_locality", "locality"):
         assert key in document
     assert json.loads((tmp_path / "results" / "health" / "health.json").read_text()) == document
-    from satool import verdicts
+    from satool.analysis import verdicts
 
     checks = {c.name: c for c in verdicts.health(document, None, None).checks}
     best = min(document[f"{name}_l1"] for name in ("zeros", "median", "nearest", "interpolation"))

@@ -348,11 +348,11 @@ def test_provenance_and_nothing_is_downloaded(dirs, tmp_path, monkeypatch):
 
 
 def test_extract_metrics_and_relations_on_a_tone_corpus(dirs, tmp_path):
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.relations import relate
+    from satool.analysis.scoring import cache_stream, score_cache
     from satool.cache import open_cache
     from satool.extract import ExtractSettings, extract
-    from satool.headscores import cache_stream, score_cache
-    from satool.metrics import BUILTIN_METRICS
-    from satool.relations import relate
 
     testing.make_librispeech(tmp_path / "LS", speakers=("19", "26"), per_speaker=1)
     directory = dirs["wav2vec2", False]

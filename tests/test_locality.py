@@ -4,8 +4,8 @@ and a literal loop."""
 import numpy as np
 import pytest
 
-from satool.locality import locality, offset_sums, profile, uniform_diagonality
-from satool.metrics import diagonality
+from satool.analysis.locality import locality, offset_sums, profile, uniform_diagonality
+from satool.analysis.metrics import diagonality
 
 
 def test_previous_step_head_by_hand():
@@ -54,8 +54,8 @@ def test_offset_sums_match_a_literal_loop_and_pool_over_utterances():
 
 
 def test_scores_record_profile_locality_and_relative_diagonality(tmp_path):
-    from satool.headscores import HeadScores, score_heads
-    from satool.metrics import BUILTIN_METRICS
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.scoring import HeadScores, score_heads
 
     steps = 30
     local = np.zeros((steps, steps), np.float32)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from satool.headscores import HeadScores, score_heads
-from satool.metrics import BUILTIN_METRICS, diagonality, globalness, verticality, weight
+from satool.analysis.metrics import BUILTIN_METRICS, diagonality, globalness, verticality, weight
+from satool.analysis.scoring import HeadScores, score_heads
 
 
 def entropy(p):
@@ -108,7 +108,7 @@ def test_scoring_runs_blas_on_one_thread_and_restores_it():
     """Metric kernels must not start BLAS threads that compete with the cache reader."""
     from threadpoolctl import threadpool_info
 
-    from satool.metrics import HeadMetric
+    from satool.analysis.metrics import HeadMetric
 
     def blas_threads():
         return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
@@ -133,7 +133,7 @@ def test_mean_over_utterances_of_different_lengths():
 
 
 def test_nan_values_are_left_out_and_reducers():
-    from satool.metrics import HeadMetric
+    from satool.analysis.metrics import HeadMetric
 
     values = iter([np.array([[1.0, np.nan]]), np.array([[3.0, 5.0]])])
     metric = HeadMetric("odd", lambda a, m: next(values), prune_first="lowest")

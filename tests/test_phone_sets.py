@@ -65,10 +65,10 @@ def test_a_librispeech_layout_with_ipa_alignments(tmp_path, satool_cli):
 
 
 def test_the_cache_records_the_phone_set_and_relate_uses_it(tmp_path):
+    from satool.analysis.relations import relate
+    from satool.analysis.scoring import cache_stream
     from satool.cache import open_cache
     from satool.extract import ExtractSettings, extract
-    from satool.headscores import cache_stream
-    from satool.relations import relate
 
     corpus, mfa = _libri_with_ipa(tmp_path)
     extract(testing.make_checkpoint(tmp_path / "m.ckpt"), corpus, tmp_path / "cache",

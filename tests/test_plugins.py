@@ -29,7 +29,7 @@ def make_distribution(root: Path, dist: str, entry_point: str, module: str, sour
 
 GOOD = """
 from satool import hookimpl
-from satool.metrics import HeadMetric
+from satool.analysis.metrics import HeadMetric
 import numpy as np
 
 @hookimpl
@@ -53,7 +53,7 @@ def register_metrics(register, something_unknown):
 """
 DUPLICATE = """
 from satool import hookimpl
-from satool.metrics import HeadMetric
+from satool.analysis.metrics import HeadMetric
 
 @hookimpl
 def register_metrics(register):
@@ -168,7 +168,7 @@ def test_hook_register_stages(capsys):
 
 
 def test_hook_register_metrics():
-    from satool.metrics import HeadMetric
+    from satool.analysis.metrics import HeadMetric
 
     def register_metrics(register):
         register(HeadMetric("self", lambda a, m: np.einsum("lhqq->lh", a) / a.shape[-1], prune_first="lowest"))
@@ -180,7 +180,7 @@ def test_hook_register_metrics():
 
 
 def test_hook_register_tasks():
-    from satool.probing import ProbeScore, ProbeTask
+    from satool.analysis.probing.tasks import ProbeScore, ProbeTask
 
     class Constant(ProbeTask):
         name = "constant"
@@ -267,7 +267,7 @@ def test_hook_register_models(tmp_path):
 
 
 def test_duplicate_registration_names_both_plugins():
-    from satool.metrics import HeadMetric
+    from satool.analysis.metrics import HeadMetric
 
     plugins = _with(
         "register_metrics",
@@ -295,7 +295,7 @@ EXITS = "import sys\nsys.exit(0)\n"
 BLOCKS = "import time\ntime.sleep(3600)\n"
 PRINTS = """
 from satool import hookimpl
-from satool.metrics import HeadMetric
+from satool.analysis.metrics import HeadMetric
 import numpy as np
 print("hello from import")
 
@@ -310,7 +310,7 @@ def register_metrics(register):
 """
 RAISES = """
 from satool import hookimpl
-from satool.metrics import HeadMetric
+from satool.analysis.metrics import HeadMetric
 
 def fragile(attn, meta):
     raise ZeroDivisionError("division by zero in a plugin")

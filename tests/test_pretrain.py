@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from satool import testing
-from satool.masking import MaskPolicy, choose_steps, mask_batch
-from satool.pretrain import PretrainSettings, learning_rate_at, pretrain
+from satool.training.masking import MaskPolicy, choose_steps, mask_batch
+from satool.training.pretrain import PretrainSettings, learning_rate_at, pretrain
 
 
 def test_choose_steps_spans_and_proportion():

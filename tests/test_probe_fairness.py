@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from satool import testing
+from satool.analysis.probing.tasks import (
+    BUILTIN_TASKS,
+    ProbeSettings,
+    ProbeSplit,
+    ProbeUtterance,
+    converged,
+)
 from satool.data.corpus.base import Utterance, speaker_balanced
-from satool.probing import BUILTIN_TASKS, ProbeSettings, ProbeSplit, ProbeUtterance, converged
 
 
 def _utts(counts: dict[str, int]) -> list[Utterance]:
@@ -46,7 +52,7 @@ def test_unseen_test_speakers_are_left_out_of_both_speaker_tasks():
     assert frame.details["test_utterances_left_out"] == 1 == utterance.details["test_utterances_left_out"]
     assert frame.n_test == 2 * 30 and utterance.n_test == 2  # only s1 and s2 are scored, in both tasks
     assert frame.details["classes"] == 2  # no class was made up for the unseen speaker
-    from satool.probe_study import left_out_warnings
+    from satool.analysis.probing.study import left_out_warnings
 
     lines = left_out_warnings([{"task": "speaker", "representation": "model", **frame.details}])
     assert lines == ["task speaker (model): 1 test utterance(s) left out because their speaker is not in the "
@@ -71,7 +77,7 @@ def corpus(tmp_path_factory):
 
 
 def test_input_feature_splits(corpus):
-    from satool.representations import input_feature_split
+    from satool.analysis.probing.passes import input_feature_split
 
     utts = corpus.select("train")
     mel = input_feature_split(corpus, utts, "log-Mel")
@@ -88,9 +94,9 @@ def test_input_feature_splits(corpus):
 
 
 def test_probe_rows_have_model_and_input_feature_rows(corpus):
+    from satool.analysis.probing.study import probe_rows
     from satool.models.loading import load_model
-    from satool.pretrain import PretrainSettings, pretrain
-    from satool.probe_study import probe_rows
+    from satool.training.pretrain import PretrainSettings, pretrain
 
     tmp = Path(corpus.root).parent
     ckpt = pretrain(corpus.root, tmp / "m.ckpt", PretrainSettings(preset="tiny", steps=2, batch_size=2,

@@ -33,7 +33,7 @@ def test_a_damaged_file_is_refused(tmp_path, monkeypatch):
 def test_it_beats_the_nearest_frame_on_held_out_speech(tmp_path):
     pytest.importorskip("espeakng_loader", reason="the held-out corpus is synthesised")
     from satool.data.synth import synthesize_corpus
-    from satool.heldout import evaluate_checkpoint
+    from satool.training.heldout import evaluate_checkpoint
 
     synthesize_corpus(tmp_path / "heldout", speakers=4, utterances_per_speaker=10, seed=7)  # unseen voices
     check = evaluate_checkpoint(reference.checkpoint(), tmp_path / "heldout", "test", seed=0)

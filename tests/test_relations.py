@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satool.relations import Relations, parse_heads, relate, relate_upsampled_reference
+from satool.analysis.relations import Relations, parse_heads, relate, relate_upsampled_reference
 
 
 def utterance(rng, n_steps, rate, n_phones, layers=2, heads=2):

@@ -1,4 +1,4 @@
-"""Kernel-Gram segmentation and boundary evaluation (satool.segmentation, SPEC sections 4-5).
+"""Kernel-Gram segmentation and boundary evaluation (satool.analysis.segmentation, SPEC sections 4-5).
 
 The vectorised code is checked against a slow reference written with plain
 Python loops that follows the SPEC text literally (``reference_*`` below; the
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from satool import segmentation as seg
+from satool.analysis import segmentation as seg
 from satool.errors import UsageError
 
 # --------------------------------------------------------------------------- slow reference (SPEC text)
@@ -224,8 +224,8 @@ def test_hash_collision_falls_back_to_exact_grouping(monkeypatch):
     K = seg.kernel_gram(x, 1.0)
     np.testing.assert_allclose(K, reference_kernel(x.tolist(), 1.0), rtol=1e-12)
     # Every row hashing alike forces the exact byte-sorting path.
-    monkeypatch.setattr(seg, "_row_hashes", lambda rows: np.zeros(len(rows), dtype=np.uint64))
-    first, inverse = seg._distinct_rows(x)
+    monkeypatch.setattr(seg.algorithm, "_row_hashes", lambda rows: np.zeros(len(rows), dtype=np.uint64))
+    first, inverse = seg.algorithm._distinct_rows(x)
     np.testing.assert_array_equal(x[first[inverse]], x)
     assert len(first) == 5
     np.testing.assert_allclose(seg.kernel_gram(x, 1.0), K, rtol=1e-12)

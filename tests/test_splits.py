@@ -9,7 +9,7 @@ from satool import testing
 from satool.data.corpus import open_corpus
 from satool.data.corpus.base import split_family
 from satool.errors import UsageError
-from satool.pretrain import training_splits
+from satool.training.pretrain import training_splits
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,10 @@ def test_header_claims_are_checked_before_decoding(tmp_path):
 
 
 def test_short_files_are_skipped_with_the_reason_and_the_cache_still_works(tmp_path):
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.scoring import score_cache
     from satool.cache import open_cache
     from satool.extract import extract
-    from satool.headscores import score_cache
-    from satool.metrics import BUILTIN_METRICS
 
     corpus = tmp_path / "audio"
     corpus.mkdir()
@@ -99,9 +99,9 @@ def test_corpus_check_fails_on_files_stages_would_skip(tmp_path, satool_cli):
 
 
 def test_a_corpus_changed_under_its_cache_is_noticed(tmp_path):
+    from satool.analysis.segmentation.study import FeatureSource, FrameSource
     from satool.cache import open_cache
     from satool.extract import extract
-    from satool.segment_study import FeatureSource, FrameSource
 
     corpus = tmp_path / "LS"
     testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satool import verdicts as v
+from satool.analysis import verdicts as v
 
 TASKS = ("phone", "speaker", "speaker-utt")
 
@@ -131,7 +131,7 @@ def test_health_checks_and_the_gate():
 
 
 def test_segment_bootstrap_by_hand_and_verdicts():
-    from satool.segmentation import evaluate_boundaries, r_value_from_counts
+    from satool.analysis.segmentation import evaluate_boundaries, r_value_from_counts
 
     # r_value_from_counts agrees with the evaluation code
     ref, pred = [np.array([0.1, 0.3, 0.5])], [np.array([0.11, 0.42])]

@@ -21,11 +21,11 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny model's cache with metric and relate results, like a workspace after those stages."""
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.relations import relate, save_all
+    from satool.analysis.scoring import cache_stream, score_cache
     from satool.cache import open_cache
     from satool.extract import extract
-    from satool.headscores import cache_stream, score_cache
-    from satool.metrics import BUILTIN_METRICS
-    from satool.relations import relate, save_all
 
     root = tmp_path_factory.mktemp("view")
     testing.make_librispeech(root / "LS", speakers=("19", "26"), per_speaker=2)

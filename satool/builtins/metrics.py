@@ -7,7 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_metrics(register):
-    from satool.metrics import BUILTIN_METRICS
+    from satool.analysis.metrics import BUILTIN_METRICS
 
     for metric in BUILTIN_METRICS:
         register(metric)

@@ -7,7 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_tasks(register):
-    from satool.probing import BUILTIN_TASKS
+    from satool.analysis.probing.tasks import BUILTIN_TASKS
 
     for task in BUILTIN_TASKS:
         register(task)

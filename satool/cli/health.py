@@ -1,4 +1,4 @@
-"""`satool health`: has a pre-trained model learned? (library: satool.heldout)."""
+"""`satool health`: has a pre-trained model learned? (library: satool.training.heldout)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def health(
     in units of uniform attention). Writes health.json and health.csv; 'satool
     report' reads them.
     """
-    from satool.heldout import BASELINES
     from satool.models.loading import resolve_device
     from satool.stages import health as stage
+    from satool.training.heldout import BASELINES
     from satool.workspace import Workspace
 
     workspace = Workspace()

@@ -1,4 +1,4 @@
-"""`satool metric`: score every head (library: satool.headscores, satool.metrics)."""
+"""`satool metric`: score every head (library: satool.analysis.scoring, satool.analysis.metrics)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def _print_summary(scores) -> None:
     import numpy as np
     from rich.table import Table
 
-    from satool.headscores import NEAR_TIE, top_heads
+    from satool.analysis.scoring import NEAR_TIE, top_heads
 
     out = results_console()
     categories = Counter(scores.categories().ravel().tolist())
@@ -73,7 +73,7 @@ def _print_summary(scores) -> None:
               + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))
     local = scores.locality()
     if local is not None:
-        from satool.locality import LOCAL_RATIO
+        from satool.analysis.locality import LOCAL_RATIO
 
         ratio, offset = local
         best = np.unravel_index(np.nanargmax(np.where(np.isfinite(ratio), ratio, -np.inf)), ratio.shape)

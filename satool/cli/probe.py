@@ -1,4 +1,4 @@
-"""`satool probe`: what the representations know (library: satool.probing, satool.representations)."""
+"""`satool probe`: what the representations know (library: satool.analysis.probing.tasks, satool.analysis.probing.passes)."""
 
 from __future__ import annotations
 

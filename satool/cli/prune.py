@@ -1,4 +1,4 @@
-"""`satool prune`: which heads matter (library: satool.pruning)."""
+"""`satool prune`: which heads matter (library: satool.analysis.pruning)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`satool relate`: phone relation maps (library: satool.relations)."""
+"""`satool relate`: phone relation maps (library: satool.analysis.relations)."""
 
 from __future__ import annotations
 

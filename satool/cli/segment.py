@@ -1,4 +1,4 @@
-"""`satool segment`: phoneme segmentation (library: satool.segmentation, satool.segment_study)."""
+"""`satool segment`: phoneme segmentation (library: satool.analysis.segmentation, satool.analysis.segmentation.study)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def segment(
     pr_curve.csv/png (sweep over beta), example_<source>.png (paper Fig. 2) and,
     with --all-heads, heads_by_r_value.csv.
     """
-    from satool.segment_study import BOUNDARY_CONVENTION
+    from satool.analysis.segmentation.study import BOUNDARY_CONVENTION
     from satool.stages import segment as stage
     from satool.workspace import Workspace
 

@@ -1,4 +1,4 @@
-"""`satool pretrain`: masked acoustic model pre-training (library: satool.pretrain)."""
+"""`satool pretrain`: masked acoustic model pre-training (library: satool.training.pretrain)."""
 
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def pretrain(
     Writes OUT, OUT.loss.csv/png and OUT.heldout.csv/png; records them in ./satool.toml.
     """
     from satool.models.loading import resolve_device
-    from satool.pretrain import PretrainSettings, torchrun_world
     from satool.stages import pretrain as stage
+    from satool.training.pretrain import PretrainSettings, torchrun_world
     from satool.workspace import Workspace
 
     workspace = Workspace()

@@ -1,5 +1,5 @@
 """Stage `health`: has a pre-trained model learned? Held-out masked L1 beside four baselines, attention
-off, and every head's locality (satool.heldout)."""
+off, and every head's locality (satool.training.heldout)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ class Settings:
 
 @dataclass
 class Outputs:
-    check: Any  # satool.heldout.HealthCheck
+    check: Any  # satool.training.heldout.HealthCheck
     document: dict[str, Any]
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.heldout import evaluate_checkpoint, save_health
+    from satool.training.heldout import evaluate_checkpoint, save_health
 
     progress = progress or NoProgress()
     check = evaluate_checkpoint(settings.checkpoint, settings.corpus, settings.split, max_utts=settings.max_utts,

@@ -37,16 +37,16 @@ def is_cache(path: Path) -> bool:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.analysis.scoring import write_outputs
     from satool.errors import UsageError
-    from satool.headscores import write_outputs
     from satool.plugins import get_plugins
 
     progress = progress or NoProgress()
     registry = get_plugins().metrics
     metrics = [registry.get(n) for n in (settings.metrics or registry.names())]
     if is_cache(settings.source):
+        from satool.analysis.scoring import score_cache
         from satool.cache import open_cache
-        from satool.headscores import score_cache
 
         if settings.corpus is not None:
             raise UsageError(f"{settings.source} is a cache: CORPUS is only for checkpoints")
@@ -58,8 +58,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         example = cache.attention(example_id)
         step_s = cache.frames_per_step * 0.01
     else:
+        from satool.analysis.scoring import model_stream, score_heads
         from satool.data.corpus import open_corpus
-        from satool.headscores import model_stream, score_heads
         from satool.models.loading import load_model
 
         if settings.corpus is None:
@@ -94,8 +94,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
 
 def earlier_results(out: Path, scores):
     """Results already in ``out`` for the same source (cache and model), or None."""
+    from satool.analysis.scoring import HeadScores
     from satool.errors import InputError
-    from satool.headscores import HeadScores
 
     if not (Path(out) / "metrics.json").exists():
         return None

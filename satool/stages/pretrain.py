@@ -1,4 +1,4 @@
-"""Stage `pretrain`: masked acoustic model pre-training with held-out checks (satool.pretrain)."""
+"""Stage `pretrain`: masked acoustic model pre-training with held-out checks (satool.training.pretrain)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from satool.pretrain import PretrainSettings
 from satool.stages import Log, NoProgress, Progress, quiet
+from satool.training.pretrain import PretrainSettings
 
 
 @dataclass
@@ -20,8 +20,8 @@ class Settings:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Any:
-    """The :class:`~satool.pretrain.PretrainResult`."""
-    from satool.pretrain import pretrain
+    """The :class:`~satool.training.pretrain.PretrainResult`."""
+    from satool.training.pretrain import pretrain
 
     progress = progress or NoProgress()
     steps = settings.training.steps

@@ -91,10 +91,10 @@ def state_index(model, layer: int) -> int:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.analysis.probing.passes import Configuration
+    from satool.analysis.probing.study import convergence_warnings, left_out_warnings, probe_rows
+    from satool.analysis.probing.tasks import ProbeSettings
     from satool.heads import check
-    from satool.probe_study import convergence_warnings, left_out_warnings, probe_rows
-    from satool.probing import ProbeSettings
-    from satool.representations import Configuration
     from satool.results import write_csv, write_json
 
     progress = progress or NoProgress()

@@ -35,10 +35,9 @@ class Outputs:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.headscores import HeadScores
-    from satool.plugins import get_plugins
-    from satool.probing import ProbeSettings
-    from satool.pruning import (
+    from satool.analysis.probing.passes import ProbeData
+    from satool.analysis.probing.tasks import ProbeSettings
+    from satool.analysis.pruning import (
         RANDOM,
         RepresentationStore,
         plan,
@@ -46,7 +45,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         sweep_heads,
         sweep_spans,
     )
-    from satool.representations import ProbeData
+    from satool.analysis.scoring import HeadScores
+    from satool.plugins import get_plugins
     from satool.stages.probe import open_data, resolve_tasks, state_index
 
     progress = progress or NoProgress()

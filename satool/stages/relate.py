@@ -22,7 +22,7 @@ class Settings:
 
 @dataclass
 class Outputs:
-    relations: Any  # satool.relations.Relations
+    relations: Any  # satool.analysis.relations.Relations
     chosen: list[int]  # indices of the drawn heads
     paths: dict[str, Any]
 
@@ -30,11 +30,11 @@ class Outputs:
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     import numpy as np
 
+    from satool.analysis.relations import relate, save_all, select_heads, top_heads
+    from satool.analysis.scoring import HeadScores, cache_stream
     from satool.cache import open_cache
     from satool.errors import UsageError
     from satool.heads import check
-    from satool.headscores import HeadScores, cache_stream
-    from satool.relations import relate, save_all, select_heads, top_heads
 
     progress = progress or NoProgress()
     cache = open_cache(settings.cache)

@@ -1,5 +1,5 @@
 """Stage `report`: one self-contained HTML report from the saved results, every finding judged by a
-stated rule (satool.report, satool.verdicts)."""
+stated rule (satool.report, satool.analysis.verdicts)."""
 
 from __future__ import annotations
 

@@ -46,9 +46,7 @@ class Outputs:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.cache import open_cache
-    from satool.results import write_csv
-    from satool.segment_study import (
+    from satool.analysis.segmentation.study import (
         FeatureSource,
         FrameSource,
         aligned_ids,
@@ -57,6 +55,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         study,
         write_study,
     )
+    from satool.cache import open_cache
+    from satool.results import write_csv
 
     progress = progress or NoProgress()
     cache = open_cache(settings.cache)

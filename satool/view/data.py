@@ -64,7 +64,7 @@ class ViewData:
         self._corpus_problem: str | None = None
         self._scores = None
         if self.metrics_dir is not None and (Path(self.metrics_dir) / "metrics.json").exists():
-            from satool.headscores import HeadScores
+            from satool.analysis.scoring import HeadScores
 
             self._scores = HeadScores.load(self.metrics_dir)
 
@@ -135,7 +135,7 @@ class ViewData:
 
     def head(self, utt_id: str, label: str) -> dict[str, Any]:
         """One head's full map as float32 ``[query, key]`` plus its offset profile on this utterance."""
-        from satool.locality import offset_sums, profile
+        from satool.analysis.locality import offset_sums, profile
 
         layer, head = self.cache.position(label)
         attn = self.cache.attention(self._utterance(utt_id), layer=layer, head=head).astype(np.float32)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from satool import hookimpl
-from satool.metrics import HeadMetric
-from satool.probing import (
+from satool.analysis.metrics import HeadMetric
+from satool.analysis.probing.tasks import (
     FrameClassificationTask,
     ProbeScore,
     ProbeSettings,

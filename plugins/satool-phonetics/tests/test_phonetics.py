@@ -3,7 +3,7 @@
 import numpy as np
 from satool_phonetics import boundary_labels, f1_score, silence_focus
 
-from satool.probing import ProbeUtterance
+from satool.analysis.probing.tasks import ProbeUtterance
 
 
 def test_silence_focus_hand_worked():

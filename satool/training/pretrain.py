@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from satool.errors import InputError, UsageError
-from satool.heldout import HealthCheck, health_check, health_warnings, make_heldout
-from satool.masking import MaskPolicy, mask_batch
+from satool.training.heldout import HealthCheck, health_check, health_warnings, make_heldout
+from satool.training.masking import MaskPolicy, mask_batch
 
 
 @dataclass
@@ -442,9 +442,9 @@ def json_safe(value: Any) -> Any:
 def write_health(out: Path, checks: list[dict[str, float]]) -> None:
     """``out``.heldout.csv (one row per held-out check) and ``out``.heldout.png: held-out masked L1
     beside the four baselines and attention-off, and head locality, against training steps."""
-    from satool.heldout import BASELINES, LOCAL_RATIO
     from satool.plotting import figure
     from satool.results import write_csv
+    from satool.training.heldout import BASELINES, LOCAL_RATIO
 
     if not checks:
         return

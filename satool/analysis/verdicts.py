@@ -219,7 +219,7 @@ def pruning_verdicts(curves: PruneCurves, locality: dict[tuple[int, int], float]
     ``diagonal_order`` is the diagonality pruning order; together they say how many of the pruned
     "most diagonal" heads are local.
     """
-    from satool.locality import LOCAL_RATIO
+    from satool.analysis.locality import LOCAL_RATIO
 
     out: list[Verdict] = []
     if not curves.rows:
@@ -323,7 +323,7 @@ def bootstrap_difference(a: Sequence[dict[str, int]], b: Sequence[dict[str, int]
     ``a`` and ``b`` hold per-utterance strict counts (``hits``, ``n_ref``, ``n_pred``) in the same
     utterance order. Returns (difference, low, high), all as fractions (x100 for R-value points).
     """
-    from satool.segmentation import r_value_from_counts
+    from satool.analysis.segmentation import r_value_from_counts
 
     counts_a = np.array([[u["hits"], u["n_ref"], u["n_pred"]] for u in a], dtype=np.float64)
     counts_b = np.array([[u["hits"], u["n_ref"], u["n_pred"]] for u in b], dtype=np.float64)

@@ -3,7 +3,7 @@ the same probes, with what every number rests on.
 
 Rows carry a ``representation`` column: ``model`` (the chosen hidden state, under the chosen head
 mask or span), ``log-Mel`` and ``MFCC`` (no model at all; see
-:func:`satool.representations.input_feature_split`). A task that needs the pre-training head
+:func:`satool.analysis.probing.passes.input_feature_split`). A task that needs the pre-training head
 (reconstruction) has no input-feature row.
 """
 
@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from satool.probing import ProbeSettings, ProbeTask
-from satool.pruning import evaluate_tasks
-from satool.representations import INPUT_FEATURES, Configuration, ProbeData, input_feature_split
+from satool.analysis.probing.passes import (
+    INPUT_FEATURES,
+    Configuration,
+    ProbeData,
+    input_feature_split,
+)
+from satool.analysis.probing.tasks import ProbeSettings, ProbeTask
+from satool.analysis.pruning import evaluate_tasks
 
 
 def probe_rows(model, corpus, train_utts, test_utts, tasks: Sequence[ProbeTask], *,

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from satool.analysis.probing.passes import Configuration, ProbeData
+from satool.analysis.probing.tasks import ProbeSettings, ProbeSplit, ProbeTask
 from satool.errors import UsageError
-from satool.probing import ProbeSettings, ProbeSplit, ProbeTask
-from satool.representations import Configuration, ProbeData
 
 RANDOM = "random"
 Head = tuple[int, int]  # (layer, head), 1-based

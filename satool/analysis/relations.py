@@ -135,7 +135,7 @@ def relate(stream, layers: Sequence[int], heads: Sequence[int], phones: Sequence
     verticality (for the verticality-vs-concentration figure). Nothing keeps a
     reference to ``attn``, so the stream may reuse one buffer.
     """
-    from satool.metrics import verticality
+    from satool.analysis.metrics import verticality
 
     n_phones = len(phones)
     n_heads = len(layers) * len(heads)
@@ -176,7 +176,7 @@ def relate_upsampled_reference(attn_map: np.ndarray, frame_labels: np.ndarray, r
     Builds the Kronecker up-sampled, row-renormalised map (docs/science.md §4);
     for tests and for readers who want to see the definition at work.
     """
-    from satool.segmentation import upsample_attention
+    from satool.analysis.segmentation import upsample_attention
 
     up = upsample_attention(attn_map, rate)
     t = up.shape[0]

@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from satool.errors import InputError, UsageError
-from satool.results import write_csv, write_json
-from satool.segmentation import (
+from satool.analysis.segmentation import (
     DEFAULT_BETAS,
     DEFAULT_TOLERANCE_S,
     SegmentationWork,
@@ -39,6 +37,8 @@ from satool.segmentation import (
     upsample_attention,
     upsample_frames,
 )
+from satool.errors import InputError, UsageError
+from satool.results import write_csv, write_json
 
 BOUNDARY_CONVENTION = (
     "reference boundaries = phone interval edges strictly inside the utterance (its own start and end "
@@ -403,7 +403,7 @@ def rank_heads(frames: FrameSource, tune_ids: Sequence[str], test_ids: Sequence[
                alphas_per_head: int = 5, betas: Sequence[float] | None = None, max_tune: int = 40,
                progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
     """Tune (a coarser grid) and test every stored head; rows sorted by strict R-value, best first."""
-    from satool.segmentation import ALPHA_MULTIPLIERS
+    from satool.analysis.segmentation import ALPHA_MULTIPLIERS
 
     betas = list(betas if betas is not None else DEFAULT_BETAS[::2])
     tune_subset = list(tune_ids)[:max_tune]

@@ -20,7 +20,7 @@ Two properties of the model itself:
   does something useful is clearly worse without it.
 - every head's *locality* (on unmasked input, as the analysis sees it): the
   weight its favourite relative offset carries, in units of what uniform
-  attention would put there (:mod:`satool.locality`): 1 means no preference,
+  attention would put there (:mod:`satool.analysis.locality`): 1 means no preference,
   5 means five times the uniform weight.
 
 All L1 values are means over every masked target value of every utterance
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from satool.locality import LOCAL_RATIO, locality
+from satool.analysis.locality import LOCAL_RATIO, locality
 
 BASELINES = ("zeros", "median", "nearest", "interpolation")
 
@@ -55,7 +55,7 @@ class HeldoutUtterance:
 def make_heldout(pairs: Sequence[tuple[np.ndarray, np.ndarray]], span: int, proportion: float,
                  seed: int) -> list[HeldoutUtterance]:
     """Fix one mask per ``(inputs, targets)`` pair (same seed, same masks, whatever the model)."""
-    from satool.masking import MaskPolicy, choose_steps
+    from satool.training.masking import MaskPolicy, choose_steps
 
     policy = MaskPolicy(span=span, proportion=proportion)
     out = []
@@ -150,11 +150,11 @@ def model_l1(encoder, head, heldout: Sequence[HeldoutUtterance], *, attention_wi
 
 def offset_profile(encoder, heldout: Sequence[HeldoutUtterance], *, batch_size: int = 16,
                    device: str = "cpu") -> np.ndarray:
-    """Every head's offset profile ``[layer, head, offset]`` (see :mod:`satool.locality`) on the
+    """Every head's offset profile ``[layer, head, offset]`` (see :mod:`satool.analysis.locality`) on the
     unmasked inputs of ``heldout``."""
     import torch
 
-    from satool.locality import offset_sums, profile
+    from satool.analysis.locality import offset_sums, profile
 
     sums = queries = 0.0
     with torch.no_grad():

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from satool.analysis.metrics import HeadMetric
 from satool.cache import to_float32
 from satool.errors import InputError
 from satool.heads import label as head_label  # results name heads 'L3.H7'
-from satool.metrics import HeadMetric
 from satool.prefetch import prefetched
 from satool.results import write_csv
 
@@ -49,7 +49,7 @@ class HeadScores:
     prune_first: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     # [layer, head, offset]: mean weight at offsets -MAX_OFFSET..MAX_OFFSET in units of uniform
-    # attention (satool.locality); None for results saved before satool recorded it
+    # attention (satool.analysis.locality); None for results saved before satool recorded it
     offset_profile: np.ndarray | None = None
     uniform_diagonality: float | None = None  # mean over utterances of D under uniform attention
     failed: dict[str, str] = field(default_factory=dict)  # metric name -> why it stopped (its values are NaN)
@@ -58,7 +58,7 @@ class HeadScores:
         """(weight at the favourite offset / uniform weight, favourite offset in steps), ``[layer, head]``."""
         if self.offset_profile is None:
             return None
-        from satool.locality import locality
+        from satool.analysis.locality import locality
 
         return locality(self.offset_profile)
 
@@ -270,7 +270,7 @@ def score_heads(
     source: dict[str, Any] | None = None,
 ) -> HeadScores:
     """Accumulate ``metrics`` over a stream of ``(attn[layer, head, query, key], meta)``."""
-    from satool.locality import offset_sums, profile, uniform_diagonality
+    from satool.analysis.locality import offset_sums, profile, uniform_diagonality
 
     shape = (len(layers), len(heads))
     accumulators = [_Accumulator(m, shape) for m in metrics]

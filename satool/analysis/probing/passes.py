@@ -6,7 +6,7 @@ audio, labels and the model's input features (and pre-training targets) --
 and keeps them while they fit a memory budget; :meth:`ProbeData.represent`
 then runs only the model, in batches of similar length, for each
 configuration. Every task trains and scores on the result
-(:mod:`satool.probing`).
+(:mod:`satool.analysis.probing.tasks`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from satool.analysis.probing.tasks import ProbeSplit, ProbeUtterance
 from satool.errors import InputError
 from satool.prefetch import prefetched
-from satool.probing import ProbeSplit, ProbeUtterance
 
 
 @dataclass(frozen=True)
