@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from satool.analysis.probing.passes import Configuration, ProbeData
-from satool.analysis.probing.tasks import ProbeSettings, ProbeSplit, ProbeTask
+from satool.analysis.probing.tasks import ProbeSettings, ProbeSplit, ProbeTask, evaluate_tasks
 from satool.errors import UsageError
 
 RANDOM = "random"
@@ -99,11 +99,6 @@ class RepresentationStore:
             self._recent.pop(next(iter(self._recent)))
         target[key] = pair
         return pair
-
-
-def evaluate_tasks(tasks: Sequence[ProbeTask], train: ProbeSplit, test: ProbeSplit, *, seed: int,
-                   settings: ProbeSettings, device: str = "cpu") -> list[dict[str, Any]]:
-    return [t.evaluate(train, test, seed=seed, device=device, settings=settings).as_dict() for t in tasks]
 
 
 def sweep_heads(store: RepresentationStore, sweep: SweepPlan, tasks: Sequence[ProbeTask], *, seed: int = 0,

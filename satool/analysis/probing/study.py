@@ -18,8 +18,7 @@ from satool.analysis.probing.passes import (
     ProbeData,
     input_feature_split,
 )
-from satool.analysis.probing.tasks import ProbeSettings, ProbeTask
-from satool.analysis.pruning import evaluate_tasks
+from satool.analysis.probing.tasks import ProbeSettings, ProbeTask, evaluate_tasks
 
 
 def probe_rows(model, corpus, train_utts, test_utts, tasks: Sequence[ProbeTask], *,

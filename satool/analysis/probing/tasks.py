@@ -365,6 +365,12 @@ class ReconstructionTask(ProbeTask):
         return ProbeScore(self.name, l1, chance, self.score_name, False, 0, len(rows))
 
 
+def evaluate_tasks(tasks: Sequence[ProbeTask], train: ProbeSplit, test: ProbeSplit, *, seed: int,
+                   settings: ProbeSettings, device: str = "cpu") -> list[dict[str, Any]]:
+    """Every task trained on ``train`` and scored on ``test``: one result row per task."""
+    return [t.evaluate(train, test, seed=seed, device=device, settings=settings).as_dict() for t in tasks]
+
+
 def phone_labels(utt: ProbeUtterance, classes: dict[str, int]) -> np.ndarray | None:
     """Frame phone ids as stored in the cache (already ids into the corpus phone set)."""
     return utt.frame_labels
