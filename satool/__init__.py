@@ -10,7 +10,7 @@ Library first: the ``satool`` command is a thin Typer layer over plain functions
     scores = satool.score(cache)            # scores.to_frame(): a pandas DataFrame
 
 Names are imported on first use, so ``import satool`` (and ``satool --help``) stays fast. Plugins
-implement the hooks in :mod:`satool.hookspecs` with the ``hookimpl`` marker below.
+implement the hooks in :mod:`satool.plugins.hookspecs` with the ``hookimpl`` marker below.
 """
 
 import importlib

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from satool import errors, hookimpl, hookspecs
+from satool import errors, hookimpl
+
+from satool.plugins import hookspecs
 from satool.plugins import Plugins
 
 # --------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def test_plugins_json_lists_example_plugin(satool_cli):
     assert {"name": "silence-focus", "plugin": "phonetics"} in data["metrics"]
     assert {"name": "boundary", "plugin": "phonetics"} in data["tasks"]
     for stage in ("pretrain", "extract", "metric", "segment", "relate", "prune", "probe"):
-        assert {"name": stage, "plugin": "satool.builtins.stages"} in data["stages"]
+        assert {"name": stage, "plugin": "satool.plugins.builtins.stages"} in data["stages"]
     assert data["failed"] == []
 
 
@@ -101,10 +103,10 @@ def test_broken_plugins_are_reported_and_everything_else_works(satool_cli, plugi
     assert failed["broken-import"] == "RuntimeError: cannot import me"
     assert failed["broken-hook"] == "ValueError: boom inside the hook"
     assert "something_unknown" in failed["bad-signature"]
-    assert "'globalness'" in failed["duplicate"] and "satool.builtins.metrics" in failed["duplicate"]
+    assert "'globalness'" in failed["duplicate"] and "satool.plugins.builtins.metrics" in failed["duplicate"]
     metrics = {m["name"]: m["plugin"] for m in data["metrics"]}
     assert metrics["first-row"] == "good"
-    assert metrics["globalness"] == "satool.builtins.metrics"
+    assert metrics["globalness"] == "satool.plugins.builtins.metrics"
     # one warning line per failed plugin, naming it
     warnings = [line for line in result.stderr.splitlines() if line.startswith("satool: warning:")]
     assert len(warnings) == 4, result.stderr
@@ -274,9 +276,9 @@ def test_duplicate_registration_names_both_plugins():
         lambda register: register(HeadMetric("weight", lambda a, m: a.max(), prune_first="lowest")),
     )
     metrics = plugins.metrics  # the duplicate is reported, not fatal
-    assert metrics.entry("weight").plugin == "satool.builtins.metrics"
+    assert metrics.entry("weight").plugin == "satool.plugins.builtins.metrics"
     assert plugins.failed[0].name == "test-plugin"
-    assert "already registered by plugin 'satool.builtins.metrics'" in plugins.failed[0].error
+    assert "already registered by plugin 'satool.plugins.builtins.metrics'" in plugins.failed[0].error
 
 
 def test_every_hook_has_test_and_docs():

@@ -30,25 +30,37 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from satool import hookspecs
 from satool.errors import PluginError, UsageError
+from satool.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "satool"
 BUILTIN_PLUGINS = (
-    "satool.builtins.stages",
-    "satool.builtins.metrics",
-    "satool.builtins.tasks",
-    "satool.builtins.corpora",
-    "satool.builtins.models",
+    "satool.plugins.builtins.stages",
+    "satool.plugins.builtins.metrics",
+    "satool.plugins.builtins.tasks",
+    "satool.plugins.builtins.corpora",
+    "satool.plugins.builtins.models",
 )
-# Which registry each hook fills.
-HOOK_KIND = {
-    "register_stages": "stages",
-    "register_metrics": "metrics",
-    "register_tasks": "tasks",
-    "register_corpora": "corpora",
-    "register_models": "models",
-}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of thing plugins register: its registry, the hook that fills it, its name in messages."""
+
+    name: str  # plural, the registry's name: "metrics"
+    hook: str  # "register_metrics" (declared in satool.plugins.hookspecs)
+    singular: str  # "metric"
+
+
+# The one table of plugin kinds (a new kind: a row here, its hook in hookspecs, a property below).
+KINDS = (
+    Kind("stages", "register_stages", "stage"),
+    Kind("metrics", "register_metrics", "metric"),
+    Kind("tasks", "register_tasks", "task"),
+    Kind("corpora", "register_corpora", "corpus reader"),
+    Kind("models", "register_models", "model loader"),
+)
+HOOK_KIND = {k.hook: k.name for k in KINDS}  # which registry each hook fills
 
 T = TypeVar("T")
 
@@ -72,9 +84,7 @@ class Registry(Generic[T]):
 
     @property
     def singular(self) -> str:
-        return {"corpora": "corpus reader", "models": "model loader"}.get(
-            self.kind, self.kind.rstrip("s")
-        )
+        return next((k.singular for k in KINDS if k.name == self.kind), self.kind)
 
     def add(self, name: str, obj: T, plugin: str, **extra: Any) -> None:
         if not isinstance(name, str) or not name or name != name.strip():

@@ -12,7 +12,7 @@ Every hook receives a ``register`` callback. The core owns the names: calling
 :class:`satool.errors.PluginError` naming both plugins, and the core records
 which plugin registered what (``satool plugins`` shows it). satool's own
 stages, metrics, tasks, corpora and models are registered through these very
-hooks (see ``satool/builtins/``).
+hooks (see ``satool/plugins/builtins/``).
 
 Hooks are called lazily, the first time the kind of thing they register is
 needed, and one plugin at a time: a plugin that raises inside a hook is
