@@ -24,8 +24,7 @@ from typing import Any
 
 from satool.errors import InputError, UsageError
 from satool.prefetch import WriteBehind, prefetched
-
-LABEL_HOP_SAMPLES = 160
+from satool.timebase import HOP_SAMPLES, frames_to_seconds
 
 
 @dataclass
@@ -140,7 +139,7 @@ def extract(
     }
     layer_list = [layer - 1 for layer in layers]
     head_index = torch.tensor([h - 1 for h in heads])
-    max_seconds = None if settings.max_frames is None else settings.max_frames * LABEL_HOP_SAMPLES / 16000
+    max_seconds = None if settings.max_frames is None else frames_to_seconds(settings.max_frames)
 
     mine = [u for i, u in enumerate(utterances) if i % count == index]
     if on_ready is not None:
@@ -158,7 +157,7 @@ def extract(
         try:
             loaded = corpus.load(utt, max_seconds=max_seconds)
             if settings.max_frames is not None:
-                loaded.wave = loaded.wave[: (settings.max_frames - 1) * LABEL_HOP_SAMPLES + 1]
+                loaded.wave = loaded.wave[: (settings.max_frames - 1) * HOP_SAMPLES + 1]
             features = model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
             if settings.attention:
                 model.check_attention_size(features, max(layers))

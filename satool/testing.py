@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-SR = 16000
+from satool.timebase import SAMPLE_RATE
+
+SR = SAMPLE_RATE
 
 # (phone label, duration s); label "" = silence.
 DEFAULT_PHONES: tuple[tuple[str, float], ...] = (

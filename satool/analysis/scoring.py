@@ -25,6 +25,7 @@ from satool.errors import InputError
 from satool.heads import label as head_label  # results name heads 'L3.H7'
 from satool.prefetch import prefetched
 from satool.results import write_csv
+from satool.timebase import frames_to_seconds
 
 CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
 NEAR_TIE = 1e-4  # values closer than this share of the metric's largest magnitude are near-ties
@@ -369,7 +370,7 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
 
     ``first`` (a dict) receives the first utterance's id and maps for the figures.
     """
-    max_seconds = None if max_frames is None else max_frames * 160 / 16000
+    max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
 
     def prepare(utt):
         try:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from satool.errors import InputError
+from satool.timebase import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".flac", ".wav")
 RATE_RANGE = (1000, 384000)  # Hz a header may claim (a 1 Hz header would resample 1 KB into gigabytes)
 MAX_SECONDS = 3600.0  # longest audio read whole (230 MB as float32 at 16 kHz); longer needs max_seconds

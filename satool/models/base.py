@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from satool.timebase import FRAME_S
+
 if TYPE_CHECKING:  # torch is imported lazily at run time
     import torch
 
-LABEL_FRAME_S = 0.01
+LABEL_FRAME_S = FRAME_S
 # Attention maps of one utterance grow as T^2: above this many bytes (float32, all maps computed)
 # the utterance is skipped with the reason rather than exhausting memory. SATOOL_MAX_ATTENTION_GB
 # raises or lowers it.

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.stages import Log, NoProgress, Progress, quiet
+from satool.timebase import FRAME_S
 
 
 @dataclass
@@ -56,7 +57,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         scores = score_cache(cache, metrics, progress=progress.advance)
         example_id = cache.utterance_ids[0]
         example = cache.attention(example_id)
-        step_s = cache.frames_per_step * 0.01
+        step_s = cache.frames_per_step * FRAME_S
     else:
         from satool.analysis.scoring import model_stream, score_heads
         from satool.data.corpus import open_corpus

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from satool.errors import InputError
+from satool.timebase import FRAME_S, SAMPLE_RATE
 
 GRID_SIZE = 64  # maps in the head grid are average-pooled to at most this many steps per axis
 
@@ -76,7 +77,7 @@ class ViewData:
 
     @property
     def step_s(self) -> float:
-        return self.cache.frames_per_step * 0.01
+        return self.cache.frames_per_step * FRAME_S
 
     def corpus(self):
         """The corpus the cache recorded, or None (with :attr:`corpus_problem` saying why)."""
@@ -156,7 +157,7 @@ class ViewData:
             ends = np.r_[change, len(labels)]
             for a, b in zip(starts, ends):
                 if labels[a] >= 0:
-                    intervals.append({"start": a * 0.01, "end": b * 0.01, "label": phones[int(labels[a])]})
+                    intervals.append({"start": a * FRAME_S, "end": b * FRAME_S, "label": phones[int(labels[a])]})
         words = []
         corpus = self.corpus()
         if corpus is not None:
@@ -204,7 +205,7 @@ class ViewData:
         import soundfile
 
         buffer = io.BytesIO()
-        soundfile.write(buffer, self.wave(utt_id), 16000, format="WAV", subtype="PCM_16")
+        soundfile.write(buffer, self.wave(utt_id), SAMPLE_RATE, format="WAV", subtype="PCM_16")
         return buffer.getvalue()
 
     def spectrogram(self, utt_id: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 from satool.analysis.probing.tasks import ProbeSplit, ProbeUtterance
 from satool.errors import InputError
 from satool.prefetch import prefetched
+from satool.timebase import frames_to_seconds
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class ProbeData:
                  progress: Callable[[int], None] | None = None):
         self.model, self.corpus = model, corpus
         self.reconstruction = reconstruction
-        self.max_seconds = None if max_frames is None else max_frames * 160 / 16000
+        self.max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
         self.batch_size = batch_size
         self.skipped: list[tuple[str, str]] = []
         self.items: list[_Item] = []
@@ -147,7 +148,7 @@ def input_feature_split(corpus, utterances, kind: str, *, max_frames: int | None
     if kind not in INPUT_FEATURES:
         raise ValueError(f"kind must be one of {INPUT_FEATURES}, got {kind!r}")
     extract = FeatureExtractor(FeatureConfig()) if kind == "log-Mel" else mfcc
-    max_seconds = None if max_frames is None else max_frames * 160 / 16000
+    max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
     out = []
     for utt in utterances:
         try:

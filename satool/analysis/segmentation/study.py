@@ -39,6 +39,7 @@ from satool.analysis.segmentation import (
 )
 from satool.errors import InputError, UsageError
 from satool.results import write_csv, write_json
+from satool.timebase import FRAME_S, SAMPLE_RATE
 
 BOUNDARY_CONVENTION = (
     "reference boundaries = phone interval edges strictly inside the utterance (its own start and end "
@@ -304,7 +305,7 @@ def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str]
     metas_tune = [cache.meta(u) for u in tune_ids]
     rate = sum(len(m["boundaries"]) for m in metas_tune) / max(sum(m["duration_s"] for m in metas_tune), 1e-9)
     metas = [cache.meta(u) for u in test_ids]
-    predicted = [evenly_spaced_boundaries(m["n_samples"] / 16000, rate) for m in metas]
+    predicted = [evenly_spaced_boundaries(m["n_samples"] / SAMPLE_RATE, rate) for m in metas]
     reference = [m["boundaries"] for m in metas]
     return SourceResult(
         f"evenly spaced ({rate:.1f}/s)", float("nan"), float("nan"), None, len(tune_ids), len(test_ids),
@@ -364,8 +365,8 @@ def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alph
     work = SegmentationWork(v, alpha)
     score = work.score(beta)
     predicted = work.boundary_frames(beta)
-    reference = np.asarray(frames.cache.meta(utt_id)["boundaries"]) / 0.01
-    seconds = len(v) * 0.01
+    reference = np.asarray(frames.cache.meta(utt_id)["boundaries"]) / FRAME_S
+    seconds = len(v) * FRAME_S
     with figure(path, size=(14, 4.4), ncols=3) as (fig, axes):
         if source.kind == "attn":  # rows of the up-sampled map: query down, key across, weights from 0
             image = axes[0].imshow(v, aspect="auto", cmap="magma", interpolation="nearest", vmin=0,
@@ -385,12 +386,12 @@ def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alph
         fig.colorbar(gram, ax=axes[1], label="K (0..1)")
         axes[1].set_title(f"kernel-Gram matrix (alpha = {alpha:.3g})")
         axes[1].set_xlabel("time (s)")
-        time_axis = np.arange(len(score)) * 0.01
+        time_axis = np.arange(len(score)) * FRAME_S
         axes[2].plot(time_axis, score, lw=1, color="black", label="score S")
         for i, t in enumerate(reference):
-            axes[2].axvline(t * 0.01, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
+            axes[2].axvline(t * FRAME_S, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
         for i, t in enumerate(predicted):
-            axes[2].axvline(t * 0.01, color="tab:red", lw=0.8, ls="--", alpha=0.8,
+            axes[2].axvline(t * FRAME_S, color="tab:red", lw=0.8, ls="--", alpha=0.8,
                             label="predicted" if i == 0 else None)
         axes[2].set_title(f"score curve (beta = {beta:.3g}): minima = boundaries")
         axes[2].set_xlabel("time (s)")

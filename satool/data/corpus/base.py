@@ -21,10 +21,10 @@ from satool.data.alignment import Alignment, read_alignment
 from satool.data.audio import SAMPLE_RATE, load_audio
 from satool.data.phones import PhoneSet
 from satool.errors import InputError, UsageError
+from satool.timebase import FRAME_S, HOP_SAMPLES
 
 MAX_ALIGNMENT_MISMATCH_S = 0.05
-FRAME_SHIFT_S = 0.01
-HOP_SAMPLES = 160
+FRAME_SHIFT_S = FRAME_S
 
 
 @dataclass(frozen=True)

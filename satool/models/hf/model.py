@@ -43,9 +43,8 @@ from satool.errors import InputError, UnsafeFileError
 from satool.models.base import AttentionModel, EncodedUtterance
 from satool.models.hf.checks import strict_flag
 from satool.models.hf.directory import HFDirectory
+from satool.timebase import HOP_SAMPLES, SAMPLE_RATE
 
-SAMPLE_RATE = 16000
-LABEL_HOP_SAMPLES = 160  # one 10 ms label frame
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean unit-variance epsilon
 FINAL_NORM_STATE = "final layer norm"
 
@@ -163,13 +162,13 @@ def conv_stride(config: dict[str, Any]) -> int:
 def frame_rate(directory: HFDirectory) -> tuple[int, int]:
     """(total conv stride in samples, label frames per step); InputError if not a whole number of frames."""
     stride = conv_stride(directory.config)
-    if stride <= 0 or stride % LABEL_HOP_SAMPLES:
+    if stride <= 0 or stride % HOP_SAMPLES:
         raise InputError(
             f"the convolutional feature encoder's total stride is {stride} samples "
             f"({stride / SAMPLE_RATE * 1000:g} ms), not a whole number of satool's 10 ms "
             "(160-sample) label frames: models with such a frame rate are not supported",
             path=directory.path)
-    return stride, stride // LABEL_HOP_SAMPLES
+    return stride, stride // HOP_SAMPLES
 
 
 class HFSpeechModel(AttentionModel):
