@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("satool")
 
 _LAZY = {
-    "load_model": "satool.models.base",
+    "load_model": "satool.models.loading",
     "open_cache": "satool.cache",
     "open_corpus": "satool.data.corpus",
     "run_with_cache": "satool.api",
@@ -31,6 +31,7 @@ _LAZY = {
     "HeadScores": "satool.analysis.scoring",
     "relate": "satool.analysis.relations",
     "cache_stream": "satool.analysis.scoring",
+    "UtteranceMeta": "satool.utterance",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]

@@ -25,6 +25,7 @@ from typing import Any
 from satool.errors import InputError, UsageError
 from satool.prefetch import WriteBehind, prefetched
 from satool.timebase import HOP_SAMPLES, frames_to_seconds
+from satool.utterance import UtteranceMeta
 
 
 @dataclass
@@ -152,6 +153,7 @@ def extract(
     skipped: list[tuple[str, str]] = []
     audio_seconds = 0.0
     began = time.perf_counter()
+    phone_set = list(corpus.phone_set.names)
 
     def prepare(utt):
         try:
@@ -190,17 +192,10 @@ def extract(
                         maps = maps.index_select(1, head_index)
                     attention = maps.to(torch.float16).cpu().numpy()
                 hidden = encoded.hidden_states[states].to(torch.float16).cpu().numpy() if states else None
-                n_frames = loaded.n_frames
-                labels = loaded.frame_labels[:n_frames] if loaded.frame_labels is not None else None
-                bounds = loaded.boundaries
-                if bounds is not None:
-                    bounds = bounds[bounds < loaded.duration_s]
-                write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta={
-                    "speaker": utt.speaker, "split": utt.split, "order": order[utt.id],
-                    "n_samples": len(loaded.wave), "duration_s": loaded.duration_s,
-                    "n_frames": n_frames, "n_steps": encoded.n_steps, "audio_crc32": crc,
-                    "transcript": utt.transcript, "frame_labels": labels, "boundaries": bounds,
-                })
+                meta = UtteranceMeta.of_loaded(utt, loaded, n_steps=encoded.n_steps,
+                                               frames_per_step=model.frames_per_step, phone_set=phone_set,
+                                               audio_crc32=crc, order=order[utt.id])
+                write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta=meta)
                 audio_seconds += loaded.duration_s
             done += 1
             if progress is not None:

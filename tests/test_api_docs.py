@@ -52,3 +52,12 @@ def test_import_satool_stays_light():
     code = "import satool, sys; satool.load_model; satool.open_cache; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_every_name_satool_exports_resolves():
+    import satool
+
+    for name in satool.__all__:
+        assert getattr(satool, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        satool.nope  # noqa: B018

@@ -26,6 +26,7 @@ from satool.heads import label as head_label  # results name heads 'L3.H7'
 from satool.prefetch import prefetched
 from satool.results import write_csv
 from satool.timebase import frames_to_seconds
+from satool.utterance import UtteranceMeta
 
 CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
 NEAR_TIE = 1e-4  # values closer than this share of the metric's largest magnitude are near-ties
@@ -389,10 +390,8 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
             continue
         encoded = model.encode([features])[0]
         attn = encoded.attentions.float().cpu().numpy()
-        meta = {"id": utt.id, "speaker": utt.speaker, "split": utt.split, "n_frames": loaded.n_frames,
-                "n_steps": encoded.n_steps, "downsample": model.frames_per_step,
-                "frames_per_step": model.frames_per_step, "frame_labels": loaded.frame_labels,
-                "boundaries": loaded.boundaries, "phone_set": phone_set}
+        meta = UtteranceMeta.of_loaded(utt, loaded, n_steps=encoded.n_steps, frames_per_step=model.frames_per_step,
+                                       phone_set=phone_set)
         if first is not None and not first:
             first.update(id=utt.id, attention=attn)
         yield attn, meta

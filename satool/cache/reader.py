@@ -19,6 +19,7 @@ from satool.cache.schema import (
     read_manifest,
 )
 from satool.errors import InputError, UsageError
+from satool.utterance import STORED_ARRAYS, UtteranceMeta
 
 
 class AttentionCache:
@@ -180,8 +181,8 @@ class AttentionCache:
         """float32 hidden states ``[state, step, hidden]`` or one state ``[step, hidden]`` (array index)."""
         return self._read(utt_id, "hidden", () if state is None else (state,))
 
-    def meta(self, utt_id: str) -> dict[str, Any]:
-        """speaker, split, n_frames, n_steps, frames_per_step (``downsample``), frame_labels, boundaries, phone_set."""
+    def meta(self, utt_id: str) -> UtteranceMeta:
+        """The utterance's metadata (speaker, split, n_frames, n_steps, frame_labels, boundaries, ...)."""
         group, shard = self._group(utt_id)
         try:
             text = group.attrs["meta"]
@@ -189,18 +190,15 @@ class AttentionCache:
             recorded = group.attrs.get("meta_crc32")
             if recorded is not None and int(recorded) != meta_checksum(text):
                 raise ValueError("its checksum does not match")
-            meta: dict[str, Any] = json.loads(text)
-            for key in ("frame_labels", "boundaries"):
-                meta[key] = group[key][()] if key in group else None
+            stored: dict[str, Any] = json.loads(text)
+            for key in STORED_ARRAYS:
+                stored[key] = group[key][()] if key in group else None
         except Exception as exc:
             raise InputError(f"utterance {utt_id!r}: unreadable metadata ({' '.join(str(exc).split())[:80]})",
                              path=shard) from None
-        check_meta(meta, utt_id, self.attrs, shard)
-        meta["id"] = utt_id
-        meta["downsample"] = self.frames_per_step
-        meta["frames_per_step"] = self.frames_per_step
-        meta["phone_set"] = self.phone_set
-        return meta
+        check_meta(stored, utt_id, self.attrs, shard)
+        return UtteranceMeta.of_stored(utt_id, stored, frames_per_step=self.frames_per_step,
+                                       phone_set=self.phone_set)
 
     def close(self) -> None:
         while self._files:

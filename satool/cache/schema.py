@@ -106,16 +106,18 @@ def check_meta(meta: Any, utt_id: str, manifest: dict[str, Any], shard: Path) ->
 
     if not isinstance(meta, dict):
         raise bad("metadata is not an object")
-    for key in ("n_steps", "n_frames", "n_samples"):
+    for key in ("n_steps", "n_frames", "n_samples", "order"):
         value = meta.get(key)
-        if value is not None and (type(value) is not int or value < 1):
+        if value is not None and (type(value) is not int or value < (0 if key == "order" else 1)):
             raise bad(f"{key} = {value!r} is not a positive integer")
+    if meta.get("n_steps") is None:
+        raise bad("n_steps is missing")
     duration = meta.get("duration_s")
     if duration is not None and (not isinstance(duration, (int, float)) or not math.isfinite(duration)
                                  or duration <= 0):
         raise bad(f"duration_s = {duration!r} is not a positive number")
-    for key in ("speaker", "split"):
-        if key in meta and not isinstance(meta[key], str):
+    for key in ("speaker", "split", "transcript"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
             raise bad(f"{key} is not text")
     crc = meta.get("audio_crc32")
     if crc is not None and (type(crc) is not int or not 0 <= crc < 2**32):

@@ -27,6 +27,7 @@ from satool.cache.schema import (
     read_manifest,
 )
 from satool.errors import BusyError, EnvironmentProblem, UsageError
+from satool.utterance import UtteranceMeta
 
 MIN_FREE_BYTES = 8 << 20  # head room for HDF5 metadata and the shard being closed
 
@@ -213,9 +214,11 @@ class CacheWriter:
             return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
         return {}
 
-    def add(self, utt_id: str, *, attention: np.ndarray | None, meta: dict[str, Any],
+    def add(self, utt_id: str, *, attention: np.ndarray | None, meta: UtteranceMeta | dict[str, Any],
             hidden: np.ndarray | None = None) -> None:
         """Store one utterance (attention float ``[layer, head, query, key]``, hidden ``[state, step, hidden]``)."""
+        if isinstance(meta, UtteranceMeta):
+            meta = meta.stored()
         if utt_id in self.done:
             return
         self._check_free_space(sum(np.asarray(a).size * 2 for a in (attention, hidden) if a is not None))
