@@ -12,9 +12,7 @@ import pytest
 from conftest import REPO
 
 from satool import errors, hookimpl
-
-from satool.plugins import hookspecs
-from satool.plugins import Plugins
+from satool.plugins import Plugins, hookspecs
 
 # --------------------------------------------------------------------------
 # Fake installed distributions for entry-point tests.
