@@ -29,6 +29,13 @@ def satool_cli():
     return run_satool
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that run the command line in a subprocess carry the ``cli`` mark (``pytest -m "not cli"``)."""
+    for item in items:
+        if "satool_cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cli)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_plugins():
     """Each test sees a freshly loaded plugin manager."""

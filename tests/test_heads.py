@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cache import write
+from cachefiles import write
 
 from satool.errors import UsageError
 from satool.heads import check, label, parse, parse_list

@@ -349,7 +349,7 @@ def test_exiting_and_blocking_plugins_are_failures_not_the_end(satool_cli, unrul
 
 
 def test_metric_json_stays_clean_and_a_failing_metric_spares_the_others(satool_cli, unruly_dir, tmp_path):
-    from test_cache import write
+    from cachefiles import write
 
     write(tmp_path / "cache", ["a", "b"], np.random.default_rng(0))
     result = satool_cli("metric", tmp_path / "cache", "--json", "--out", tmp_path / "out",

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import torch
-from test_cache import write
+from cachefiles import write
 
 from satool import testing
 

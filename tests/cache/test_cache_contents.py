@@ -10,9 +10,9 @@ import threading
 
 import numpy as np
 import pytest
+from cachefiles import manifest, random_maps, write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cache import manifest, random_maps, write
 
 from satool.cache import CacheWriter, open_cache
 from satool.errors import InputError, UsageError

@@ -255,7 +255,7 @@ def test_extract_refuses_a_model_that_produces_nan(tmp_path):
 def test_metric_results_accumulate_for_the_same_cache(tmp_path, satool_cli):
     """metric --by X adds X's columns to the results of the same cache instead of dropping the others
     (the loop: metric --by mymetric, then prune --by globalness asked for globalness again)."""
-    from test_cache import write
+    from cachefiles import write
 
     write(tmp_path / "cache", ["a", "b"], np.random.default_rng(0))
     first = satool_cli("metric", tmp_path / "cache", "--by", "globalness,verticality", cwd=tmp_path)
