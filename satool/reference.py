@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import InputError
+from satool.output.tables import write_json
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
 WEIGHTS = REFERENCE_DIR / "mockingjay-demo-reference.ckpt"
@@ -94,7 +95,7 @@ def export(training_checkpoint: str | Path, *, command: str, corpus: dict[str, A
         "bytes": weights.stat().st_size,
         "sha256": sha256(weights),
     }
-    (out_dir / PROVENANCE.name).write_text(json.dumps(document, indent=1) + "\n")
+    write_json(out_dir / PROVENANCE.name, document)
     return document
 
 
@@ -103,5 +104,5 @@ def record_measurements(measurements: dict[str, Any], out_dir: Path = REFERENCE_
     path = out_dir / PROVENANCE.name
     document = json.loads(path.read_text())
     document["measurements"] = measurements
-    path.write_text(json.dumps(document, indent=1) + "\n")
+    write_json(path, document)
     return document

@@ -141,7 +141,7 @@ def sweep_spans(store: RepresentationStore, spans: Sequence[int | None], tasks: 
 
 def pruning_figure(rows: Sequence[dict[str, Any]], path: Path, total_heads: int) -> Path:
     """Paper Fig. 5: one panel per task, score against heads pruned, one curve per order (random: mean +- sd)."""
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     names = list(dict.fromkeys(r["by"] for r in rows))
@@ -173,7 +173,7 @@ def pruning_figure(rows: Sequence[dict[str, Any]], path: Path, total_heads: int)
 
 def span_figure(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Score against attention span r (one panel per task)."""
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     with figure(path, size=(4.3 * len(tasks), 3.8), ncols=len(tasks)) as (fig, axes):
@@ -200,7 +200,7 @@ def globalness_vs_weight(scores, path: Path, first: int) -> tuple[Path, list[dic
     The first ``first`` heads of each order are marked. Returns the figure and
     its rows (label, position by globalness, position by weight).
     """
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     by_g = {h: i + 1 for i, h in enumerate(scores.pruning_order("globalness"))}
     by_w = {h: i + 1 for i, h in enumerate(scores.pruning_order("weight"))}
@@ -227,7 +227,7 @@ def save_sweep(rows: Sequence[dict[str, Any]], out: Path, *, total_heads: int, s
                first: int | None = None) -> dict[str, Path]:
     """Write a sweep's rows (CSV + JSON) and figures: Fig. 5 (or the span curves) and, with metric
     results that have globalness and weight, Fig. 6 (+ its CSV)."""
-    from satool.results import write_csv, write_json
+    from satool.output.tables import write_csv, write_json
 
     stem = "span" if spans else "prune"
     paths = {"csv": write_csv(out / f"{stem}_results.csv", rows), "json": write_json(out / f"{stem}_results.json", rows)}

@@ -205,7 +205,7 @@ def parse_heads(text: str) -> list[tuple[int, int]]:
 
 def write_figures(relations: Relations, chosen: Sequence[int], out_dir: str | Path) -> dict[str, Any]:
     """Heat maps (P_h) of the chosen heads with phone names on both axes, plus Fig. 4."""
-    from satool import figures
+    from satool.output import figures
 
     out = Path(out_dir)
     present = np.flatnonzero(np.diag(relations.p_uniform) > 0)

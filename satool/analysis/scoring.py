@@ -23,8 +23,8 @@ from satool.analysis.metrics import HeadMetric
 from satool.cache import to_float32
 from satool.errors import InputError
 from satool.heads import label as head_label  # results name heads 'L3.H7'
+from satool.output.tables import write_csv, write_json
 from satool.prefetch import prefetched
-from satool.results import write_csv
 from satool.timebase import frames_to_seconds
 from satool.utterance import UtteranceMeta
 
@@ -181,21 +181,20 @@ class HeadScores:
         document = {
             "layers": self.layers, "heads": self.heads, "utterances": self.utterances,
             "metrics": {n: {"prune_first": self.prune_first.get(n, "highest"),
-                            "values": _nan_to_none(self.values[n]),
+                            "values": self.values[n],
                             "counts": self.counts[n].tolist()} for n in self.values},
             "source": self.source, "heads_table": rows,
         }
         if self.offset_profile is not None:
             document["offset_profile"] = {
                 "offsets": list(range(-(self.offset_profile.shape[-1] // 2), self.offset_profile.shape[-1] // 2 + 1)),
-                "ratio_to_uniform": [[[_finite_or_none(v) for v in head] for head in layer]
-                                     for layer in self.offset_profile],
+                "ratio_to_uniform": self.offset_profile,
             }
         if self.uniform_diagonality is not None:
             document["uniform_diagonality"] = self.uniform_diagonality
         if self.failed:
             document["failed"] = self.failed
-        (out / "metrics.json").write_text(json.dumps(document, indent=1))
+        write_json(out / "metrics.json", document)  # NaN as null
         return {"csv": out / "metrics.csv", "json": out / "metrics.json"}
 
     @classmethod
@@ -222,10 +221,6 @@ class HeadScores:
             raise InputError("no metric results here (run 'satool metric' first)", path=file) from None
         except (KeyError, ValueError, TypeError) as exc:
             raise InputError(f"not a satool metrics.json ({exc})", path=file) from None
-
-
-def _nan_to_none(a: np.ndarray) -> list:
-    return [[None if np.isnan(v) else float(v) for v in row] for row in a]
 
 
 def _finite_or_none(value) -> float | None:
@@ -414,7 +409,7 @@ def write_outputs(scores: HeadScores, out_dir: str | Path, example_id: str | Non
                   example: np.ndarray | None, *, k: int = 4, step_s: float | None = None) -> dict[str, Path]:
     """metrics.csv/json, head_distribution.png, top_heads.png (+ top_heads.npz with the maps drawn) and
     offset_profiles.png/.csv (the most local and the most diagonal heads; ``step_s``: seconds per step)."""
-    from satool import figures
+    from satool.output import figures
 
     out = Path(out_dir)
     paths = scores.save(out)

@@ -134,7 +134,7 @@ class PruneCurves:
         self.rows = [dict(r) for r in rows]
         for r in self.rows:
             r["pruned"] = int(r["pruned"])
-            r["score"] = float(r["score"])
+            r["score"] = float(r["score"]) if r["score"] not in ("", None) else float("nan")
             higher = r.get("higher_is_better", True)
             r["higher_is_better"] = higher if isinstance(higher, bool) else str(higher).lower() == "true"
         self.total = max((r["pruned"] for r in self.rows), default=0)

@@ -1,4 +1,4 @@
-"""`satool demo`: the whole study on the built-in corpus (library: satool.demo)."""
+"""`satool demo`: the whole study on the built-in corpus (library: satool.stages.demo)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def demo(
     """
     from dataclasses import replace
 
-    from satool.demo import STAGES, DemoSettings, run_demo
+    from satool.stages.demo import STAGES, DemoSettings, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     if pretrain and not quick:

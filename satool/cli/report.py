@@ -1,4 +1,4 @@
-"""`satool report`: rebuild the HTML report from saved results (library: satool.report)."""
+"""`satool report`: rebuild the HTML report from saved results (library: satool.output.report)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ One module per stage, each with the same shape:
   stages find its outputs.
 
 The command-line commands only parse, call ``run`` and ``record``, and print; the demo
-(:mod:`satool.demo`) is a list of stages with their settings. Plugins that add stages can follow
+(:mod:`satool.stages.demo`) is a list of stages with their settings. Plugins that add stages can follow
 the same shape.
 """
 

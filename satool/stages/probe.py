@@ -95,7 +95,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     from satool.analysis.probing.study import convergence_warnings, left_out_warnings, probe_rows
     from satool.analysis.probing.tasks import ProbeSettings
     from satool.heads import check
-    from satool.results import write_csv, write_json
+    from satool.output.tables import write_csv, write_json
 
     progress = progress or NoProgress()
     model, corpus, train, test = open_data(settings.data)

@@ -1,5 +1,5 @@
 """Stage `report`: one self-contained HTML report from the saved results, every finding judged by a
-stated rule (satool.report, satool.analysis.verdicts)."""
+stated rule (satool.output.report, satool.analysis.verdicts)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Settings:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Path:
-    from satool.report import build_report
+    from satool.output.report import build_report
 
     return build_report(settings.directory, settings.out)
 

@@ -56,7 +56,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         write_study,
     )
     from satool.cache import open_cache
-    from satool.results import write_csv
+    from satool.output.tables import write_csv
 
     progress = progress or NoProgress()
     cache = open_cache(settings.cache)

@@ -267,7 +267,7 @@ def save_health(check: HealthCheck, out_dir, *, split: str, checkpoint: str) -> 
     """``health.json`` (the row, per-head locality and favourite offsets) and ``health.csv`` in ``out_dir``."""
     from pathlib import Path
 
-    from satool.results import write_csv, write_json
+    from satool.output.tables import write_csv, write_json
 
     out = Path(out_dir)
     document = {"split": split, "checkpoint": str(checkpoint), **check.row(),

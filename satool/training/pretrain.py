@@ -21,7 +21,6 @@ each global batch; DDP averages the gradients; rank 0 writes checkpoints.
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from satool.errors import InputError, UsageError
+from satool.output.tables import json_ready, write_csv
 from satool.training.heldout import HealthCheck, health_check, health_warnings, make_heldout
 from satool.training.masking import MaskPolicy, mask_batch
 
@@ -234,7 +234,7 @@ def pretrain(
     if out.exists():
         saved = load_checkpoint(out, keep_training_state=True)
         recorded = (saved.satool or {}).get("training", {})
-        if recorded.get("settings") != json_safe(asdict(settings)) or saved.spec_head is None:
+        if recorded.get("settings") != json_ready(asdict(settings)) or saved.spec_head is None:
             raise UsageError(
                 f"{out}: exists and was trained with other settings; choose another --out to start over"
             )
@@ -295,7 +295,7 @@ def pretrain(
                                          "weight_decay": settings.weight_decay,
                                          "gradient_clipping": settings.clip_norm},
                            "total_steps": settings.steps},
-            satool={"training": {**training, "settings": json_safe(asdict(settings))}, "history": history,
+            satool={"training": {**training, "settings": json_ready(asdict(settings))}, "history": history,
                     "checks": checks},
         )
 
@@ -409,14 +409,10 @@ class MaskedAcousticModel(torch.nn.Module):
 
 def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
     """``out``.loss.csv (step, loss, lr) and ``out``.loss.png."""
-    csv_path = out.with_name(out.name + ".loss.csv")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr"])
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv(out.with_name(out.name + ".loss.csv"), history, columns=("step", "loss", "lr"))
     if not history:
         return
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     with figure(out.with_name(out.name + ".loss.png"), size=(6, 3.5)) as (fig, ax):
         steps = [h["step"] for h in history]
@@ -432,18 +428,10 @@ def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
         ax.legend()
 
 
-def json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
-
-
-
 def write_health(out: Path, checks: list[dict[str, float]]) -> None:
     """``out``.heldout.csv (one row per held-out check) and ``out``.heldout.png: held-out masked L1
     beside the four baselines and attention-off, and head locality, against training steps."""
-    from satool.plotting import figure
-    from satool.results import write_csv
+    from satool.output.figures import figure
     from satool.training.heldout import BASELINES, LOCAL_RATIO
 
     if not checks:

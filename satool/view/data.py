@@ -246,6 +246,6 @@ class ViewData:
 
 
 def to_json(value: Any) -> bytes:
-    from satool.results import json_ready
+    from satool.output.tables import json_ready
 
     return json.dumps(json_ready(value), allow_nan=False).encode()

@@ -35,7 +35,7 @@ from transformers import (  # noqa: E402
 
 from satool import testing  # noqa: E402
 from satool.errors import EnvironmentProblem, InputError, UnsafeFileError  # noqa: E402
-from satool.models.hf.directory import HFLoader  # noqa: E402
+from satool.models.hf.loader import HFLoader  # noqa: E402
 from satool.models.hf.model import HFSpeechModel  # noqa: E402
 from satool.models.loading import load_model  # noqa: E402
 

@@ -43,6 +43,6 @@ def test_it_beats_the_nearest_frame_on_held_out_speech(tmp_path):
 
 
 def test_the_demo_analyses_it_by_default():
-    from satool.demo import DemoSettings
+    from satool.stages.demo import DemoSettings
 
     assert DemoSettings().pretrain is False and DemoSettings.quick().pretrain is True

@@ -38,7 +38,7 @@ from satool.analysis.segmentation import (
     upsample_frames,
 )
 from satool.errors import InputError, UsageError
-from satool.results import write_csv, write_json
+from satool.output.tables import write_csv, write_json
 from satool.timebase import FRAME_S, SAMPLE_RATE
 
 BOUNDARY_CONVENTION = (
@@ -318,7 +318,7 @@ def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str]
 def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: float,
                   extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """segment_results.csv/json, pr_curve.csv and pr_curve.png."""
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     out.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in results]
@@ -359,7 +359,7 @@ def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: floa
 def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: float, beta: float,
                    path: Path) -> Path:
     """Paper Fig. 2 for one utterance: the frames, the Gram matrix, the score curve and the boundaries."""
-    from satool.plotting import figure
+    from satool.output.figures import figure
 
     v = frames.frames(source, utt_id)
     work = SegmentationWork(v, alpha)

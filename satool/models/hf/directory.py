@@ -105,28 +105,6 @@ def directory_problem(path: Path) -> str:
     return f"no loader accepts it (expected {HF_EXPECTED})"
 
 
-class HFLoader:
-    """Local Hugging Face transformers checkpoint directories of wav2vec 2.0, HuBERT and WavLM."""
-
-    name = "hf-speech"
-    description = ("local transformers checkpoint directories (config.json + weights) of "
-                   "wav2vec2, hubert or wavlm; nothing is downloaded")
-
-    def can_load(self, path: Path) -> bool:
-        try:
-            hf_config(Path(path))
-        except InputError:
-            return False
-        return True
-
-    def load(self, path: Path, device: str = "cpu"):
-        directory = inspect_hf_directory(Path(path))
-        require_transformers()
-        from satool.models.hf.model import HFSpeechModel
-
-        return HFSpeechModel.from_directory(directory, device=device)
-
-
 def require_transformers() -> None:
     """EnvironmentProblem (exit 6) unless the optional transformers package imports."""
     from satool.errors import EnvironmentProblem

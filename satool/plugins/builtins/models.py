@@ -7,7 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_models(register):
-    from satool.models.hf.directory import HFLoader
+    from satool.models.hf.loader import HFLoader
     from satool.models.mockingjay.loader import MockingjayLoader
 
     register(MockingjayLoader())

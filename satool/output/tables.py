@@ -1,4 +1,8 @@
-"""Writing result tables: CSV (one row per dict) and JSON next to every figure."""
+"""Writing result tables: CSV (one row per dict) and JSON next to every figure.
+
+One policy for numbers that are not numbers: NaN and infinity become an empty CSV cell and
+JSON ``null`` (JSON has no NaN; a bare ``NaN`` token breaks strict readers).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,28 @@ from pathlib import Path
 from typing import Any
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """One row per dict; the columns are every key seen, in first-seen order."""
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """One row per dict; the columns are ``columns`` or every key seen, in first-seen order."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+    fields = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return path
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: non-finite floats (numpy's too) as an empty cell, like None."""
+    import math
+
+    if isinstance(value, float) or type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        try:
+            if not math.isfinite(value):
+                return ""
+        except TypeError:
+            pass
+    return value
 
 
 def json_ready(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The paper's figures, drawn from saved results (every function writes one PNG).
+"""Figures: the one place that sets up matplotlib (headless, ``figure``), and the paper's figures
+drawn from saved results (every function writes one PNG).
 
 Each function takes plain arrays / result objects, so ``satool report`` can
 redraw everything from the CSV/JSON/NPZ files the stages save.
@@ -6,12 +7,30 @@ redraw everything from the CSV/JSON/NPZ files the stages save.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from satool.plotting import figure
+
+@contextlib.contextmanager
+def figure(path: str | Path, size: tuple[float, float] = (6, 4), nrows: int = 1, ncols: int = 1, **kwargs):
+    """``with figure('x.png') as (fig, ax): ...`` saves the PNG (150 dpi) and closes the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
+    try:
+        yield fig, axes
+        if not fig.get_layout_engine():  # figures made with layout="constrained" lay themselves out
+            fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150)
+    finally:
+        plt.close(fig)
 
 
 def _layer_colours(n_layers: int):

@@ -206,7 +206,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
                 + "<h3>Rules</h3><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(rules.RULES[k])}</li>"
                                                 for k in used) + "</ul>")
         sections.insert(1, ("This run beside the paper", body))
-        from satool.results import write_csv, write_json
+        from satool.output.tables import write_csv, write_json
 
         write_csv(directory / "results" / "verdicts.csv", rows)
         write_json(directory / "results" / "verdicts.json",
