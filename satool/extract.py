@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import InputError, UsageError
-from satool.prefetch import WriteBehind, prefetched
+from satool.prefetch import WriteBehind
 from satool.timebase import HOP_SAMPLES, frames_to_seconds
 from satool.utterance import UtteranceMeta
 
@@ -155,30 +155,24 @@ def extract(
     began = time.perf_counter()
     phone_set = list(corpus.phone_set.names)
 
-    def prepare(utt):
-        try:
-            loaded = corpus.load(utt, max_seconds=max_seconds)
-            if settings.max_frames is not None:
-                loaded.wave = loaded.wave[: (settings.max_frames - 1) * HOP_SAMPLES + 1]
-            features = model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
-            if settings.attention:
-                model.check_attention_size(features, max(layers))
-            return (loaded, audio_checksum(utt.audio)), features
-        except InputError as exc:
-            if strict:
-                raise
-            return None, str(exc)
+    def prepare(loaded):
+        if settings.max_frames is not None:
+            loaded.wave = loaded.wave[: (settings.max_frames - 1) * HOP_SAMPLES + 1]
+        features = model.input_features(loaded.wave)  # may refuse, e.g. too short for the model
+        if settings.attention:
+            model.check_attention_size(features, max(layers))
+        return features, audio_checksum(loaded.utterance.audio)
 
     done = already
     with writer, WriteBehind() as write_behind:
         if progress is not None:
             progress(done, len(mine))
-        for utt, (read, features) in prefetched(todo, prepare):
-            if read is None:  # features holds the reason
-                skipped.append((utt.id, features))
-                write_behind(writer.add_skipped, utt.id, features)
+        for utt, loaded, prepared in corpus.prepared(todo, prepare, max_seconds=max_seconds, strict=strict):
+            if loaded is None:  # prepared holds the reason
+                skipped.append((utt.id, prepared))
+                write_behind(writer.add_skipped, utt.id, prepared)
             else:
-                loaded, crc = read
+                features, crc = prepared
                 encoded = model.encode([features], want_attentions=settings.attention, want_hidden=bool(states),
                                        layers=layer_list)[0]
                 attention = None

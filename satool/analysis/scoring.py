@@ -368,18 +368,14 @@ def model_stream(model, corpus, utterances, *, max_frames: int | None = None, sk
     """
     max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
 
-    def prepare(utt):
-        try:
-            loaded = corpus.load(utt, max_seconds=max_seconds)
-            features = model.input_features(loaded.wave)
-            model.check_attention_size(features)
-            return loaded, features
-        except InputError as exc:
-            return None, str(exc)
+    def prepare(loaded):
+        features = model.input_features(loaded.wave)
+        model.check_attention_size(features)
+        return features
 
     phone_set = list(corpus.phone_set.names)
-    for utt, (loaded, features) in prefetched(utterances, prepare):
-        if loaded is None:
+    for utt, loaded, features in corpus.prepared(utterances, prepare, max_seconds=max_seconds):
+        if loaded is None:  # features holds the reason
             if skipped is not None:
                 skipped.append((utt.id, features))
             continue

@@ -19,7 +19,6 @@ import numpy as np
 
 from satool.analysis.probing.tasks import ProbeSplit, ProbeUtterance
 from satool.errors import InputError
-from satool.prefetch import prefetched
 from satool.timebase import frames_to_seconds
 
 
@@ -84,20 +83,15 @@ class ProbeData:
         self.items: list[_Item] = []
         used = 0
 
-        def load(utt):
-            try:
-                loaded = corpus.load(utt, max_seconds=self.max_seconds)
-                return loaded, model.probe_input(loaded.wave, reconstruction=reconstruction)
-            except InputError as exc:
-                return str(exc)
+        def prepare(loaded):
+            return model.probe_input(loaded.wave, reconstruction=reconstruction)
 
-        for utt, got in prefetched(utterances, load):
+        for utt, loaded, item_input in corpus.prepared(utterances, prepare, max_seconds=self.max_seconds):
             if progress is not None:
                 progress(1)
-            if isinstance(got, str):
-                self.skipped.append((utt.id, got))
+            if loaded is None:  # item_input holds the reason
+                self.skipped.append((utt.id, item_input))
                 continue
-            loaded, item_input = got
             size = sum(t.numel() * 4 for t in (item_input.features, item_input.target) if t is not None)
             keep = used + size <= budget_bytes
             used += size if keep else 0

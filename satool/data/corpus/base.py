@@ -10,10 +10,10 @@ stage can skip a bad utterance, list it, and keep going.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -21,7 +21,10 @@ from satool.data.alignment import Alignment, read_alignment
 from satool.data.audio import SAMPLE_RATE, load_audio
 from satool.data.phones import PhoneSet
 from satool.errors import InputError, UsageError
+from satool.prefetch import prefetched
 from satool.timebase import FRAME_S, HOP_SAMPLES
+
+T = TypeVar("T")
 
 MAX_ALIGNMENT_MISMATCH_S = 0.05
 FRAME_SHIFT_S = FRAME_S
@@ -134,6 +137,24 @@ class Corpus:
         n_frames = 1 + len(wave) // HOP_SAMPLES
         labels = alignment.frame_labels(n_frames, self.phone_set, FRAME_SHIFT_S)
         return LoadedUtterance(utt, wave, alignment, labels, alignment.boundaries(duration))
+
+    def prepared(self, utterances: Iterable[Utterance], prepare: Callable[[LoadedUtterance], T], *,
+                 max_seconds: float | None = None,
+                 strict: bool = False) -> Iterator[tuple[Utterance, LoadedUtterance | None, T | str]]:
+        """``(utt, loaded, prepare(loaded))`` for each utterance in order, loaded and prepared (the model's
+        input, say) up to two ahead in a background thread. An utterance whose audio, alignment or
+        prepared input is refused (``InputError``) comes as ``(utt, None, reason)``, or raises if ``strict``."""
+        def work(utt: Utterance):
+            try:
+                loaded = self.load(utt, max_seconds=max_seconds)
+                return loaded, prepare(loaded)
+            except InputError as exc:
+                if strict:
+                    raise
+                return None, str(exc)
+
+        for utt, (loaded, value) in prefetched(utterances, work):
+            yield utt, loaded, value
 
     def iter_loaded(self, utterances: Iterable[Utterance], skipped: list[Skipped], *,
                     require_alignment: bool = False, strict: bool = False,
