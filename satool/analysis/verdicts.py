@@ -185,8 +185,7 @@ class PruneCurves:
     def table(self, shares: Sequence[float] = (PAPER_SHARE, 1 / 3, 1 / 2)) -> list[dict[str, Any]]:
         """Every metric order against random at each share of heads (rows for the report)."""
         rows = []
-        for share in shares:
-            level = self.nearest_level(share)
+        for level in dict.fromkeys(self.nearest_level(share) for share in shares):  # once each, in order
             for task in self.tasks:
                 for by in self.orders:
                     if by == "random":

@@ -159,3 +159,11 @@ def test_vertical_phones_rule():
     assert v.vertical_phones_verdict(vert, -vert).verdict == v.DOES_NOT
     assert v.vertical_phones_verdict(vert, rng.normal(size=48)).verdict == v.INCONCLUSIVE
     assert v.vertical_phones_verdict(vert[:3], vert[:3]).verdict == v.INCONCLUSIVE
+
+
+def test_pruning_table_lists_each_level_once():
+    # 1/6 and 1/3 of 48 heads both round to the 8-head level of this sweep (16 is as far from 8 as from 24)
+    table = v.PruneCurves(_rows({"diagonality": 0.2, "globalness": 0.0})).table()
+    keys = [(r["share"], r["task"], r["by"]) for r in table]
+    assert len(keys) == len(set(keys))
+    assert [s for s in dict.fromkeys(r["share"] for r in table)] == ["8/48", "24/48"]
