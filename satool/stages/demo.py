@@ -48,7 +48,7 @@ class DemoSettings:
     hidden_states: tuple[int, ...] = (0, 1, 2, 3, 4)
     segment_tune_utts: int | None = 60
     segment_test_utts: int | None = 120
-    probe_steps: int = 1500
+    probe_steps: int = 8000  # at most; probes stop early when held-out training utterances stop improving
     probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
     probe_test_utts: int | None = 120
     prune_step: int = 8  # 0, 8, ..., 48 heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, ...

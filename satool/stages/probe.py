@@ -34,7 +34,7 @@ class Settings:
     layer: int = -1  # hidden state: 0 = embedding, L = layer L, -1 = last
     head_mask: list[tuple[int, int]] = field(default_factory=list)  # heads pruned first (1-based)
     span: int | None = None
-    steps: int = 1500
+    steps: int = 8000  # at most; probes stop early (ProbeSettings)
     seed: int = 0
     inputs: bool = True  # log-Mel and MFCC rows
     out: Path = Path("results/probe")

@@ -21,7 +21,7 @@ class Settings:
     spans: list[int] | None = None  # span pruning instead: r values
     metrics: Path | None = None  # 'satool metric' results (orders)
     layer: int = -1
-    steps: int = 1500
+    steps: int = 8000  # at most; probes stop early (ProbeSettings)
     seed: int = 0
     out: Path = Path("results/prune")
 

@@ -60,11 +60,49 @@ def test_unseen_test_speakers_are_left_out_of_both_speaker_tasks():
 
 
 def test_convergence_rule():
-    steps = np.arange(1000)
-    assert converged(2.0 * np.exp(-steps / 100) + 1.0)["converged"] is True  # levelled off
-    still = converged(2.0 - steps / 1000)
-    assert still["converged"] is False and still["loss_change"] < -0.02
-    assert converged(np.ones(20))["converged"] is None  # too short to judge
+    falling_then_flat = np.r_[np.linspace(0.5, 0.2, 10), np.full(8, 0.2)]
+    rising = np.linspace(1.0, 2.0, 18)  # the held-out loss of an over-confident probe
+    assert converged(falling_then_flat, rising, patience=8)["converged"] is True  # 8 measurements, nothing better
+    assert converged(falling_then_flat[:-1], rising[:-1], patience=8)["converged"] is False  # 7: not yet
+    still = converged(np.linspace(0.5, 0.2, 20), rising[:1].repeat(20), patience=8)
+    assert still["converged"] is False and still["loss_change"] < 0  # the error still falls
+    stuck_error = np.full(20, 0.5)  # a slow probe: error at chance, loss still falling
+    assert converged(stuck_error, np.linspace(0.7, 0.6, 20), patience=8)["converged"] is False
+    tiny = np.r_[0.3, np.full(8, 0.2999)]  # 0.03 % is no improvement
+    assert converged(tiny, tiny, patience=8)["converged"] is True
+    assert converged(np.full(5, 0.2), np.full(5, 0.2), patience=8)["converged"] is None  # too short to judge
+
+
+def test_validation_holds_out_whole_utterances():
+    from satool.analysis.probing.tasks import validation_split
+
+    groups = np.repeat(np.arange(20), 30)  # 20 utterances of 30 frames
+    fit, held = validation_split(len(groups), groups, 0.1, seed=0)
+    assert len(np.unique(groups[held])) == 2 and not set(groups[held]) & set(groups[fit])
+    assert sorted(np.r_[fit, held]) == list(range(len(groups)))
+    assert len(validation_split(100, None, 0.1, seed=0)[1]) == 10  # no groups: rows
+    assert len(validation_split(10, None, 0.1, seed=0)[1]) == 0  # too few to hold any out
+
+
+def test_probes_stop_early_and_say_whether_they_converged():
+    from satool.analysis.probing.tasks import train_and_score_classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 20)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    noise = rng.integers(0, 2, size=2000)  # labels a probe can only memorise
+    groups = np.repeat(np.arange(100), 20)
+    settings = ProbeSettings(steps=8000, batch_size=64, hidden_units=256)
+    report: dict = {}
+    accuracy, _ = train_and_score_classifier(x, noise, x[:500], noise[:500], 2, kind="mlp", seed=0,
+                                             settings=settings, report=report, groups=groups)
+    assert report["converged"] is True and report["steps_run"] < 8000  # stopped: held-out error never improved
+    assert report["steps_run"] == report["best_step"] + settings.patience * settings.eval_every
+    report = {}
+    accuracy, _ = train_and_score_classifier(x, y, x[:500], y[:500], 2, kind="linear", seed=0,
+                                             settings=ProbeSettings(steps=1000, learning_rate=1e-5, batch_size=64, patience=3),
+                                             report=report, groups=groups)
+    assert report["converged"] is False and report["steps_run"] == 1000  # still improving when the steps ran out
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +127,15 @@ def test_input_feature_splits(corpus):
             assert len(u.frame_labels) == len(u.hidden)  # 10 ms frames, one label each
     # CMVN: every coefficient has zero mean over the utterance
     assert np.abs(mel.utterances[0].hidden.mean(axis=0)).max() < 1e-3
+    # so the utterance-level vector is the mean and std of the features before CMVN
+    from satool.data.features import mfcc as mfcc_features
+
+    wave = corpus.load(utts[0]).wave
+    raw = np.asarray(mfcc_features(wave, cmvn=False), np.float64)
+    expected = np.concatenate([raw.mean(axis=0), raw.std(axis=0)])
+    np.testing.assert_allclose(mfcc.utterances[0].pooled(), expected, rtol=1e-5, atol=1e-5)
+    assert mel.utterances[0].pooled().shape == (160,)
+    assert np.ptp([u.pooled()[:80].mean() for u in mel.utterances]) > 0.1  # utterances differ
     with pytest.raises(ValueError):
         input_feature_split(corpus, utts, "wav2vec")
 
@@ -111,3 +158,32 @@ def test_probe_rows_have_model_and_input_feature_rows(corpus):
     assert kinds == [("model", "phone"), ("model", "speaker-utt"), ("model", "reconstruction"),
                      ("log-Mel", "phone"), ("log-Mel", "speaker-utt"), ("MFCC", "phone"), ("MFCC", "speaker-utt")]
     assert all("converged" in r for r in rows if r["task"] != "reconstruction")
+
+
+def test_utterance_level_input_features_carry_the_speaker(tmp_path):
+    """Per-utterance CMVN makes every utterance's mean frame zero; the input-feature rows of the
+    utterance task must pool the features before it, or they sit at chance by construction."""
+    import soundfile
+
+    from satool.analysis.probing.passes import input_feature_split
+    from satool.data.corpus import open_corpus
+
+    rng = np.random.default_rng(0)
+    for split, first, count in (("train-clean-100", 0, 6), ("test-clean", 100, 3)):
+        for speaker, smoothing in (("19", 1), ("26", 8)):  # white vs low-passed noise: two "voices"
+            chapter = tmp_path / "LS" / split / speaker / "198"
+            chapter.mkdir(parents=True)
+            lines = []
+            for n in range(first, first + count):
+                noise = np.convolve(rng.normal(size=8000), np.ones(smoothing) / smoothing, mode="same")
+                soundfile.write(chapter / f"{speaker}-198-{n:04d}.flac", 0.1 * noise / noise.std(), 16000)
+                lines.append(f"{speaker}-198-{n:04d} NOISE")
+            (chapter / f"{speaker}-198.trans.txt").write_text("\n".join(lines) + "\n")
+    corpus = open_corpus(tmp_path / "LS")
+    task = next(t for t in BUILTIN_TASKS if t.name == "speaker-utt")
+    settings = ProbeSettings(steps=200, batch_size=16)
+    for kind in ("log-Mel", "MFCC"):
+        train, test = (input_feature_split(corpus, corpus.select(s), kind) for s in ("train", "test"))
+        score = task.evaluate(train, test, settings=settings)
+        assert (score.n_train, score.n_test, score.chance) == (12, 6, 0.5)
+        assert score.score == 1.0, kind

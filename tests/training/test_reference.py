@@ -24,7 +24,9 @@ def test_a_damaged_file_is_refused(tmp_path, monkeypatch):
     from satool.errors import InputError
 
     copy = tmp_path / reference.WEIGHTS.name
-    copy.write_bytes(reference.WEIGHTS.read_bytes()[:-1] + b"\0")
+    damaged = bytearray(reference.WEIGHTS.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte inside the weights
+    copy.write_bytes(bytes(damaged))
     monkeypatch.setattr(reference, "WEIGHTS", copy)
     with pytest.raises(InputError, match="checksum mismatch"):
         reference.checkpoint()

@@ -11,6 +11,7 @@ configuration. Every task trains and scores on the result
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,12 +137,23 @@ def input_feature_split(corpus, utterances, kind: str, *, max_frames: int | None
     """The probes' inputs without any model: ``"log-Mel"`` (80 bins, -25 dB, per-utterance CMVN: what
     a Mockingjay model reads) or ``"MFCC"`` (13 + deltas + delta-deltas, CMVN), ``[frame, dim]`` at
     the 10 ms label rate. Probing them shows what pre-training added. Unreadable utterances are left out.
+
+    Frames normalised per utterance average to zero, so the utterance-level tasks get, as each
+    utterance's ``summary``, the mean and standard deviation over frames of the features *before*
+    that normalisation (``[2 * dim]``: the classic statistics-pooling baseline for speaker identity).
     """
+    from dataclasses import replace
+
     from satool.data.features import FeatureConfig, FeatureExtractor, mfcc
 
     if kind not in INPUT_FEATURES:
         raise ValueError(f"kind must be one of {INPUT_FEATURES}, got {kind!r}")
-    extract = FeatureExtractor(FeatureConfig()) if kind == "log-Mel" else mfcc
+    if kind == "log-Mel":
+        config = FeatureConfig()
+        extract = FeatureExtractor(config)
+        extract_raw = FeatureExtractor(replace(config, input=replace(config.input, cmvn=False)))
+    else:
+        extract, extract_raw = mfcc, functools.partial(mfcc, cmvn=False)
     max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
     out = []
     for utt in utterances:
@@ -152,6 +164,8 @@ def input_feature_split(corpus, utterances, kind: str, *, max_frames: int | None
         finally:
             if progress is not None:
                 progress(1)
+        raw = np.asarray(extract_raw(loaded.wave), np.float64)
+        summary = np.concatenate([raw.mean(axis=0), raw.std(axis=0)]).astype(np.float32)
         out.append(ProbeUtterance(utt.id, utt.speaker, np.asarray(extract(loaded.wave), np.float32), 1,
-                                  loaded.frame_labels))
+                                  loaded.frame_labels, summary=summary))
     return ProbeSplit(out, list(corpus.phone_set.names))

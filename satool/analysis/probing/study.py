@@ -62,7 +62,7 @@ def left_out_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def convergence_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per probe whose training loss was still falling at the end (raise --steps)."""
-    return [f"task {r['task']} ({r.get('representation', 'model')}): the probe had not converged (training "
-            f"loss still fell {-100 * r['loss_change']:.1f} % over the last fifth of its steps)"
+    """One line per probe whose held-out loss was still improving when its steps ran out (raise --steps)."""
+    return [f"task {r['task']} ({r.get('representation', 'model')}): the probe had not converged (its loss "
+            f"on held-out training utterances was still improving after {r.get('steps_run')} steps; raise --steps)"
             for r in rows if r.get("converged") is False]

@@ -43,6 +43,9 @@ class ProbeUtterance:
         n_target_values: number of target values behind ``reconstruction_l1``.
         mean_frame_l1: L1 of predicting the utterance's mean target frame (the
             reconstruction baseline), same values as ``reconstruction_l1``.
+        summary: float32 ``[dim]`` vector the utterance-level tasks classify; None = the mean of
+            ``hidden`` over steps (mean pooling). Input-feature rows set it, because their frames are
+            normalised per utterance and so average to zero by construction.
     """
 
     id: str
@@ -53,6 +56,11 @@ class ProbeUtterance:
     reconstruction_l1: float | None = None
     n_target_values: int = 0
     mean_frame_l1: float | None = None
+    summary: np.ndarray | None = None
+
+    def pooled(self) -> np.ndarray:
+        """The utterance-level vector: ``summary`` when set, else mean pooling of ``hidden``, ``[dim]``."""
+        return self.summary if self.summary is not None else self.hidden.mean(axis=0)
 
     def frame_hidden(self) -> np.ndarray:
         """Hidden states up-sampled to the label rate: ``[step * R, dim]``."""
@@ -69,11 +77,16 @@ class ProbeSplit:
 
 @dataclass
 class ProbeSettings:
-    """Training budget of a probe (defaults sized for the demo; paper: 50k steps)."""
+    """Training budget of a probe: at most ``steps`` (paper: 50k), stopping early once the loss on
+    ``validation_fraction`` of the training utterances has not improved for ``patience`` measurements
+    taken every ``eval_every`` steps."""
 
-    steps: int = 1500
+    steps: int = 8000
+    eval_every: int = 100
+    patience: int = 8
+    validation_fraction: float = 0.1
     batch_size: int = 512
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     hidden_units: int = 256
     max_train_frames: int = 200_000
     max_test_frames: int = 200_000
@@ -159,59 +172,121 @@ def train_and_score_classifier(
     settings: ProbeSettings,
     device: str = "cpu",
     report: dict[str, Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Train ``kind`` ('linear' or 'mlp') with Adam + cross-entropy; return (test accuracy, predictions).
 
-    Inputs are standardised with the training mean/std. Deterministic for a seed. ``report``
-    (a dict) receives the convergence check (:func:`converged`): ``converged``, ``train_loss``
-    (mean over the last fifth of the steps) and ``loss_change`` (relative, against the fifth before).
+    Early stopping on held-out training data: ``settings.validation_fraction`` of the training
+    utterances (``groups``: the utterance index of each row; without it, of the rows) are kept out
+    of the fit, their classification error and loss are measured every ``settings.eval_every`` steps,
+    training stops once neither has improved for ``settings.patience`` measurements (:func:`converged`;
+    or after ``settings.steps``), and the parameters with the lowest held-out error are the ones
+    scored. Inputs are standardised with the fitted rows' mean/std. Deterministic for a seed. ``report`` (a dict) receives the convergence
+    check (:func:`converged`) and ``steps_run``, ``best_step``, ``validation_error``, ``train_loss``
+    (mean training loss over the last ``eval_every`` steps).
     """
     import torch
 
+    fit, held = validation_split(len(y_train), groups, settings.validation_fraction, seed)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    mean = x_train.mean(axis=0, keepdims=True)
-    std = x_train.std(axis=0, keepdims=True) + 1e-5
-    xt = torch.from_numpy(((x_train - mean) / std).astype(np.float32)).to(device)
-    yt = torch.from_numpy(y_train.astype(np.int64)).to(device)
+    mean = x_train[fit].mean(axis=0, keepdims=True)
+    std = x_train[fit].std(axis=0, keepdims=True) + 1e-5
+
+    def tensor(x: np.ndarray):
+        return torch.from_numpy(((x - mean) / std).astype(np.float32)).to(device)
+
+    xt, yt = tensor(x_train[fit]), torch.from_numpy(y_train[fit].astype(np.int64)).to(device)
+    xv, yv = tensor(x_train[held]), torch.from_numpy(y_train[held].astype(np.int64)).to(device)
     model = _make_classifier(kind, xt.shape[1], n_classes, settings.hidden_units).to(device)
     optimiser = torch.optim.Adam(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     n = xt.shape[0]
     batch = min(settings.batch_size, n)
+    errors: list[float] = []
+    losses: list[float] = []
+    best, best_step, best_state = float("inf"), 0, None
+    recent = torch.zeros(settings.eval_every)
+    step = 0
     model.train()
-    losses = torch.zeros(settings.steps)
-    for step in range(settings.steps):
+    while step < settings.steps:
         index = torch.randint(0, n, (batch,), generator=generator).to(device)
         loss = torch.nn.functional.cross_entropy(model(xt[index]), yt[index])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        losses[step] = loss.detach()
+        recent[step % settings.eval_every] = loss.detach()
+        step += 1
+        if len(yv) == 0 or step % settings.eval_every:
+            continue
+        model.eval()
+        with torch.no_grad():
+            logits = model(xv)
+            errors.append(float((logits.argmax(-1) != yv).float().mean()))
+            losses.append(float(torch.nn.functional.cross_entropy(logits, yv)))
+        model.train()
+        if errors[-1] < best * (1 - IMPROVEMENT):
+            best, best_step = errors[-1], step
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if converged(errors, losses, settings.patience)["converged"]:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     if report is not None:
-        report.update(converged(losses.numpy()))
+        report.update(converged(errors, losses, settings.patience))
+        report.update(steps_run=step, best_step=best_step if best_state is not None else step,
+                      validation_error=best if best_state is not None else float("nan"),
+                      train_loss=float(recent[: min(step, settings.eval_every)].mean()))
     model.eval()
     with torch.no_grad():
-        xs = torch.from_numpy(((x_test - mean) / std).astype(np.float32)).to(device)
+        xs = tensor(x_test)
         predictions = torch.cat([model(chunk).argmax(-1) for chunk in xs.split(65536)]).cpu().numpy()
     accuracy = float((predictions == y_test).mean()) if len(y_test) else float("nan")
     return accuracy, predictions
 
 
-CONVERGED_CHANGE = 0.02
+IMPROVEMENT = 1e-3  # a held-out error counts as better when it is 0.1 % (relative) below the best so far
 
 
-def converged(losses: np.ndarray) -> dict[str, Any]:
-    """Has training levelled off? The mean loss of the last fifth of the steps against the fifth
-    before it: converged when it fell by less than 2 % (relative). Too few steps (< 50): not judged."""
-    fifth = len(losses) // 5
-    if fifth < 10:
-        return {"converged": None, "train_loss": float(np.mean(losses)) if len(losses) else float("nan"),
-                "loss_change": float("nan")}
-    last, before = float(np.mean(losses[-fifth:])), float(np.mean(losses[-2 * fifth:-fifth]))
-    change = (last - before) / before if before > 0 else 0.0
-    return {"converged": bool(change > -CONVERGED_CHANGE), "train_loss": last, "loss_change": change}
+def validation_split(n: int, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit, rows to validate on): ``fraction`` of the groups (utterances) when there are at
+    least 5 of them, else of the rows when there are at least 20, else nothing held out."""
+    rng = np.random.default_rng(seed + 7919)
+    rows = np.arange(n)
+    if groups is not None and len(np.unique(groups)) >= 5:
+        names = np.unique(groups)
+        held_groups = rng.choice(names, size=max(1, round(fraction * len(names))), replace=False)
+        held = np.isin(groups, held_groups)
+        return rows[~held], rows[held]
+    if n >= 20:
+        held = np.zeros(n, bool)
+        held[rng.choice(n, size=max(1, round(fraction * n)), replace=False)] = True
+        return rows[~held], rows[held]
+    return rows, rows[:0]
+
+
+def converged(validation_errors: Sequence[float], validation_losses: Sequence[float], patience: int) -> dict[str, Any]:
+    """Has training levelled off? Converged when neither the held-out error nor the held-out loss
+    improved (by :data:`IMPROVEMENT`, relative) over the last ``patience`` measurements: the error
+    alone stalls at chance for a probe that learns slowly, the loss alone rises for an over-confident
+    probe whose accuracy still improves. Not judged (None) with fewer than ``patience + 1``
+    measurements. ``loss_change``: relative change of the held-out error over the last ``patience``."""
+    errors = np.asarray(validation_errors, float)
+    if len(errors) < patience + 1:
+        return {"converged": None, "loss_change": float("nan")}
+
+    def last_improvement(values) -> int:
+        best_value, best = float("inf"), 0
+        for i, value in enumerate(values):
+            if value < best_value * (1 - IMPROVEMENT):
+                best_value, best = value, i
+        return best
+
+    stalled = all(last_improvement(v) < len(errors) - patience for v in (errors, validation_losses))
+    before = errors[-patience - 1]
+    change = float((errors[-1] - before) / before) if before > 0 else 0.0
+    return {"converged": stalled, "loss_change": change}
 
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
@@ -251,14 +326,14 @@ class FrameClassificationTask(ProbeTask):
 
     def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """(frames ``[frame, dim]``, labels ``[frame]``) of the utterances that have labels."""
-        x, y, _ = self.gather(split, classes)
+        x, y, _, _ = self.gather(split, classes)
         return x, y
 
-    def gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int]:
-        """(frames, labels, number of utterances left out for want of labels)."""
-        xs, ys = [], []
+    def gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(frames, labels, utterance index of each frame, number of utterances left out for want of labels)."""
+        xs, ys, groups = [], [], []
         skipped = 0
-        for utt in split.utterances:
+        for i, utt in enumerate(split.utterances):
             y = self.labels(utt, classes)
             if y is None:
                 skipped += 1
@@ -268,17 +343,18 @@ class FrameClassificationTask(ProbeTask):
             keep = y[:n] >= 0
             xs.append(x[:n][keep])
             ys.append(y[:n][keep])
+            groups.append(np.full(int(keep.sum()), i))
         if not xs:
-            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), skipped
-        return np.concatenate(xs), np.concatenate(ys).astype(np.int64), skipped
+            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), skipped
+        return np.concatenate(xs), np.concatenate(ys).astype(np.int64), np.concatenate(groups), skipped
 
     def evaluate(self, train, test, *, seed=0, device="cpu", settings=None):
         settings = settings or ProbeSettings()
         classes: dict[str, int] = {}
         if self.class_names is not None:
             classes = {c: i for i, c in enumerate(self.class_names(train, test))}
-        x_train, y_train, _ = self.gather(train, classes)
-        x_test, y_test, skipped = self.gather(test, classes)
+        x_train, y_train, groups, _ = self.gather(train, classes)
+        x_test, y_test, _, skipped = self.gather(test, classes)
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
@@ -289,7 +365,7 @@ class FrameClassificationTask(ProbeTask):
         report: dict[str, Any] = {}
         accuracy, _ = train_and_score_classifier(
             x_train[tr], y_train[tr], x_test[te], y_test[te], n_classes,
-            kind=self.classifier, seed=seed, settings=settings, device=device, report=report,
+            kind=self.classifier, seed=seed, settings=settings, device=device, report=report, groups=groups[tr],
         )
         return ProbeScore(
             self.name, accuracy, majority_chance(y_train[tr], y_test[te]), self.score_name,
@@ -298,7 +374,7 @@ class FrameClassificationTask(ProbeTask):
 
 
 class UtteranceClassificationTask(ProbeTask):
-    """Mean-pool the hidden states over time, then a linear classifier."""
+    """Mean-pool the hidden states over time (:meth:`ProbeUtterance.pooled`), then a linear classifier."""
 
     def __init__(
         self, name: str, description: str, label: Callable[[ProbeUtterance], str | None], *,
@@ -315,7 +391,7 @@ class UtteranceClassificationTask(ProbeTask):
         classes = {c: i for i, c in enumerate(sorted({c for c in train_labels if c is not None}))}
 
         def gather(split: ProbeSplit, labels: Sequence[str | None]):
-            pairs = [(u.hidden.mean(axis=0), classes[c]) for u, c in zip(split.utterances, labels)
+            pairs = [(u.pooled(), classes[c]) for u, c in zip(split.utterances, labels)
                      if c is not None and c in classes]
             if not pairs:
                 return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
