@@ -99,8 +99,9 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     corpus_manifest = _load_json(paths["corpus"] / "manifest.json") if paths["corpus"] else None
     if corpus_manifest:
         counts = corpus_manifest.get("counts", {})
+        counted = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items())
         summary.append(f"<p>Corpus: synthetic, {corpus_manifest.get('total_hours', 0):.2f} h, "
-                       f"{html.escape(json.dumps(counts))}.</p>")
+                       f"{html.escape(counted)}.</p>")
     reference = state.get("model", {}).get("reference")
     if reference:
         summary.append(
@@ -314,17 +315,37 @@ def _heads_section(scores, metrics_dir: Path) -> str:
             + _img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
 
 
+def pretraining_added(rows: list[dict[str, Any]]) -> list[str]:
+    """One phrase per task scored on the model and on input features: the model's score, the best
+    input feature's, and the difference in points (positive = the model knows more)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        model = next((r for r in rows if r["task"] == task and r.get("representation", "model") == "model"), None)
+        inputs = [r for r in rows if r["task"] == task and r.get("representation", "model") != "model"
+                  and r.get("score") is not None]
+        if model is None or model.get("score") is None or not inputs or model.get("score_name") != "accuracy":
+            continue
+        best = max(inputs, key=lambda r: r["score"])
+        out.append(f"{task} {100 * model['score']:.1f} % vs {best['representation']} {100 * best['score']:.1f} % "
+                   f"({100 * (model['score'] - best['score']):+.1f} pts)")
+    return out
+
+
 def _probe_section(rows: list[dict[str, Any]]) -> str:
     shown = []
     for r in rows:
         shown.append({**r, "converged": {True: "yes", False: "NO", None: "-"}.get(r.get("converged"), "-"),
                       "left out": r.get("test_utterances_left_out", 0)})
+    added = pretraining_added(rows)
     return ("<p>The same probes on the model's last layer and on the input features: the difference is what "
             "pre-training added. Chance = always answering the most frequent training class (reconstruction: "
             "predicting each utterance's mean frame). Test utterances whose speaker the training split lacks "
-            "are left out of both speaker tasks. The input features are normalised per utterance (zero mean), "
-            "so their mean over time carries nothing: the utterance-level probe is at chance on them by "
-            "construction.</p>"
+            "are left out of both speaker tasks. The input features are normalised per utterance, so every "
+            "utterance's mean frame is zero: their utterance-level rows pool the mean and standard deviation "
+            "of the features before that normalisation. A probe has converged when its error and loss on "
+            "held-out training utterances stopped improving.</p>"
+            + (f"<p>Model against the best input feature, task by task: {html.escape('; '.join(added))}.</p>"
+               if added else "")
             + _table(shown, [("task", "task"), ("representation", "representation"), ("score", "score"),
                              ("chance", "chance"), ("score_name", "measure"), ("n_train", "train items"),
                              ("n_test", "test items"), ("left out", "test utts left out"),
