@@ -69,9 +69,13 @@ def test_pretrain_sigkill_at_random_moments_then_resume_is_identical(corpus, tmp
 
 
 def _interrupt(args, cwd, ready, timeout: float = 180):
-    """Start a satool command, send SIGINT once ``ready()`` is true, return (exit code, stderr)."""
+    """Start a satool command, send SIGINT once ``ready()`` is true, return (exit code, stderr).
+
+    The child gets the default SIGINT disposition: a test run started in the background by a shell
+    without job control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
     proc = subprocess.Popen(_cmd(*args), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     while not ready() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

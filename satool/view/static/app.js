@@ -160,7 +160,7 @@ function drawDetail() {
   // time axes in seconds
   g.fillStyle = "#222"; g.textBaseline = "top";
   for (let t = 0; t <= duration + 1e-9; t += niceStep(duration)) {
-    g.fillText(t.toFixed(1) + " s", px(t) - 8, size + 100); g.fillText(t.toFixed(1), 86, t / duration * size - 5);
+    g.fillText(t.toFixed(1) + " s", px(t) - 8, size + 100); g.fillText(t.toFixed(1), 86, Math.max(0, t / duration * size - 5));  // 0.0 s stays inside the canvas
   }
   if (state.hoverQuery != null) {
     const y = (state.hoverQuery + 0.5) * cell; g.strokeStyle = "#0ff"; g.beginPath(); g.moveTo(MARGIN, y); g.lineTo(MARGIN + size, y); g.stroke();
