@@ -181,9 +181,10 @@ def train_and_score_classifier(
     of the fit, their classification error and loss are measured every ``settings.eval_every`` steps,
     training stops once neither has improved for ``settings.patience`` measurements (:func:`converged`;
     or after ``settings.steps``), and the parameters with the lowest held-out error are the ones
-    scored. Inputs are standardised with the fitted rows' mean/std. Deterministic for a seed. ``report`` (a dict) receives the convergence
-    check (:func:`converged`) and ``steps_run``, ``best_step``, ``validation_error``, ``train_loss``
-    (mean training loss over the last ``eval_every`` steps).
+    scored. Inputs are standardised with the fitted rows' mean/std. Deterministic for a seed.
+    ``report`` (a dict) receives the convergence check (:func:`converged`) and ``steps_run``,
+    ``best_step``, ``validation_error``, ``train_loss`` (mean training loss over the last
+    ``eval_every`` steps).
     """
     import torch
 
