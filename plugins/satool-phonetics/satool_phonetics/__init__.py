@@ -66,15 +66,17 @@ class BoundaryTask(FrameClassificationTask):
 
     def evaluate(self, train, test, *, seed=0, device="cpu", settings=None):
         settings = settings or ProbeSettings()
-        x_train, y_train = self._gather(train, {})
-        x_test, y_test = self._gather(test, {})
+        x_train, y_train, groups, _ = self.gather(train, {})
+        x_test, y_test, _, _ = self.gather(test, {})
+        report: dict = {}
         _, predicted = train_and_score_classifier(
-            x_train, y_train, x_test, y_test, 2, kind="linear", seed=seed, settings=settings, device=device
+            x_train, y_train, x_test, y_test, 2, kind="linear", seed=seed, settings=settings, device=device,
+            report=report, groups=groups,
         )
         f1 = f1_score(y_test, predicted)
         p = float(y_test.mean())
         chance = 2 * p / (1 + p) if p > 0 else 0.0  # F1 of predicting "boundary" everywhere
-        return ProbeScore(self.name, f1, chance, "F1", True, len(y_train), len(y_test))
+        return ProbeScore(self.name, f1, chance, "F1", True, len(y_train), len(y_test), report)
 
 
 def f1_score(truth: np.ndarray, predicted: np.ndarray) -> float:
