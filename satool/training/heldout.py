@@ -193,6 +193,12 @@ class HealthCheck:
             "utterances": self.utterances,
         }
 
+    def heads(self) -> dict[str, object]:
+        """Every head's locality and signed favourite offset (steps) at this step, ``[layer][head]``
+        lists (what pre-training keeps to draw offsets against training steps)."""
+        return {"step": self.step, "locality": np.round(self.locality, 4).tolist(),
+                "favourite_offset": self.favourite_offset.astype(int).tolist()}
+
 
 def health_check(encoder, head, heldout: Sequence[HeldoutUtterance], rate: int, *, step: int = 0,
                  baselines: dict[str, float] | None = None, device: str = "cpu") -> HealthCheck:

@@ -227,6 +227,7 @@ def pretrain(
     )
     history: list[dict[str, float]] = []
     checks: list[dict[str, float]] = []
+    head_checks: list[dict[str, object]] = []  # every head's locality and favourite offset per check
     start_step = 0
     if rank == 0:
         remove_stale_temporaries(out)  # left by a run killed while saving
@@ -245,6 +246,7 @@ def pretrain(
         start_step = int(saved.step or 0)
         history = list((saved.satool or {}).get("history", []))
         checks = list((saved.satool or {}).get("checks", []))
+        head_checks = list((saved.satool or {}).get("head_checks", []))
         if log and rank == 0:
             log(f"resuming {out} at step {start_step}")
     train_model = model
@@ -277,6 +279,7 @@ def pretrain(
                                   device=device)
         baselines = last_check.baselines
         checks[:] = [c for c in checks if c["step"] != step] + [last_check.row()]
+        head_checks[:] = [c for c in head_checks if c["step"] != step] + [last_check.heads()]
 
     groups = length_buckets(np.array([min(_estimated_steps(u, settings.downsample), settings.max_steps_per_utterance)
                                       for u in utterances]), settings.length_buckets)
@@ -296,7 +299,7 @@ def pretrain(
                                          "gradient_clipping": settings.clip_norm},
                            "total_steps": settings.steps},
             satool={"training": {**training, "settings": json_ready(asdict(settings))}, "history": history,
-                    "checks": checks},
+                    "checks": checks, "head_checks": head_checks},
         )
 
     model.train()
