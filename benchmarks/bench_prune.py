@@ -33,9 +33,10 @@ def main() -> None:
     from satool.analysis.probing.passes import ProbeData
     from satool.analysis.probing.tasks import ProbeSettings
     from satool.analysis.pruning import RepresentationStore, plan, sweep_heads
-    from satool.analysis.scoring import HeadScores, score_cache
+    from satool.analysis.scoring import score_cache
     from satool.data.corpus import open_corpus
     from satool.models.loading import load_model
+    from satool.results.metrics import HeadScores
 
     work = Path(tempfile.mkdtemp(prefix="satool-bench-"))
     try:

@@ -28,7 +28,7 @@ _LAZY = {
     "run_with_cache": "satool.api",
     "score": "satool.api",
     "Run": "satool.api",
-    "HeadScores": "satool.analysis.scoring",
+    "HeadScores": "satool.results.metrics",
     "relate": "satool.analysis.relations",
     "cache_stream": "satool.analysis.scoring",
     "UtteranceMeta": "satool.utterance",

@@ -91,7 +91,7 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
 
 def score(source, metrics: list[str] | None = None):
     """Head metrics of a cache (:func:`satool.open_cache`) or of a :class:`Run`, as
-    :class:`~satool.analysis.scoring.HeadScores` (``.to_frame()`` gives a pandas DataFrame).
+    :class:`~satool.results.metrics.HeadScores` (``.to_frame()`` gives a pandas DataFrame).
 
     ``metrics``: names of registered metrics (default: every one, plugins' included).
     """

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.errors import InputError
-from satool.output.tables import write_json
+from satool.results.files import write_json
 
 REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
 WEIGHTS = REFERENCE_DIR / "mockingjay-demo-reference.ckpt"

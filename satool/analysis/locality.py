@@ -19,7 +19,8 @@ import functools
 
 import numpy as np
 
-LOCAL_RATIO = 5.0  # a head is "local" when its favourite offset carries >= 5x the uniform weight
+from satool.results.metrics import LOCAL_RATIO, locality  # noqa: F401  (the summary lives with the results)
+
 MAX_OFFSET = 10  # offsets -10..10 steps are profiled (+-300 ms at R = 3, +-200 ms for 20 ms models)
 
 
@@ -63,15 +64,6 @@ def profile(sums: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Pooled sums and query counts -> the offset profile ``[..., offset]`` (NaN where no query)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(queries > 0, sums / np.maximum(queries, 1), np.nan)
-
-
-def locality(offset_profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(ratio[...], offset[...])``: each head's largest profile value and its offset in steps."""
-    max_offset = (offset_profile.shape[-1] - 1) // 2
-    filled = np.where(np.isfinite(offset_profile), offset_profile, -np.inf)
-    best = filled.argmax(axis=-1)
-    ratio = np.take_along_axis(filled, best[..., None], axis=-1)[..., 0]
-    return np.where(np.isfinite(ratio), ratio, np.nan), best - max_offset
 
 
 def uniform_diagonality(steps: int) -> float:

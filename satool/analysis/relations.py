@@ -19,32 +19,13 @@ normalised to sum to 1 (all-zero rows stay zero), the up-sampled map is
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from satool.errors import InputError
-
-# Broad phone classes, so heat maps read vowels | stops | ... | silence.
-_CLASS_ORDER = [
-    "aa ae ah ao aw ay eh er ey ih iy ow oy uh uw",
-    "b d g k p t dx",
-    "ch jh",
-    "dh f hh s sh th v z zh",
-    "m n ng",
-    "l r w y",
-    "sil",
-]
-
-
-def display_order(phones: Sequence[str]) -> list[int]:
-    """Indices of ``phones`` grouped by broad class (vowels, stops, affricates, fricatives, nasals, glides, sil)."""
-    rank = {p: (c, i) for c, group in enumerate(_CLASS_ORDER) for i, p in enumerate(group.split())}
-    return sorted(range(len(phones)), key=lambda i: rank.get(phones[i].lower(), (len(_CLASS_ORDER), i)))
+from satool.heads import label
+from satool.results.relations import Relations
 
 
 def step_label_counts(frame_labels: np.ndarray, n_steps: int, frames_per_step: int, n_phones: int) -> np.ndarray:
@@ -62,69 +43,6 @@ def row_normalised(attn: np.ndarray) -> np.ndarray:
     sums = attn.sum(axis=-1, keepdims=True, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(sums > 0, attn / np.where(sums > 0, sums, 1.0), 0.0)
-
-
-@dataclass
-class Relations:
-    """Corpus-level relation maps of a set of heads."""
-
-    labels: list[str]  # head labels 'L3.H7'
-    layers: np.ndarray  # int [head]
-    heads: np.ndarray  # int [head]
-    phones: list[str]
-    p_prime: np.ndarray  # [head, query phone, key phone]
-    p_uniform: np.ndarray  # [query phone, key phone]
-    utterances: int
-    verticality: np.ndarray | None = None  # [head] (for Fig. 4)
-
-    @property
-    def p_norm(self) -> np.ndarray:
-        """P_h = (P'_h - P_U) / P_U, NaN where P_U = 0: ``[head, m, n]``."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.p_uniform > 0, (self.p_prime - self.p_uniform) / self.p_uniform, np.nan)
-
-    @property
-    def concentration(self) -> np.ndarray:
-        """C_h[n]: mean over query phones m (with P_U[m, n] > 0) of P_h[m, n]: ``[head, phone]``."""
-        p = self.p_norm
-        with np.errstate(invalid="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.nanmean(p, axis=1)
-
-    def save(self, out_dir: str | Path) -> dict[str, Path]:
-        """relations.npz, relations.csv (long format) and concentration.csv."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            out / "relations.npz", labels=np.array(self.labels), layers=self.layers, heads=self.heads,
-            phones=np.array(self.phones), p_prime=self.p_prime, p_uniform=self.p_uniform, p_norm=self.p_norm,
-            concentration=self.concentration, utterances=self.utterances,
-            verticality=self.verticality if self.verticality is not None else np.array([]),
-        )
-        norm = self.p_norm
-        with open(out / "relations.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["layer", "head", "query_phone", "key_phone", "p_prime", "p_uniform", "p_norm"])
-            for h in range(len(self.labels)):
-                for m, pm in enumerate(self.phones):
-                    for n, pn in enumerate(self.phones):
-                        if self.p_uniform[m, n] > 0:
-                            w.writerow([self.layers[h], self.heads[h], pm, pn, f"{self.p_prime[h, m, n]:.6g}",
-                                        f"{self.p_uniform[m, n]:.6g}", f"{norm[h, m, n]:.6g}"])
-        concentration = self.concentration
-        with open(out / "concentration.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["layer", "head", "phone", "concentration", "verticality"])
-            for h in range(len(self.labels)):
-                vert = "" if self.verticality is None else f"{self.verticality[h]:.6g}"
-                for n, phone in enumerate(self.phones):
-                    if np.isfinite(concentration[h, n]):
-                        w.writerow([self.layers[h], self.heads[h], phone, f"{concentration[h, n]:.6g}", vert])
-        return {"npz": out / "relations.npz", "csv": out / "relations.csv",
-                "concentration": out / "concentration.csv"}
 
 
 def relate(stream, layers: Sequence[int], heads: Sequence[int], phones: Sequence[str], *,
@@ -164,7 +82,7 @@ def relate(stream, layers: Sequence[int], heads: Sequence[int], phones: Sequence
         raise InputError("no utterance has phone labels: extract with alignments (--alignments) first")
     grid_layers = np.repeat(np.asarray(layers), len(heads))
     grid_heads = np.tile(np.asarray(heads), len(layers))
-    labels_ = [f"L{layer}.H{head}" for layer, head in zip(grid_layers, grid_heads)]
+    labels_ = [label(layer, head) for layer, head in zip(grid_layers, grid_heads)]
     return Relations(labels_, grid_layers, grid_heads, list(phones), p_prime / used, p_uniform / used, used,
                      vert / used)
 
@@ -203,44 +121,6 @@ def parse_heads(text: str) -> list[tuple[int, int]]:
     return parse_list(text)
 
 
-def write_figures(relations: Relations, chosen: Sequence[int], out_dir: str | Path) -> dict[str, Any]:
-    """Heat maps (P_h) of the chosen heads with phone names on both axes, plus Fig. 4."""
-    from satool.output import figures
-
-    out = Path(out_dir)
-    present = np.flatnonzero(np.diag(relations.p_uniform) > 0)
-    order = [i for i in display_order(relations.phones) if i in set(present.tolist())]
-    names = [relations.phones[i] for i in order]
-    paths: dict[str, Any] = {"maps": []}
-    norm = relations.p_norm
-    drawn = norm[list(chosen)][:, order][:, :, order] if len(chosen) else np.zeros((0,))
-    finite = np.abs(drawn[np.isfinite(drawn)])
-    bound = float(np.percentile(finite, 99)) if finite.size else 1.0  # one scale for every map drawn
-    for h in chosen:
-        matrix = norm[h][np.ix_(order, order)]
-        label = relations.labels[h]
-        paths["maps"].append(figures.relation_map(
-            matrix, names, out / f"relation_{label}.png",
-            f"{label}: P_h = (P' - P_U) / P_U (red = preference, blue = avoidance; one scale, +-{bound:.3g})",
-            bound=bound,
-        ))
-    if relations.verticality is not None:
-        strongest = np.nanmax(np.where(np.isfinite(relations.concentration), relations.concentration, -np.inf),
-                              axis=1)
-        paths["fig4"] = figures.verticality_vs_concentration(
-            relations.verticality, strongest, relations.labels, relations.layers,
-            out / "verticality_vs_concentration.png",
-        )
-    return paths
-
-
 def top_heads(values: np.ndarray, n: int) -> list[int]:
     """Indices of the ``n`` highest ``values`` (NaN last; ties in head order)."""
     return list(np.argsort(-np.nan_to_num(np.asarray(values, dtype=float), nan=-np.inf), kind="stable")[:n])
-
-
-def save_all(relations: Relations, chosen: Sequence[int], out_dir: str | Path) -> dict[str, Any]:
-    """Arrays and tables (:meth:`Relations.save`) plus the figures of the chosen heads and Fig. 4."""
-    paths: dict[str, Any] = dict(relations.save(out_dir))
-    paths.update(write_figures(relations, chosen, out_dir))
-    return paths

@@ -45,7 +45,7 @@ def log(text: str, label: str = "note:") -> None:
 
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to the results stream (stdout)."""
-    from satool.output.tables import json_ready
+    from satool.results.files import json_ready
 
     _results.write(json.dumps(json_ready(data), indent=2, default=_json_default, allow_nan=False) + "\n")
     _results.flush()

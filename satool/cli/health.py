@@ -34,7 +34,6 @@ def health(
     """
     from satool.models.loading import resolve_device
     from satool.stages import health as stage
-    from satool.training.heldout import BASELINES
     from satool.workspace import Workspace
 
     workspace = Workspace()
@@ -45,13 +44,15 @@ def health(
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
     if as_json:
-        print_json(outputs.document)
+        from satool.results.files import read_json
+
+        print_json(read_json(outputs.paths["json"]))
         return
     check = outputs.check
-    best = min(BASELINES, key=check.baselines.get)
+    best = check.best_baseline[0]
     say(f"held-out masked L1 {check.model_l1:.4f} ({check.utterances} utterances); attention off "
         f"{check.attention_off_l1:.4f}; baselines " + ", ".join(f"{k} {v:.4f}" for k, v in check.baselines.items()))
     verdict = "beats" if check.model_l1 < check.baselines[best] else "does not beat"
     say(f"the model {verdict} the best baseline ({best}); most local head "
         f"{float(check.locality.max()):.1f}x the uniform weight ({int((check.locality >= 5).sum())} heads >= 5x); "
-        f"wrote {settings.out / 'health.json'}")
+        f"wrote {outputs.paths['json']}")

@@ -65,7 +65,8 @@ def _print_summary(scores) -> None:
     import numpy as np
     from rich.table import Table
 
-    from satool.analysis.scoring import NEAR_TIE, top_heads
+    from satool.heads import label
+    from satool.results.metrics import LOCAL_RATIO, NEAR_TIE
 
     out = results_console()
     categories = Counter(scores.categories().ravel().tolist())
@@ -73,13 +74,11 @@ def _print_summary(scores) -> None:
               + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))
     local = scores.locality()
     if local is not None:
-        from satool.analysis.locality import LOCAL_RATIO
-
         ratio, offset = local
         best = np.unravel_index(np.nanargmax(np.where(np.isfinite(ratio), ratio, -np.inf)), ratio.shape)
         n_local = int(np.sum(ratio >= LOCAL_RATIO))
         out.print(f"local heads (favourite offset >= {LOCAL_RATIO:g}x the uniform weight): {n_local} of {ratio.size}; "
-                  f"most local L{scores.layers[best[0]]}.H{scores.heads[best[1]]}: {ratio[best]:.1f}x at offset "
+                  f"most local {label(scores.layers[best[0]], scores.heads[best[1]])}: {ratio[best]:.1f}x at offset "
                   f"{int(offset[best]):+d} steps")
         if categories.get("diagonal") and n_local == 0:
             out.print("note: categories compare ranks; no head is local, so the heads ranked 'diagonal' do not "
@@ -89,7 +88,7 @@ def _print_summary(scores) -> None:
         if np.all(np.isnan(scores.values[name])):
             top = "n/a: no utterance gave a value (no ranking)"
         else:
-            top = ", ".join(f"L{layer}.H{head}" for layer, head in top_heads(scores, name, 5))
+            top = ", ".join(label(*h) for h in scores.top(name, 5))
         table.add_row(name, scores.prune_first.get(name, "highest"), top)
     out.print(table)
     for name in scores.values:

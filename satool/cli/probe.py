@@ -76,15 +76,15 @@ def probe(
     with progress_bar(None, "representations and probes") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
-    results = outputs.rows
     if as_json:
-        print_json(results)
+        print_json([r.as_dict() for r in outputs.results.rows])
         return
     from rich.table import Table
 
     table = Table("task", "representation", "score", "chance", "measure", "train", "test")
-    for r in results:
-        table.add_row(r["task"], r["representation"], f"{r['score']:.4f}", f"{r['chance']:.4f}", r["score_name"]
-                      + (" (lower is better)" if not r["higher_is_better"] else ""), str(r["n_train"]),
-                      str(r["n_test"]))
+    for r in outputs.results.rows:
+        s = r.score
+        table.add_row(s.task, r.representation, f"{s.score:.4f}", f"{s.chance:.4f}",
+                      s.score_name + (" (lower is better)" if not s.higher_is_better else ""), str(s.n_train),
+                      str(s.n_test))
     results_console().print(table)

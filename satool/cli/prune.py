@@ -61,17 +61,18 @@ def prune(
     with progress_bar(None, "pruning") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
-    _print(outputs.rows, span is not None)
+    _print(outputs.sweep, span is not None)
     say(f"{outputs.passes} representation passes; wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 
-def _print(rows, spans: bool) -> None:
+def _print(sweep, spans: bool) -> None:
     from rich.table import Table
 
     table = Table("by" if not spans else "span", "pruned" if not spans else "", "task", "score", "chance")
-    for r in rows:
+    for r in sweep.rows:
+        s = r.score
         if spans:
-            table.add_row(str(r["span"]), "", r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
-        elif r["order_seed"] in (None, 0):
-            table.add_row(r["by"], str(r["pruned"]), r["task"], f"{r['score']:.4f}", f"{r['chance']:.4f}")
+            table.add_row("none" if r.span is None else str(r.span), "", s.task, f"{s.score:.4f}", f"{s.chance:.4f}")
+        elif r.order_seed in (None, 0):
+            table.add_row(r.by, str(r.pruned), s.task, f"{s.score:.4f}", f"{s.chance:.4f}")
     results_console().print(table)

@@ -37,7 +37,8 @@ def segment(
     pr_curve.csv/png (sweep over beta), example_<source>.png (paper Fig. 2) and,
     with --all-heads, heads_by_r_value.csv.
     """
-    from satool.analysis.segmentation.study import BOUNDARY_CONVENTION
+    from satool.heads import label
+    from satool.results.segment import BOUNDARY_CONVENTION
     from satool.stages import segment as stage
     from satool.workspace import Workspace
 
@@ -49,9 +50,10 @@ def segment(
     with progress_bar(None, "segmenting") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
-    _print(outputs.results, tolerance, BOUNDARY_CONVENTION)
-    if outputs.ranking:
-        best = ", ".join(f"L{r['layer']}.H{r['head']} {100 * r['strict_r_value']:.1f}" for r in outputs.ranking[:5])
+    _print(outputs.results.results, tolerance, BOUNDARY_CONVENTION)
+    if outputs.results.ranking:
+        best = ", ".join(f"{label(r['layer'], r['head'])} {100 * r['strict_r_value']:.1f}"
+                         for r in outputs.results.ranking[:5])
         say(f"best heads by strict R-value: {best} (all in {outputs.paths['heads']})")
     say(f"wrote {len(outputs.paths)} files into {settings.out}")
 

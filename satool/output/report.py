@@ -125,7 +125,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
     curves = rules.PruneCurves(prune_rows) if prune_rows else None
     scores = None
     if paths["metrics"] and (paths["metrics"] / "metrics.json").exists():
-        from satool.analysis.scoring import HeadScores
+        from satool.results.metrics import HeadScores
 
         scores = HeadScores.load(paths["metrics"])
     health = rules.health(health_doc, probe_rows, curves)
@@ -207,7 +207,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> Path:
                 + "<h3>Rules</h3><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(rules.RULES[k])}</li>"
                                                 for k in used) + "</ul>")
         sections.insert(1, ("This run beside the paper", body))
-        from satool.output.tables import write_csv, write_json
+        from satool.results.files import write_csv, write_json
 
         write_csv(directory / "results" / "verdicts.csv", rows)
         write_json(directory / "results" / "verdicts.json",

@@ -23,17 +23,18 @@ class Settings:
 
 @dataclass
 class Outputs:
-    check: Any  # satool.training.heldout.HealthCheck
-    document: dict[str, Any]
+    check: Any  # satool.results.health.HealthCheck
+    paths: dict[str, Path]
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.training.heldout import evaluate_checkpoint, save_health
+    from satool.training.heldout import evaluate_checkpoint
 
     progress = progress or NoProgress()
     check = evaluate_checkpoint(settings.checkpoint, settings.corpus, settings.split, max_utts=settings.max_utts,
                                 seed=settings.seed, device=settings.device, progress=progress.advance)
-    return Outputs(check, save_health(check, settings.out, split=settings.split, checkpoint=settings.checkpoint))
+    check.split, check.checkpoint = settings.split, str(settings.checkpoint)
+    return Outputs(check, check.save(settings.out))
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -27,7 +27,7 @@ class Settings:
 
 @dataclass
 class Outputs:
-    scores: Any  # HeadScores (merged with the earlier results of the same source)
+    scores: Any  # satool.results.metrics.HeadScores (merged with the earlier results of the same source)
     paths: dict[str, Path]
     kept: list[str] = field(default_factory=list)  # metrics kept from earlier results
     from_cache: bool = True
@@ -38,8 +38,8 @@ def is_cache(path: Path) -> bool:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.analysis.scoring import write_outputs
     from satool.errors import UsageError
+    from satool.output import metric as figures
     from satool.plugins import get_plugins
 
     progress = progress or NoProgress()
@@ -89,16 +89,17 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
             log(f"kept {', '.join(kept)} from the earlier results in {settings.out} (same cache and heads)", "note:")
     for name, reason in scores.failed.items():
         log(f"metric {name!r} failed and has no values: {reason}", "warning:")
-    paths = write_outputs(scores, settings.out, example_id, example, k=settings.top, step_s=step_s)
+    scores.example = example_id
+    paths = {**scores.save(settings.out), **figures.draw(scores, settings.out, example, k=settings.top, step_s=step_s)}
     return Outputs(scores, paths, kept, is_cache(settings.source))
 
 
 def earlier_results(out: Path, scores):
     """Results already in ``out`` for the same source (cache and model), or None."""
-    from satool.analysis.scoring import HeadScores
     from satool.errors import InputError
+    from satool.results.metrics import HeadScores
 
-    if not (Path(out) / "metrics.json").exists():
+    if not HeadScores.exists(out):
         return None
     try:
         previous = HeadScores.load(out)

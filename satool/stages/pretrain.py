@@ -30,8 +30,14 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         progress.total(steps, step)
         progress.info(f"loss {loss:.3f}")
 
-    return pretrain(settings.corpus, settings.out, settings.training, alignments=settings.alignments,
-                    device=settings.device, progress=report, log=lambda text: log(text, ""))
+    result = pretrain(settings.corpus, settings.out, settings.training, alignments=settings.alignments,
+                      device=settings.device, progress=report, log=lambda text: log(text, ""))
+    if result.curves is not None:  # rank 0 of torchrun
+        from satool.output import training as figures
+
+        result.curves.save(settings.out)
+        figures.draw(result.curves, settings.out)
+    return result
 
 
 def record(workspace, settings: Settings, outputs: Any) -> None:

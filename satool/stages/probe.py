@@ -42,7 +42,8 @@ class Settings:
 
 @dataclass
 class Outputs:
-    rows: list[dict[str, Any]]
+    results: Any  # satool.results.probe.ProbeResults
+    paths: dict[str, Path]
     skipped: list[tuple[str, str]]
     warnings: list[str]
 
@@ -94,8 +95,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     from satool.analysis.probing.passes import Configuration
     from satool.analysis.probing.study import convergence_warnings, left_out_warnings, probe_rows
     from satool.analysis.probing.tasks import ProbeSettings
-    from satool.heads import check
-    from satool.output.tables import write_csv, write_json
+    from satool.heads import check, label
+    from satool.results.probe import ProbeResults
 
     progress = progress or NoProgress()
     model, corpus, train, test = open_data(settings.data)
@@ -109,20 +110,20 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
                                input_features=settings.inputs, max_frames=settings.data.max_frames,
                                progress=progress.advance)
     for r in rows:
-        r.update(layer=settings.layer, head_mask=",".join(f"L{a}.H{b}" for a, b in settings.head_mask),
-                 span=settings.span, seed=settings.seed, train_split=settings.data.train_split,
-                 test_split=settings.data.test_split)
-    write_csv(settings.out / "probe_results.csv", rows)
-    write_json(settings.out / "probe_results.json", rows)
+        r.layer, r.head_mask, r.span, r.seed = (settings.layer, ",".join(label(*h) for h in settings.head_mask),
+                                                settings.span, settings.seed)
+        r.train_split, r.test_split = settings.data.train_split, settings.data.test_split
+    results = ProbeResults(rows)
+    paths = results.save(settings.out)
     warnings = left_out_warnings(rows) + convergence_warnings(rows)
     for utt, reason in skipped:
         log(f"{utt}: {reason}", "skipped")
     for line in warnings:
         log(line, "warning:")
-    return Outputs(rows, skipped, warnings)
+    return Outputs(results, paths, skipped, warnings)
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:
     d = settings.data
     workspace.record("probe", {"checkpoint": d.checkpoint, "corpus": d.corpus, "alignments": d.alignments,
-                               "probe": settings.out}, tasks=",".join(sorted({r["task"] for r in outputs.rows})))
+                               "probe": settings.out}, tasks=",".join(sorted(outputs.results.tasks)))

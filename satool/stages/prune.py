@@ -28,7 +28,7 @@ class Settings:
 
 @dataclass
 class Outputs:
-    rows: list[dict[str, Any]]
+    sweep: Any  # satool.results.prune.PruneSweep (or SpanSweep with ``spans``)
     paths: dict[str, Path]
     passes: int
     skipped: list[tuple[str, str]]
@@ -37,16 +37,11 @@ class Outputs:
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.analysis.probing.passes import ProbeData
     from satool.analysis.probing.tasks import ProbeSettings
-    from satool.analysis.pruning import (
-        RANDOM,
-        RepresentationStore,
-        plan,
-        save_sweep,
-        sweep_heads,
-        sweep_spans,
-    )
-    from satool.analysis.scoring import HeadScores
+    from satool.analysis.pruning import RepresentationStore, plan, sweep_heads, sweep_spans
+    from satool.output import prune as figures
     from satool.plugins import get_plugins
+    from satool.results.metrics import HeadScores
+    from satool.results.prune import RANDOM
     from satool.stages.probe import open_data, resolve_tasks, state_index
 
     progress = progress or NoProgress()
@@ -60,8 +55,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     need_recon = any("reconstruction" in t.needs for t in tasks)
     total = model.num_layers * model.num_heads
     scores = None
-    if (any(n != RANDOM for n in settings.by) or settings.spans is None) and settings.metrics is not None \
-            and (Path(settings.metrics) / "metrics.json").exists():
+    if (any(n != RANDOM for n in settings.by) or settings.spans is None) and HeadScores.exists(settings.metrics):
         scores = HeadScores.load(settings.metrics)
     progress.total(len(train) + len(test), 0)
     data = [ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=settings.data.max_frames,
@@ -71,21 +65,21 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     if settings.spans is not None:
         spans = [None, *settings.spans]
         progress.total(len(spans), 0)
-        rows = sweep_spans(store, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device)
-        first = None
+        sweep = sweep_spans(store, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device)
+        paths = {**sweep.save(settings.out), **figures.draw_spans(sweep, settings.out)}
     else:
-        sweep = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
-                     random_seeds=range(settings.random_seeds))
-        progress.total(sum(len(o) for o in sweep.orders.values()) * len(sweep.levels), 0)
-        rows = sweep_heads(store, sweep, tasks, seed=settings.seed, settings=probe, state=state, device=device,
-                           on_level=lambda name, level: progress.advance())
-        first = sweep.levels[1] if len(sweep.levels) > 1 else 1
-    paths = save_sweep(rows, settings.out, total_heads=total, spans=settings.spans is not None, scores=scores,
-                       first=first)
+        orders = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
+                      random_seeds=range(settings.random_seeds))
+        progress.total(sum(len(o) for o in orders.orders.values()) * len(orders.levels), 0)
+        sweep = sweep_heads(store, orders, tasks, seed=settings.seed, settings=probe, state=state, device=device,
+                            on_level=lambda name, level: progress.advance())
+        first = orders.levels[1] if len(orders.levels) > 1 else 1
+        paths = {**sweep.save(settings.out),
+                 **figures.draw_sweep(sweep, settings.out, total_heads=total, scores=scores, first=first)}
     skipped = data[0].skipped + data[1].skipped
     for utt, reason in skipped[:5]:
         log(f"{utt}: {reason}", "skipped")
-    return Outputs(rows, paths, store.passes, skipped)
+    return Outputs(sweep, paths, store.passes, skipped)
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -22,7 +22,7 @@ class Settings:
 
 @dataclass
 class Outputs:
-    relations: Any  # satool.analysis.relations.Relations
+    relations: Any  # satool.results.relations.Relations
     chosen: list[int]  # indices of the drawn heads
     paths: dict[str, Any]
 
@@ -30,11 +30,13 @@ class Outputs:
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     import numpy as np
 
-    from satool.analysis.relations import relate, save_all, select_heads, top_heads
-    from satool.analysis.scoring import HeadScores, cache_stream
+    from satool.analysis.relations import relate, select_heads, top_heads
+    from satool.analysis.scoring import cache_stream
     from satool.cache import open_cache
     from satool.errors import UsageError
     from satool.heads import check
+    from satool.output import relate as figures
+    from satool.results.metrics import HeadScores
 
     progress = progress or NoProgress()
     cache = open_cache(settings.cache)
@@ -57,10 +59,10 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     elif scores is None:
         chosen = top_heads(relations.verticality, settings.top)
     else:
-        values = np.array([scores.values[settings.by][scores.layers.index(int(layer)), scores.heads.index(int(head))]
+        values = np.array([scores.values[settings.by][scores.index(int(layer), int(head))]
                            for layer, head in zip(relations.layers, relations.heads)])
         chosen = top_heads(values, settings.top)
-    return Outputs(relations, chosen, save_all(relations, chosen, settings.out))
+    return Outputs(relations, chosen, {**relations.save(settings.out), **figures.draw(relations, chosen, settings.out)})
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -38,11 +38,8 @@ class Settings:
 
 @dataclass
 class Outputs:
-    results: list[Any]  # SourceResult, the evenly spaced baseline first
+    results: Any  # satool.results.segment.SegmentResults
     paths: dict[str, Path]
-    ranking: list[dict[str, Any]] | None
-    best_head: str | None
-    best_hidden: str | None
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
@@ -50,13 +47,14 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         FeatureSource,
         FrameSource,
         aligned_ids,
+        example,
         parse_sources,
         rank_heads,
         study,
-        write_study,
     )
     from satool.cache import open_cache
-    from satool.output.tables import write_csv
+    from satool.output import segment as figures
+    from satool.results.segment import SegmentResults
 
     progress = progress or NoProgress()
     cache = open_cache(settings.cache)
@@ -75,7 +73,6 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         progress.total(len(cache.layers) * len(cache.heads), 0)
         ranking = rank_heads(frames, tune_ids[:half], tune_ids[half:], tolerance=settings.tolerance,
                              progress=progress.advance)
-        write_csv(settings.out / "heads_by_r_value.csv", ranking)
         best_head = FeatureSource("attn", ranking[0]["layer"], ranking[0]["head"])
     requested = []
     for name in settings.features:  # the order asked for
@@ -85,29 +82,29 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
             requested += [FeatureSource("hidden", h) for h in cache.hidden_states]
         else:
             requested.append(sources[wanted.index(name)])
-    results = study(frames, requested, tune_ids, test_ids, tuned_on=None if fixed else settings.tune_on,
-                    alpha=settings.alpha, beta=settings.beta, tolerance=settings.tolerance,
-                    curve=lambda source: settings.curve_hidden or source.kind != "hidden",
-                    progress=lambda label, done, total: (progress.total(total, done), progress.info(label)))
-    hidden = [r for r in results if r.source.startswith("hidden:") and r.tune_r_value is not None]
+    study_results = study(frames, requested, tune_ids, test_ids, tuned_on=None if fixed else settings.tune_on,
+                          alpha=settings.alpha, beta=settings.beta, tolerance=settings.tolerance,
+                          curve=lambda source: settings.curve_hidden or source.kind != "hidden",
+                          progress=lambda label, done, total: (progress.total(total, done), progress.info(label)))
+    hidden = [r for r in study_results if r.source.startswith("hidden:") and r.tune_r_value is not None]
     # the hidden state is chosen on the tuning split, like the head: the test split only scores it
     best_hidden = max(hidden, key=lambda r: r.tune_r_value).source if hidden else None
     examples = requested if settings.examples is None else [
         best_head if e == "attn:best" else parse_sources(e)[0] for e in settings.examples]
-    extra: dict[str, Any] = {"cache": str(settings.cache), "tune_on": settings.tune_on, "test_on": settings.test_on}
-    if best_head is not None:
-        extra["best_head"] = best_head.label
-    if best_hidden is not None:
-        extra["best_hidden"] = best_hidden
-    paths = write_study(frames, results, settings.out, tolerance=settings.tolerance,
-                        example_id=settings.example or test_ids[0], examples=examples, extra=extra)
     if settings.all_heads and ranking is None:
         progress.total(len(cache.layers) * len(cache.heads), 0)
         ranking = rank_heads(frames, tune_ids or test_ids, test_ids, tolerance=settings.tolerance,
                              progress=progress.advance)
-    if ranking is not None:
-        paths["heads"] = write_csv(settings.out / "heads_by_r_value.csv", ranking)
-    return Outputs(results, paths, ranking, best_head.label if best_head else None, best_hidden)
+    results = SegmentResults(study_results, settings.tolerance, str(settings.cache), settings.tune_on,
+                             settings.test_on, best_head.label if best_head else None, best_hidden, ranking)
+    paths = {**results.save(settings.out), **figures.draw(results, settings.out)}
+    example_id = settings.example or test_ids[0]
+    for source in examples:
+        chosen = results.source(source.label)
+        paths[f"example {source.label}"] = figures.draw_example(
+            example(frames, source, example_id, chosen.alpha, chosen.beta),
+            settings.out / f"example_{source.label.replace(':', '_')}.png")
+    return Outputs(results, paths)
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from satool.analysis.locality import LOCAL_RATIO, locality
-
-BASELINES = ("zeros", "median", "nearest", "interpolation")
+from satool.results.health import BASELINES, HealthCheck
+from satool.results.metrics import locality
 
 
 @dataclass
@@ -170,36 +169,6 @@ def offset_profile(encoder, heldout: Sequence[HeldoutUtterance], *, batch_size: 
     return profile(sums, queries)
 
 
-@dataclass
-class HealthCheck:
-    """One held-out evaluation of a model (what ``satool pretrain`` records at intervals)."""
-
-    step: int
-    model_l1: float
-    attention_off_l1: float
-    baselines: dict[str, float]
-    locality: np.ndarray  # [layer, head] ratio to uniform at the favourite offset
-    favourite_offset: np.ndarray  # [layer, head] steps
-    utterances: int
-
-    def row(self) -> dict[str, float]:
-        """A flat row for CSV: step, L1s, locality summary (max, heads >= 3x, heads >= 5x)."""
-        return {
-            "step": self.step, "heldout_l1": self.model_l1, "attention_off_l1": self.attention_off_l1,
-            **{f"{name}_l1": value for name, value in self.baselines.items()},
-            "max_locality": float(np.nanmax(self.locality)),
-            "heads_ge_3x": int(np.sum(self.locality >= 3)),
-            f"heads_ge_{LOCAL_RATIO:g}x": int(np.sum(self.locality >= LOCAL_RATIO)),
-            "utterances": self.utterances,
-        }
-
-    def heads(self) -> dict[str, object]:
-        """Every head's locality and signed favourite offset (steps) at this step, ``[layer][head]``
-        lists (what pre-training keeps to draw offsets against training steps)."""
-        return {"step": self.step, "locality": np.round(self.locality, 4).tolist(),
-                "favourite_offset": self.favourite_offset.astype(int).tolist()}
-
-
 def health_check(encoder, head, heldout: Sequence[HeldoutUtterance], rate: int, *, step: int = 0,
                  baselines: dict[str, float] | None = None, device: str = "cpu") -> HealthCheck:
     """Every held-out number for the model as it is now (``baselines`` are reused when given)."""
@@ -267,17 +236,3 @@ def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | 
     heldout = make_heldout(pairs, span, proportion, seed)
     encoder, head = loaded.encoder.to(device), loaded.spec_head.to(device)
     return health_check(encoder, head, heldout, rate, step=int(loaded.step or 0), device=device)
-
-
-def save_health(check: HealthCheck, out_dir, *, split: str, checkpoint: str) -> dict[str, object]:
-    """``health.json`` (the row, per-head locality and favourite offsets) and ``health.csv`` in ``out_dir``."""
-    from pathlib import Path
-
-    from satool.output.tables import write_csv, write_json
-
-    out = Path(out_dir)
-    document = {"split": split, "checkpoint": str(checkpoint), **check.row(),
-                "locality": check.locality.round(4).tolist(), "favourite_offset": check.favourite_offset.tolist()}
-    write_json(out / "health.json", document)
-    write_csv(out / "health.csv", [{"split": split, **check.row()}])
-    return document

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from satool.errors import InputError, UsageError
-from satool.output.tables import json_ready, write_csv
+from satool.results.files import json_ready
+from satool.results.training import TrainingCurves
+from satool.timebase import FRAME_S
 from satool.training.heldout import HealthCheck, health_check, health_warnings, make_heldout
 from satool.training.masking import MaskPolicy, mask_batch
 
@@ -72,6 +74,7 @@ class PretrainResult:
     seconds: float
     frames_per_second: float
     warnings: list[str] = field(default_factory=list)
+    curves: TrainingCurves | None = None  # loss, held-out checks, per-head locality by step (rank 0 only)
 
     @property
     def heldout_l1(self) -> float | None:
@@ -180,7 +183,7 @@ def pretrain(
     progress: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PretrainResult:
-    """Pre-train (or resume) and write the checkpoint ``out`` plus ``out``.loss.csv/.png.
+    """Pre-train (or resume) and write the checkpoint ``out``; the curves come back in the result.
 
     ``progress(step, loss)`` is called after every step (rank 0 only).
     """
@@ -346,8 +349,6 @@ def pretrain(
             warnings += health_warnings(last_check)
     save(settings.steps)
     if rank == 0:
-        write_loss_curve(out, history)
-        write_health(out, checks)
         if log:
             for line in warnings:
                 log(f"warning: {line}")
@@ -355,7 +356,9 @@ def pretrain(
         torch.distributed.barrier()
     final = history[-1]["loss"] if history else float("nan")
     return PretrainResult(out, settings.steps, final, last_check, seconds,
-                          frames_seen * world / max(seconds, 1e-9), warnings)
+                          frames_seen * world / max(seconds, 1e-9), warnings,
+                          TrainingCurves(history, checks, head_checks, 1000 * settings.downsample * FRAME_S)
+                          if rank == 0 else None)
 
 
 def training_splits(corpus, split: str | None) -> set[str]:
@@ -408,67 +411,3 @@ class MaskedAcousticModel(torch.nn.Module):
     def forward(self, inputs, lengths):
         hidden = self.Transformer(inputs, lengths, output_attentions=False)
         return self.SpecHead(hidden.last_hidden_state)
-
-
-def write_loss_curve(out: Path, history: list[dict[str, float]]) -> None:
-    """``out``.loss.csv (step, loss, lr) and ``out``.loss.png."""
-    write_csv(out.with_name(out.name + ".loss.csv"), history, columns=("step", "loss", "lr"))
-    if not history:
-        return
-    from satool.output.figures import figure
-
-    with figure(out.with_name(out.name + ".loss.png"), size=(6, 3.5)) as (fig, ax):
-        steps = [h["step"] for h in history]
-        losses = [h["loss"] for h in history]
-        ax.plot(steps, losses, lw=0.6, alpha=0.5, label="loss per step")
-        window = max(1, len(losses) // 50)
-        if window > 1:
-            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, lw=1.5, label=f"mean of {window}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("masked L1")
-        ax.set_title("Masked acoustic model pre-training")
-        ax.legend()
-
-
-def write_health(out: Path, checks: list[dict[str, float]]) -> None:
-    """``out``.heldout.csv (one row per held-out check) and ``out``.heldout.png: held-out masked L1
-    beside the four baselines and attention-off, and head locality, against training steps."""
-    from satool.output.figures import figure
-    from satool.training.heldout import BASELINES, LOCAL_RATIO
-
-    if not checks:
-        return
-    checks = sorted(checks, key=lambda c: c["step"])
-    write_csv(out.with_name(out.name + ".heldout.csv"), checks)
-    steps = [c["step"] for c in checks]
-    with figure(out.with_name(out.name + ".heldout.png"), size=(10, 3.8), ncols=2) as (fig, axes):
-        ax = axes[0]
-        ax.plot(steps, [c["heldout_l1"] for c in checks], marker="o", ms=3, lw=1.5, color="black", label="model")
-        ax.plot(steps, [c["attention_off_l1"] for c in checks], marker="o", ms=3, lw=1, color="tab:red",
-                label="model, attention off")
-        for name, style in zip(BASELINES, (":", "-.", "--", (0, (5, 1)))):
-            ax.axhline(checks[-1][f"{name}_l1"], color="gray", lw=1, ls=style, label=f"baseline: {name}")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("held-out masked L1 (lower is better)")
-        ax.set_title(f"Held-out masked L1 ({checks[-1]['utterances']} utterances, fixed masks)", fontsize=9)
-        ax.legend(fontsize=7)
-        ax = axes[1]
-        ax.plot(steps, [c["max_locality"] for c in checks], marker="o", ms=3, color="black",
-                label="most local head")
-        ax.axhline(LOCAL_RATIO, color="gray", ls="--", lw=0.8, label=f"{LOCAL_RATIO:g}x (local)")
-        ax.axhline(1, color="gray", ls=":", lw=0.8, label="1x (uniform)")
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("weight at favourite offset / uniform weight")
-        ax.set_title("Locality of heads", fontsize=9)
-        counts = ax.twinx()
-        counts.plot(steps, [c["heads_ge_3x"] for c in checks], marker="s", ms=3, lw=0.8, color="tab:blue",
-                    label="heads >= 3x (right axis)")
-        counts.plot(steps, [c[f"heads_ge_{LOCAL_RATIO:g}x"] for c in checks], marker="^", ms=3, lw=0.8,
-                    color="tab:orange", label=f"heads >= {LOCAL_RATIO:g}x (right axis)")
-        counts.set_ylabel("number of heads")
-        counts.set_ylim(bottom=0)
-        lines = ax.get_legend_handles_labels()
-        more = counts.get_legend_handles_labels()
-        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)

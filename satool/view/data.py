@@ -65,7 +65,7 @@ class ViewData:
         self._corpus_problem: str | None = None
         self._scores = None
         if self.metrics_dir is not None and (Path(self.metrics_dir) / "metrics.json").exists():
-            from satool.analysis.scoring import HeadScores
+            from satool.results.metrics import HeadScores
 
             self._scores = HeadScores.load(self.metrics_dir)
 
@@ -246,6 +246,6 @@ class ViewData:
 
 
 def to_json(value: Any) -> bytes:
-    from satool.output.tables import json_ready
+    from satool.results.files import json_ready
 
     return json.dumps(json_ready(value), allow_nan=False).encode()

@@ -55,7 +55,8 @@ def test_offset_sums_match_a_literal_loop_and_pool_over_utterances():
 
 def test_scores_record_profile_locality_and_relative_diagonality(tmp_path):
     from satool.analysis.metrics import BUILTIN_METRICS
-    from satool.analysis.scoring import HeadScores, score_heads
+    from satool.analysis.scoring import score_heads
+    from satool.results.metrics import HeadScores
 
     steps = 30
     local = np.zeros((steps, steps), np.float32)

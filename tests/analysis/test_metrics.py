@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from satool.analysis.metrics import BUILTIN_METRICS, diagonality, globalness, verticality, weight
-from satool.analysis.scoring import HeadScores, score_heads
+from satool.analysis.scoring import score_heads
+from satool.results.metrics import HeadScores
 
 
 def entropy(p):

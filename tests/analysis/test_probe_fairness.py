@@ -53,8 +53,9 @@ def test_unseen_test_speakers_are_left_out_of_both_speaker_tasks():
     assert frame.n_test == 2 * 30 and utterance.n_test == 2  # only s1 and s2 are scored, in both tasks
     assert frame.details["classes"] == 2  # no class was made up for the unseen speaker
     from satool.analysis.probing.study import left_out_warnings
+    from satool.results.probe import ProbeRow
 
-    lines = left_out_warnings([{"task": "speaker", "representation": "model", **frame.details}])
+    lines = left_out_warnings([ProbeRow("model", frame)])
     assert lines == ["task speaker (model): 1 test utterance(s) left out because their speaker is not in the "
                      "training split"]
 
@@ -154,10 +155,10 @@ def test_probe_rows_have_model_and_input_feature_rows(corpus):
     rows, skipped = probe_rows(model, corpus, corpus.select("train"), corpus.select("train"), tasks,
                                settings=ProbeSettings(steps=20))
     assert skipped == []
-    kinds = [(r["representation"], r["task"]) for r in rows]
+    kinds = [(r.representation, r.task) for r in rows]
     assert kinds == [("model", "phone"), ("model", "speaker-utt"), ("model", "reconstruction"),
                      ("log-Mel", "phone"), ("log-Mel", "speaker-utt"), ("MFCC", "phone"), ("MFCC", "speaker-utt")]
-    assert all("converged" in r for r in rows if r["task"] != "reconstruction")
+    assert all("converged" in r.score.details for r in rows if r.task != "reconstruction")
 
 
 def test_utterance_level_input_features_carry_the_speaker(tmp_path):

@@ -58,7 +58,7 @@ def test_exactly_prune_by_globalness_task_speaker(workspace, satool_cli):
     assert [int(r["pruned"]) for r in rows] == [0, 1, 2, 3, 4]  # tiny model: 4 heads, k = max(1, 4/12)
     assert {r["by"] for r in rows} == {"globalness"} and {r["task"] for r in rows} == {"speaker"}
     metrics = json.loads((workspace / "results" / "metric" / "metrics.json").read_text())
-    from satool.analysis.scoring import HeadScores
+    from satool.results.metrics import HeadScores
 
     order = HeadScores.load(workspace / "results" / "metric").pruning_order("globalness")
     assert metrics["metrics"]["globalness"]["prune_first"] == "highest" and len(order) == 4

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from satool import testing
+from satool.results.health import HealthCheck
 from satool.training.heldout import (
-    HealthCheck,
     HeldoutUtterance,
     baseline_l1,
     baseline_predictions,
@@ -133,7 +133,9 @@ def test_pretrain_records_heldout_checks_and_warns(corpus, tmp_path):
     settings = PretrainSettings(preset="tiny", steps=8, batch_size=4, save_every=4, eval_every=4,
                                 max_steps_per_utterance=40, heldout_utts=3)
     logs: list[str] = []
-    result = pretrain(corpus, tmp_path / "m.ckpt", settings, log=logs.append)
+    from satool.stages import pretrain as stage
+
+    result = stage.run(stage.Settings(corpus, tmp_path / "m.ckpt", settings), log=lambda text, label="": logs.append(text))
     rows = (tmp_path / "m.ckpt.heldout.csv").read_text().splitlines()
     header = rows[0].split(",")
     for column in ("step", "heldout_l1", "attention_off_l1", "zeros_l1", "median_l1", "nearest_l1",
@@ -149,6 +151,15 @@ def test_pretrain_records_heldout_checks_and_warns(corpus, tmp_path):
     saved = torch.load(tmp_path / "m.ckpt", weights_only=True)["Satool"]
     assert [c["step"] for c in saved["checks"]] == [4, 8]
     assert saved["training"]["heldout"]["utterances"] == 3
+    # every head's locality and signed favourite offset at every check, for the offsets-vs-steps curves
+    assert [c["step"] for c in saved["head_checks"]] == [4, 8]
+    assert np.array(saved["head_checks"][-1]["locality"]) == pytest.approx(health.locality, abs=1e-4)
+    assert np.array_equal(saved["head_checks"][-1]["favourite_offset"], health.favourite_offset)
+    heads = (tmp_path / "m.ckpt.heads.csv").read_text().splitlines()
+    assert heads[0] == "step,label,locality,favourite_offset,favourite_offset_ms" and len(heads) == 1 + 2 * 4
+    assert heads[-1].startswith("8,L2.H2,")
+    assert int(heads[-1].split(",")[3]) * 30 == float(heads[-1].split(",")[4])  # R = 3 steps of 10 ms
+    assert (tmp_path / "m.ckpt.offsets.png").stat().st_size > 1000
     # a resumed run keeps the checks made before the interruption
     more = replace(settings, steps=8)
     again = pretrain(corpus, tmp_path / "m.ckpt", more)

@@ -10,7 +10,6 @@ mask or span), ``log-Mel`` and ``MFCC`` (no model at all; see
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from satool.analysis.probing.passes import (
     INPUT_FEATURES,
@@ -19,13 +18,14 @@ from satool.analysis.probing.passes import (
     input_feature_split,
 )
 from satool.analysis.probing.tasks import ProbeSettings, ProbeTask, evaluate_tasks
+from satool.results.probe import MODEL, ProbeRow, rows_from_scores
 
 
 def probe_rows(model, corpus, train_utts, test_utts, tasks: Sequence[ProbeTask], *,
                configuration: Configuration | None = None, settings: ProbeSettings | None = None,
                seed: int = 0, input_features: bool = True, max_frames: int | None = None,
                data: tuple[ProbeData, ProbeData] | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+               progress: Callable[[int], None] | None = None) -> tuple[list[ProbeRow], list[tuple[str, str]]]:
     """(result rows, skipped (utterance, reason) pairs). ``data``: train and test :class:`ProbeData`
     already read (they are read here otherwise)."""
     settings = settings or ProbeSettings()
@@ -36,33 +36,34 @@ def probe_rows(model, corpus, train_utts, test_utts, tasks: Sequence[ProbeTask],
                                progress=progress) for utts in (train_utts, test_utts))
     device = str(getattr(model, "device", "cpu"))
     splits = [d.represent(configuration) for d in data]
-    rows = [{"representation": "model", **r}
-            for r in evaluate_tasks(tasks, *splits, seed=seed, settings=settings, device=device)]
+    rows = rows_from_scores(evaluate_tasks(tasks, *splits, seed=seed, settings=settings, device=device), MODEL)
     if input_features:
         plain = [t for t in tasks if "reconstruction" not in t.needs]
         for kind in INPUT_FEATURES:
             feature_splits = [input_feature_split(corpus, utts, kind, max_frames=max_frames)
                               for utts in (train_utts, test_utts)]
-            rows += [{"representation": kind, **r}
-                     for r in evaluate_tasks(plain, *feature_splits, seed=seed, settings=settings, device=device)]
+            rows += rows_from_scores(evaluate_tasks(plain, *feature_splits, seed=seed, settings=settings,
+                                                    device=device), kind)
     return rows, data[0].skipped + data[1].skipped
 
 
-def left_out_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+def left_out_warnings(rows: Sequence[ProbeRow]) -> list[str]:
     """One line per task and representation that scored fewer test utterances than it was given."""
     lines = []
     for r in rows:
-        n = int(r.get("test_utterances_left_out") or 0)
-        if n:
-            why = ("their speaker is not in the training split" if "speaker" in r["task"]
+        if r.score.left_out:
+            why = ("their speaker is not in the training split" if "speaker" in r.task
                    else "they have no labels for this task")
-            lines.append(f"task {r['task']} ({r.get('representation', 'model')}): {n} test utterance(s) left "
-                         f"out because {why}")
+            lines.append(f"task {r.task} ({_where(r)}): {r.score.left_out} test utterance(s) left out because {why}")
     return lines
 
 
-def convergence_warnings(rows: Sequence[dict[str, Any]]) -> list[str]:
+def convergence_warnings(rows: Sequence[ProbeRow]) -> list[str]:
     """One line per probe whose held-out loss was still improving when its steps ran out (raise --steps)."""
-    return [f"task {r['task']} ({r.get('representation', 'model')}): the probe had not converged (its loss "
-            f"on held-out training utterances was still improving after {r.get('steps_run')} steps; raise --steps)"
-            for r in rows if r.get("converged") is False]
+    return [f"task {r.task} ({_where(r)}): the probe had not converged (its loss on held-out training "
+            f"utterances was still improving after {r.score.steps_run} steps; raise --steps)"
+            for r in rows if r.score.converged is False]
+
+
+def _where(row: ProbeRow) -> str:
+    return row.representation if not row.is_model or row.layer == -1 else f"model, layer {row.layer}"

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from satool.results.probe import ProbeScore  # noqa: F401  (what a task returns; re-exported for tasks)
+
 
 @dataclass
 class ProbeUtterance:
@@ -91,32 +93,6 @@ class ProbeSettings:
     max_train_frames: int = 200_000
     max_test_frames: int = 200_000
     weight_decay: float = 0.0
-
-
-@dataclass
-class ProbeScore:
-    """What a task reports: its score beside chance level."""
-
-    task: str
-    score: float
-    chance: float
-    score_name: str
-    higher_is_better: bool
-    n_train: int
-    n_test: int
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "score": self.score,
-            "chance": self.chance,
-            "score_name": self.score_name,
-            "higher_is_better": self.higher_is_better,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            **self.details,
-        }
 
 
 class ProbeTask:
@@ -443,9 +419,9 @@ class ReconstructionTask(ProbeTask):
 
 
 def evaluate_tasks(tasks: Sequence[ProbeTask], train: ProbeSplit, test: ProbeSplit, *, seed: int,
-                   settings: ProbeSettings, device: str = "cpu") -> list[dict[str, Any]]:
-    """Every task trained on ``train`` and scored on ``test``: one result row per task."""
-    return [t.evaluate(train, test, seed=seed, device=device, settings=settings).as_dict() for t in tasks]
+                   settings: ProbeSettings, device: str = "cpu") -> list[ProbeScore]:
+    """Every task trained on ``train`` and scored on ``test``: one score per task."""
+    return [t.evaluate(train, test, seed=seed, device=device, settings=settings) for t in tasks]
 
 
 def phone_labels(utt: ProbeUtterance, classes: dict[str, int]) -> np.ndarray | None:

@@ -18,7 +18,7 @@ x :data:`DEFAULT_BETAS`), then the test split is segmented once with them.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,8 @@ from satool.analysis.segmentation import (
     upsample_frames,
 )
 from satool.errors import InputError, UsageError
-from satool.output.tables import write_csv, write_json
+from satool.results.segment import SegmentationExample, SourceResult
 from satool.timebase import FRAME_S, SAMPLE_RATE
-
-BOUNDARY_CONVENTION = (
-    "reference boundaries = phone interval edges strictly inside the utterance (its own start and end "
-    "excluded); strict = one-to-one maximum matching within the tolerance (inclusive); lenient = a "
-    "prediction within the tolerance of any reference is a hit (as in widely used public code)"
-)
 
 
 @dataclass(frozen=True)
@@ -199,32 +193,6 @@ def aligned_ids(cache, split: str | None, *, option: str | None = None) -> list[
     return ids
 
 
-@dataclass
-class SourceResult:
-    """Tuned parameters and test-split scores of one feature source."""
-
-    source: str
-    alpha: float
-    beta: float
-    tuned_on: str | None
-    n_tune: int
-    n_test: int
-    strict: dict[str, Any]
-    lenient: dict[str, Any]
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    tune_r_value: float | None = None  # strict R-value on the tuning split at the chosen parameters
-    per_utterance: list[dict[str, int]] = field(default_factory=list)  # strict hits, n_ref, n_pred per test utt
-
-    def row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"source": self.source, "alpha": self.alpha, "beta": self.beta,
-                               "tuned_on": self.tuned_on, "n_tune": self.n_tune, "n_test": self.n_test,
-                               "tune_r_value": self.tune_r_value}
-        for mode, m in (("strict", self.strict), ("lenient", self.lenient)):
-            for key in ("precision", "recall", "f1", "os", "r_value", "hits", "n_ref", "n_pred"):
-                row[f"{mode}_{key}"] = m.get(key)
-        return row
-
-
 def run_source(
     frames: FrameSource, source: FeatureSource, tune_ids: Sequence[str], test_ids: Sequence[str], *,
     tuned_on: str | None, alpha: float | None = None, beta: float | None = None,
@@ -286,20 +254,6 @@ def study(frames: FrameSource, sources: Sequence[FeatureSource], tune_ids: Seque
     return results
 
 
-def write_study(frames: FrameSource, results: Sequence[SourceResult], out: Path, *, tolerance: float,
-                example_id: str, examples: Sequence[FeatureSource], extra: dict[str, Any] | None = None
-                ) -> dict[str, Path]:
-    """Results and PR curve (:func:`write_results`) plus a Fig. 2 example for each of ``examples``."""
-    paths = write_results(results, out, tolerance=tolerance, extra=extra)
-    by_label = {r.source: r for r in results}
-    for source in examples:
-        result = by_label[source.label]
-        name = source.label.replace(":", "_")
-        paths[f"example {source.label}"] = example_figure(frames, source, example_id, result.alpha, result.beta,
-                                                          out / f"example_{name}.png")
-    return paths
-
-
 def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str], tolerance: float) -> SourceResult:
     """The trivial baseline: boundaries every 1/rate s, rate = the tuning split's phone boundary rate."""
     metas_tune = [cache.meta(u) for u in tune_ids]
@@ -315,89 +269,15 @@ def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str]
     )
 
 
-def write_results(results: Sequence[SourceResult], out: Path, *, tolerance: float,
-                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """segment_results.csv/json, pr_curve.csv and pr_curve.png."""
-    from satool.output.figures import figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [r.row() for r in results]
-    write_csv(out / "segment_results.csv", rows)
-    write_json(out / "segment_results.json", {"tolerance_s": tolerance, "boundary_convention": BOUNDARY_CONVENTION,
-                                              "results": rows, **(extra or {}),
-                                              "strict_per_utterance": {r.source: r.per_utterance for r in results}})
-    curve_rows = []
-    for r in results:
-        for point in r.curve:
-            for mode in ("strict", "lenient"):
-                m = point[mode]
-                curve_rows.append({"source": r.source, "alpha": r.alpha, "beta": point["beta"], "mode": mode,
-                                   "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
-                                   "os": m["os"], "r_value": m["r_value"], "n_pred": m["n_pred"]})
-    paths = {"csv": out / "segment_results.csv", "json": out / "segment_results.json"}
-    if curve_rows:
-        write_csv(out / "pr_curve.csv", curve_rows)
-        with figure(out / "pr_curve.png", size=(5.5, 4.5)) as (fig, ax):
-            for r in results:
-                if not r.curve:
-                    continue
-                # points, not a line: the number of boundaries is not monotonic in beta
-                dots = ax.scatter([p["strict"]["recall"] for p in r.curve], [p["strict"]["precision"] for p in r.curve],
-                                  s=12, label=f"{r.source} (R = {100 * r.strict['r_value']:.1f})")
-                ax.scatter([r.strict["recall"]], [r.strict["precision"]], marker="*", s=160,
-                           color=dots.get_facecolor()[0], edgecolor="black", linewidth=0.6)
-            ax.set_xlabel("recall (hit rate)")
-            ax.set_ylabel("precision")
-            ax.set_title(f"Precision and recall over beta (star: tuned), strict, {tolerance * 1000:.0f} ms",
-                         fontsize=9)
-            ax.legend(fontsize=7)
-        paths["pr_csv"] = out / "pr_curve.csv"
-        paths["pr_png"] = out / "pr_curve.png"
-    return paths
-
-
-def example_figure(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: float, beta: float,
-                   path: Path) -> Path:
-    """Paper Fig. 2 for one utterance: the frames, the Gram matrix, the score curve and the boundaries."""
-    from satool.output.figures import figure
-
+def example(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: float, beta: float
+            ) -> SegmentationExample:
+    """What paper Fig. 2 shows for one utterance: the frames, the Gram matrix, the score curve and the
+    predicted and reference boundaries."""
     v = frames.frames(source, utt_id)
     work = SegmentationWork(v, alpha)
-    score = work.score(beta)
-    predicted = work.boundary_frames(beta)
-    reference = np.asarray(frames.cache.meta(utt_id)["boundaries"]) / FRAME_S
-    seconds = len(v) * FRAME_S
-    with figure(path, size=(14, 4.4), ncols=3) as (fig, axes):
-        if source.kind == "attn":  # rows of the up-sampled map: query down, key across, weights from 0
-            image = axes[0].imshow(v, aspect="auto", cmap="magma", interpolation="nearest", vmin=0,
-                                   extent=(0, seconds, seconds, 0))
-            axes[0].set_ylabel("query (s)")
-            axes[0].set_xlabel("key (s)")
-            fig.colorbar(image, ax=axes[0], label="attention weight (from 0)")
-        else:
-            image = axes[0].imshow(v.T, aspect="auto", cmap="magma", interpolation="nearest", origin="lower",
-                                   extent=(0, seconds, 0, v.shape[1]))
-            axes[0].set_ylabel("coefficient")
-            axes[0].set_xlabel("time (s)")
-            fig.colorbar(image, ax=axes[0], label="value (normalised per utterance)")
-        axes[0].set_title(f"{source.label} ({'up-sampled map' if source.kind == 'attn' else 'features'})")
-        gram = axes[1].imshow(kernel_gram(v, alpha), cmap="viridis", interpolation="nearest", vmin=0, vmax=1,
-                              extent=(0, seconds, seconds, 0))
-        fig.colorbar(gram, ax=axes[1], label="K (0..1)")
-        axes[1].set_title(f"kernel-Gram matrix (alpha = {alpha:.3g})")
-        axes[1].set_xlabel("time (s)")
-        time_axis = np.arange(len(score)) * FRAME_S
-        axes[2].plot(time_axis, score, lw=1, color="black", label="score S")
-        for i, t in enumerate(reference):
-            axes[2].axvline(t * FRAME_S, color="tab:green", lw=0.8, alpha=0.7, label="true" if i == 0 else None)
-        for i, t in enumerate(predicted):
-            axes[2].axvline(t * FRAME_S, color="tab:red", lw=0.8, ls="--", alpha=0.8,
-                            label="predicted" if i == 0 else None)
-        axes[2].set_title(f"score curve (beta = {beta:.3g}): minima = boundaries")
-        axes[2].set_xlabel("time (s)")
-        axes[2].legend(fontsize=7, loc="upper right")
-        fig.suptitle(f"Phoneme segmentation of {utt_id}", fontsize=10)
-    return path
+    return SegmentationExample(utt_id, source.label, source.kind, v, kernel_gram(v, alpha), work.score(beta),
+                               np.asarray(work.boundary_frames(beta)),
+                               np.asarray(frames.cache.meta(utt_id)["boundaries"]) / FRAME_S, alpha, beta)
 
 
 def rank_heads(frames: FrameSource, tune_ids: Sequence[str], test_ids: Sequence[str], *, tolerance: float,
