@@ -20,14 +20,22 @@ def view(
     heads: str | None = typer.Option(None, "--heads", help="Heads for --export, e.g. L1.H3,L2.H7 (default all)."),
     metrics: Path | None = typer.Option(None, help="'satool metric' results (default: the workspace's)."),
     relate: Path | None = typer.Option(None, help="'satool relate' results (default: the workspace's)."),
+    no_token: bool = typer.Option(False, "--no-token", help="Serve without the per-run token. Risky: any user or "
+                                  "program on this machine (other people on a shared node; with --host, your "
+                                  "network) can then read the corpus's audio, transcripts, speaker ids and maps. "
+                                  "The Host and cross-origin checks stay on."),
 ) -> None:
     """Browse every head of every utterance: the head grid on one colour scale, a head in detail over
     the log-Mel spectrogram with phones and words on both time axes, its row under the pointer, the
     audio with a playhead, offset profiles, every phone relation map and the metric table.
 
-    Serves on 127.0.0.1 at a free port and prints the URL (Ctrl-C stops it); reads maps lazily.
+    Serves on 127.0.0.1 at a free port and prints the URL to open (Ctrl-C stops it); reads maps lazily.
     With --export OUT.html --utts ID,... it writes the same views for those utterances into one file
     that opens offline.
+
+    The URL carries a random token made for this run: without it (or the cookie its first visit sets)
+    the server answers 403, as it does to a request naming another Host (DNS rebinding) or coming from
+    another web page. See docs/view.md, "Security".
     """
     from satool.errors import UsageError
     from satool.view.data import ViewData
@@ -47,12 +55,15 @@ def view(
         say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; opens offline)")
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
-        say(f"listening on {host}: anyone who can reach this address can browse the cache", "warning:")
+        reach = "anyone who can reach this address" if no_token else "anyone who can reach this address and sees the URL"
+        say(f"listening on {host}: {reach} can browse the cache", "warning:")
+    if no_token:
+        say("--no-token: any user or program on this machine can read the corpus's audio, transcripts, speaker ids "
+            "and maps through this server", "warning:")
     from satool.view.server import make_server
 
-    server = make_server(data, host, port)
-    address, bound = server.server_address[:2]
-    say(f"satool view: http://{address}:{bound}/ (Ctrl-C to stop)")
+    server = make_server(data, host, port, token=not no_token)
+    say(f"satool view: {server.url} (Ctrl-C to stop)")
     try:
         server.serve_forever()
     finally:

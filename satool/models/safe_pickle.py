@@ -23,6 +23,10 @@ with its own allow-list instead:
   patch torch or argparse for the rest of the process;
 - pickle extension codes (EXT1/2/4, which bypass ``find_class`` once cached)
   and TorchScript archives (which contain code) are refused outright;
+- placeholders keep whatever state the file gives them without applying it, and an
+  ``argparse.Namespace`` takes no ``__dunder__`` attribute, so copying, pickling, printing or
+  comparing what was loaded never calls into the file's choices; objects nested more than
+  :data:`MAX_NESTING` levels deep are refused (every recursive walk over them would crash);
 - any other failure (truncated or corrupt file) is an
   :class:`~satool.errors.InputError` naming the file.
 
@@ -36,6 +40,7 @@ import argparse
 import builtins
 import collections
 import contextvars
+import copy
 import hashlib
 import io
 import os
@@ -49,10 +54,12 @@ from typing import Any, ClassVar
 from satool.errors import EnvironmentProblem, InputError, UnsafeFileError
 
 __all__ = [
+    "MAX_NESTING",
     "PLACEHOLDER_MODULES",
     "Placeholder",
     "RestrictedUnpickler",
     "allowed_globals",
+    "bounded_repr",
     "safe_load",
     "safe_load_bytes",
     "safe_load_with_digest",
@@ -112,10 +119,41 @@ class _ReadOnlyType(type):
 
 
 class Namespace(argparse.Namespace, metaclass=_ReadOnlyType):
-    """``argparse.Namespace`` as loaded from a checkpoint (a read-only subclass)."""
+    """``argparse.Namespace`` as loaded from a checkpoint (a read-only subclass).
+
+    Only plain attribute names may be set: a file's BUILD cannot set ``__class__`` (turning it into
+    another allowed class) or put ``__deepcopy__``, ``__reduce_ex__``, ... into its ``__dict__``,
+    where ``copy`` and ``pickle`` would find and call them."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _check_attribute_name(name)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        _check_attribute_name(name)
+        object.__delattr__(self, name)
+
+    def __setstate__(self, state: Any) -> None:  # BUILD: a dict, or (dict, slot dict) as pickle writes them
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)
+        for part in parts:
+            if part is None:
+                continue
+            if type(part) is not dict:
+                raise _refused_use(f"argparse.Namespace state of type {_type_name(part)}")
+            for name, value in part.items():
+                _check_attribute_name(name)
+                object.__setattr__(self, name, value)
 
     def __reduce__(self):  # pickles (and deep-copies) as a plain argparse.Namespace
         return argparse.Namespace, (), dict(vars(self))
+
+    def __repr__(self) -> str:
+        return bounded_repr(self)
+
+
+def _check_attribute_name(name: Any) -> None:
+    if type(name) is not str or (name.startswith("__") and name.endswith("__")):
+        raise _refused_use(f"argparse.Namespace attribute {bounded_repr(name)}")
 
 
 class _Sealed:
@@ -163,46 +201,196 @@ class Placeholder(metaclass=_ReadOnlyType):
     ``optimizers.WarmupLinearSchedule``); ``args``/``kwargs`` are what the
     pickle passed to it and ``state`` what it asked to restore. It has no
     behaviour: no ``__call__``, no ``__iter__``, no attribute magic.
+
+    Whatever the file gave it, a placeholder always has ``args`` (a tuple), ``kwargs`` (a dict)
+    and ``state``; it has no ``__dict__`` (slots only) and refuses attribute assignment, so no
+    state can reach the machinery ``copy`` and ``pickle`` look up. ``copy.copy``,
+    ``copy.deepcopy`` (self-references included) and ``pickle`` use satool's own methods;
+    ``repr`` is bounded in depth and length; ``==`` and ``hash`` are by identity.
     """
 
+    __slots__ = ("_args", "_kwargs", "_state")
     qualified_name: ClassVar[str] = "?"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
-        self = super().__new__(cls)
-        self.args = args
-        self.kwargs = kwargs
-        self.state = None
-        return self
+        return _new_placeholder(cls, args, kwargs, None)
 
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
+    @property
+    def args(self) -> tuple:
+        return _slot(self, "_args", ())
 
-    # So that copy.copy/deepcopy give an equal placeholder.
-    def __getnewargs_ex__(self) -> tuple[tuple, dict]:
-        return self.args, self.kwargs
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return _slot(self, "_kwargs", None) or {}
+
+    @property
+    def state(self) -> Any:
+        return _slot(self, "_state", None)
+
+    def __setstate__(self, state: Any) -> None:  # BUILD, whatever the state: kept, never applied
+        object.__setattr__(self, "_state", state)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a placeholder for {self.qualified_name} is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a placeholder for {self.qualified_name} is read-only")
+
+    def __copy__(self) -> Placeholder:
+        return _new_placeholder(type(self), self.args, dict(self.kwargs), self.state)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Placeholder:
+        twin = _new_placeholder(type(self), (), {}, None)
+        memo[id(self)] = twin  # before the parts: a state that holds the placeholder itself
+        object.__setattr__(twin, "_args", copy.deepcopy(self.args, memo))
+        object.__setattr__(twin, "_kwargs", copy.deepcopy(self.kwargs, memo))
+        object.__setattr__(twin, "_state", copy.deepcopy(self.state, memo))
+        return twin
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        # the state travels separately (BUILD), so pickle memoises the object first and a
+        # self-referential state pickles
+        return _restore_placeholder, (self.qualified_name, self.args, self.kwargs), self.state
+
+    def __reduce__(self) -> tuple:
+        return self.__reduce_ex__(2)
 
     def __getstate__(self) -> Any:
         return self.state
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return object.__hash__(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"class": self.qualified_name, "args": list(self.args),
                 "kwargs": dict(self.kwargs), "state": self.state}
 
     def __repr__(self) -> str:
-        return f"<placeholder for {self.qualified_name}: state={self.state!r}>"
+        return bounded_repr(self)
+
+
+def _slot(placeholder: Placeholder, name: str, default: Any) -> Any:
+    try:
+        return getattr(Placeholder, name).__get__(placeholder, type(placeholder))
+    except AttributeError:  # never set (an instance made without __new__)
+        return default
+
+
+def _new_placeholder(cls: type[Placeholder], args: Any, kwargs: Any, state: Any) -> Placeholder:
+    self = object.__new__(cls)
+    object.__setattr__(self, "_args", args if type(args) is tuple else tuple(args))
+    object.__setattr__(self, "_kwargs", kwargs if type(kwargs) is dict else dict(kwargs))
+    object.__setattr__(self, "_state", state)
+    return self
+
+
+def _restore_placeholder(qualified_name: str, args: tuple, kwargs: dict) -> Placeholder:
+    """How a placeholder pickles (plain ``pickle`` only: satool's unpickler does not allow it)."""
+    if type(qualified_name) is not str:
+        raise TypeError("a placeholder's class name must be text")
+    return _new_placeholder(_placeholder_class(qualified_name), args, kwargs, None)
 
 
 _PLACEHOLDER_CLASSES: dict[str, type[Placeholder]] = {}
+_MAX_NAME = 120
 
 
 def _placeholder_class(qualified_name: str) -> type[Placeholder]:
     cls = _PLACEHOLDER_CLASSES.get(qualified_name)
     if cls is None:
-        short = qualified_name.rsplit(".", 1)[-1] or "Object"
+        short = qualified_name.rsplit(".", 1)[-1][:_MAX_NAME] or "Object"
         cls = _ReadOnlyType(short, (Placeholder,), {
-            "qualified_name": qualified_name, "__module__": "satool.models.safe_pickle.placeholders"})
+            "__slots__": (), "qualified_name": qualified_name,
+            "__module__": "satool.models.safe_pickle.placeholders"})
         _PLACEHOLDER_CLASSES[qualified_name] = cls
     return cls
+
+
+# -- bounded repr: what a file holds may be self-referential, deeply nested or huge ----------------
+
+_REPR_DEPTH = 3
+_REPR_ITEMS = 6
+_REPR_TEXT = 60
+_REPR_TOTAL = 600
+
+
+def bounded_repr(value: Any) -> str:
+    """One line, at most a few hundred characters, for anything a checkpoint can hold: containers
+    are shown to a few levels and items, a value inside itself as ``...``; only numbers, text and
+    arrays are asked for their own repr."""
+    text = _bounded(value, 0, set())
+    return text if len(text) <= _REPR_TOTAL else text[:_REPR_TOTAL - 3] + "..."
+
+
+def _shorten(text: str, limit: int = _REPR_TEXT) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return _shorten(type(value).__name__, 40)
+
+
+def _bounded(value: Any, depth: int, active: set[int]) -> str:
+    kind = type(value)
+    if value is None or kind in (bool, float, complex):
+        return repr(value)
+    if kind is int:
+        return repr(value) if value.bit_length() <= 64 else f"<int of {value.bit_length()} bits>"
+    if kind in (str, bytes, bytearray):
+        return _shorten(repr(value[:_REPR_TEXT]) if len(value) > _REPR_TEXT else repr(value))
+    if isinstance(value, type):
+        name = getattr(value, "qualified_name", None) if issubclass(value, Placeholder) else None
+        return f"<class {_shorten(name or value.__qualname__)}>"
+    if id(value) in active:
+        return "..."
+    if depth >= _REPR_DEPTH:
+        if isinstance(value, Placeholder):
+            return f"<placeholder for {_shorten(value.qualified_name)}>"
+        return "<...>" if isinstance(value, (dict, list, tuple, set, frozenset, argparse.Namespace)) \
+            else f"<{_type_name(value)}>"
+    active.add(id(value))
+    try:
+        def show(item: Any) -> str:
+            return _bounded(item, depth + 1, active)
+
+        def items(values: Any, render: Callable[[Any], str]) -> str:
+            shown = []
+            for n, item in enumerate(values):
+                if n == _REPR_ITEMS:
+                    shown.append("...")
+                    break
+                shown.append(render(item))
+            return ", ".join(shown)
+
+        if isinstance(value, Placeholder):
+            return f"<placeholder for {_shorten(value.qualified_name)}: state={show(value.state)}>"
+        if isinstance(value, argparse.Namespace):
+            fields = items(vars(value).items(), lambda kv: f"{_shorten(str(kv[0]), 40)}={show(kv[1])}")
+            return f"Namespace({fields})"
+        if isinstance(value, dict):
+            body = "{" + items(value.items(), lambda kv: f"{show(kv[0])}: {show(kv[1])}") + "}"
+            return body if kind is dict else f"{_type_name(value)}({body})"
+        if isinstance(value, list):
+            return "[" + items(value, show) + "]"
+        if isinstance(value, tuple) and kind is tuple:
+            return "(" + items(value, show) + ("," if len(value) == 1 else "") + ")"
+        if isinstance(value, (set, frozenset)):
+            return f"{kind.__name__}({{{items(value, show)}}})"
+        if isinstance(value, slice):
+            return f"slice({show(value.start)}, {show(value.stop)}, {show(value.step)})"
+        try:  # tensors, arrays, numpy scalars, dtypes, torch.Size, ...: their own (summarised) repr
+            return _shorten(repr(value), 120)
+        except Exception:
+            return f"<{_type_name(value)}>"
+    finally:
+        active.discard(id(value))
 
 
 def _is_placeholder_module(module: str) -> bool:
@@ -643,6 +831,7 @@ def safe_load_bytes(data: bytes, *, name: str | os.PathLike[str] = "<bytes>") ->
         buffer.seek(0)
         loaded = torch.load(buffer, map_location="cpu", pickle_module=PICKLE_MODULE,
                             weights_only=False, mmap=False)
+        _check_nesting(loaded)
         if budget.filled is not None and not set(budget.seen) <= budget.filled:
             missing = sorted(set(budget.seen) - budget.filled)
             raise InputError(f"{len(missing)} tensor storage(s) are declared but their data is not in the file "
@@ -659,6 +848,71 @@ def safe_load_bytes(data: bytes, *, name: str | os.PathLike[str] = "<bytes>") ->
                          path=name) from None
     finally:
         _BUDGET.reset(token)
+
+
+# Deeper than this, the loaded objects are refused: pickle builds any depth without recursion (a few
+# bytes a level), but deepcopy, repr, json and == recurse, and would end in a RecursionError. Real
+# checkpoints nest a handful of levels (an optimizer's state is the deepest, at about five).
+MAX_NESTING = 100
+
+
+def _children(value: Any) -> Any:
+    """What ``value`` holds that copy, repr or == would descend into (None for a leaf)."""
+    if isinstance(value, dict):
+        return (*value.keys(), *value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return value
+    if isinstance(value, Placeholder):
+        return (value.args, value.kwargs, value.state)
+    if isinstance(value, argparse.Namespace):
+        return tuple(vars(value).values())
+    if isinstance(value, slice):
+        return (value.start, value.stop, value.step)
+    if type(value).__module__.startswith("torch"):  # a tensor's attributes (torch's own state)
+        attributes = getattr(value, "__dict__", None)
+        return tuple(attributes.values()) if type(attributes) is dict and attributes else None
+    return None
+
+
+def _check_nesting(root: Any) -> None:
+    """Refuse objects nested more than :data:`MAX_NESTING` levels deep along any path (through shared
+    objects too: a recursive repr or == walks every path; a value inside itself is not followed round).
+    Iterative, so the check itself cannot run out of stack."""
+    children = _children(root)
+    if children is None:
+        return
+    height: dict[int, int] = {}  # id -> levels from it down, once finished (the graph stays alive)
+    open_ids = {id(root)}
+    stack: list[list[Any]] = [[root, iter(children), 1]]
+    while stack:
+        frame = stack[-1]
+        for child in frame[1]:
+            key = id(child)
+            if key in height:
+                frame[2] = max(frame[2], height[key] + 1)
+                continue
+            below = None if key in open_ids else _children(child)
+            if below is None:
+                continue
+            if len(stack) >= MAX_NESTING:
+                raise _too_deep()
+            open_ids.add(key)
+            stack.append([child, iter(below), 1])
+            break
+        else:
+            stack.pop()
+            open_ids.discard(id(frame[0]))
+            height[id(frame[0])] = frame[2]
+            if frame[2] > MAX_NESTING:
+                raise _too_deep()
+            if stack:
+                stack[-1][2] = max(stack[-1][2], frame[2] + 1)
+
+
+def _too_deep() -> _Refused:
+    return _Refused("deep nesting", reason=(
+        f"the file nests containers or objects more than {MAX_NESTING} levels deep "
+        "(built to make copying or printing it crash)"))
 
 
 def _check_zip_members(buffer: io.BytesIO, size: int) -> None:

@@ -169,7 +169,7 @@ def load_checkpoint(
         task = _optional_mapping(upstream, "task", name, config_key)
         step = _int_or_none(states.get("Step"))
         max_input_length = (task or {}).get("sequence_length", 0)
-        saved = (satool or {}).get("config") or {}
+        saved = (_optional_mapping(satool, "config", name, "Satool") if satool else None) or {}
         embedding_in_hidden_states = bool(saved.get("embedding_in_hidden_states", True))
         saved_output_dim = saved.get("output_dim")
     else:

@@ -4,6 +4,9 @@
 "use strict";
 
 const EMBEDDED = window.SATOOL_DATA || null;
+// The server's token came in the URL and now lives in an HttpOnly cookie: take it out of the address bar
+// (the server redirects a plain first visit itself; a visit from a link on another site lands here).
+if (!EMBEDDED && /[?&]token=/.test(location.search)) history.replaceState(null, "", location.pathname);
 const state = { info: null, utt: null, head: null, scale: "shared", grid: null, detail: null, labels: null,
                 spec: null, rows: [], metrics: null, relations: null, hoverQuery: null };
 
@@ -11,7 +14,10 @@ function get(path) {
   if (EMBEDDED) {
     return path in EMBEDDED ? Promise.resolve(EMBEDDED[path]) : Promise.reject(new Error("not exported: " + path));
   }
-  return fetch("api/" + path).then(r => r.ok ? r.json() : r.json().then(e => Promise.reject(new Error(e.error))));
+  return fetch("api/" + path).then(r => r.ok ? r.json()
+    : (r.headers.get("Content-Type") || "").startsWith("application/json")
+      ? r.json().then(e => Promise.reject(new Error(e.error)))
+      : r.text().then(t => Promise.reject(new Error(t.trim()))));  // 403: the server says why
 }
 function audioUrl(id) {
   if (EMBEDDED) return EMBEDDED["audio/" + id] || "";
