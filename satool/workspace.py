@@ -33,7 +33,7 @@ from satool.errors import InputError, UsageError
 
 FILE_NAME = "satool.toml"
 KNOWN_PATHS = ("checkpoint", "corpus", "alignments", "cache", "health", "metrics", "segment", "relate", "probe",
-               "prune", "report")
+               "prune", "spans", "report")
 
 
 def workspace_file() -> Path:

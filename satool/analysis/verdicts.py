@@ -23,12 +23,26 @@ check fails, every verdict is *inconclusive* and names the failed check.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-REPRODUCES, DOES_NOT, INCONCLUSIVE = "reproduces", "does not reproduce", "inconclusive"
+from satool.results.health import HealthCheck
+from satool.results.metrics import LOCAL_RATIO
+from satool.results.probe import ProbeResults
+from satool.results.prune import RANDOM, PruneSweep
+from satool.results.segment import SegmentResults, SourceResult
+from satool.results.verdicts import (
+    DOES_NOT,
+    INCONCLUSIVE,
+    REPRODUCES,
+    Health,
+    HealthCheckRow,
+    Verdict,
+    VerdictReport,
+)
+
 MIN_RANDOM_ORDERS = 3
 PAPER_SHARE = 1 / 6  # the paper prunes 24 of 144 heads
 ATTENTION_OFF_MARGIN = 0.05  # attention off must raise the held-out L1 by >= 5 %
@@ -81,76 +95,28 @@ RULES = {
 }
 
 
-@dataclass
-class Verdict:
-    """One finding judged on one run."""
-
-    claim: str
-    paper: str
-    this_run: str
-    verdict: str  # REPRODUCES, DOES_NOT or INCONCLUSIVE
-    reason: str
-    rule: str  # key into RULES
-
-    def row(self) -> dict[str, str]:
-        return {"claim": self.claim, "paper": self.paper, "this run": self.this_run,
-                "verdict": self.verdict, "reason": self.reason, "rule": self.rule}
-
-
-@dataclass
-class HealthCheckRow:
-    name: str
-    passed: bool | None  # None = not measured
-    detail: str
-
-
-@dataclass
-class Health:
-    """The model-health checks; ``passed`` only when every check was measured and passed."""
-
-    checks: list[HealthCheckRow] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    def failure(self) -> str:
-        """Why the gate is closed ('' when it is open)."""
-        failed = [c.name for c in self.checks if c.passed is False]
-        missing = [c.name for c in self.checks if c.passed is None]
-        parts = ([f"failed: {', '.join(failed)}"] if failed else []) + (
-            [f"not measured: {', '.join(missing)}"] if missing else [])
-        return "; ".join(parts) if parts else ("" if self.checks else "no health checks were run")
-
-
 # ---------------------------------------------------------------------------
 # pruning curves
 
 
 class PruneCurves:
-    """Scores of a pruning sweep, read from its rows (``by, order_seed, pruned, task, score, chance, ...``)."""
+    """Drops of a pruning sweep against no pruning, and each order against the random orders."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]]):
-        self.rows = [dict(r) for r in rows]
-        for r in self.rows:
-            r["pruned"] = int(r["pruned"])
-            r["score"] = float(r["score"]) if r["score"] not in ("", None) else float("nan")
-            higher = r.get("higher_is_better", True)
-            r["higher_is_better"] = higher if isinstance(higher, bool) else str(higher).lower() == "true"
-        self.total = max((r["pruned"] for r in self.rows), default=0)
-        self.levels = sorted({r["pruned"] for r in self.rows})
-        self.tasks = list(dict.fromkeys(r["task"] for r in self.rows))
-        self.orders = list(dict.fromkeys(r["by"] for r in self.rows))
+    def __init__(self, sweep: PruneSweep):
+        self.sweep = sweep
+        self.total = sweep.total
+        self.levels = sweep.levels
+        self.tasks = sweep.tasks
+        self.orders = sweep.orders
 
     def scores(self, by: str, task: str, pruned: int) -> list[float]:
-        return [r["score"] for r in self.rows if r["by"] == by and r["task"] == task and r["pruned"] == pruned]
+        return self.sweep.scores(by, task, pruned)
 
     def _sign(self, task: str) -> float:
-        row = next(r for r in self.rows if r["task"] == task)
-        return 1.0 if row["higher_is_better"] else -1.0
+        return 1.0 if self.sweep.first(task).higher_is_better else -1.0
 
     def baseline(self, task: str) -> float:
-        values = [r["score"] for r in self.rows if r["task"] == task and r["pruned"] == 0]
+        values = [r.score.score for r in self.sweep.rows if r.task == task and r.pruned == 0]
         return float(np.mean(values))
 
     def drops(self, by: str, task: str, pruned: int) -> list[float]:
@@ -165,7 +131,7 @@ class PruneCurves:
 
     def compare(self, by: str, task: str, pruned: int) -> dict[str, Any] | None:
         """``by`` against the random orders at ``pruned`` heads (None without enough random orders)."""
-        random = self.drops("random", task, pruned)
+        random = self.drops(RANDOM, task, pruned)
         mine = self.drops(by, task, pruned)
         if len(random) < MIN_RANDOM_ORDERS or not mine:
             return None
@@ -178,8 +144,8 @@ class PruneCurves:
 
     def random_spread(self, task: str) -> float:
         """The largest spread of the random orders over every level (the noise of the whole sweep)."""
-        spreads = [np.ptp(self.drops("random", task, level)) for level in self.levels
-                   if len(self.drops("random", task, level)) >= 2]
+        spreads = [np.ptp(self.drops(RANDOM, task, level)) for level in self.levels
+                   if len(self.drops(RANDOM, task, level)) >= 2]
         return float(max(spreads)) if spreads else float("nan")
 
     def table(self, shares: Sequence[float] = (PAPER_SHARE, 1 / 3, 1 / 2)) -> list[dict[str, Any]]:
@@ -188,7 +154,7 @@ class PruneCurves:
         for level in dict.fromkeys(self.nearest_level(share) for share in shares):  # once each, in order
             for task in self.tasks:
                 for by in self.orders:
-                    if by == "random":
+                    if by == RANDOM:
                         continue
                     c = self.compare(by, task, level)
                     if c is not None:
@@ -206,8 +172,7 @@ def _describe(c: dict[str, Any], scale: str) -> str:
 
 
 def _scale(curves: PruneCurves, task: str) -> str:
-    row = next(r for r in curves.rows if r["task"] == task)
-    return str(row.get("score_name", "accuracy"))
+    return curves.sweep.first(task).score_name
 
 
 def pruning_verdicts(curves: PruneCurves, locality: dict[tuple[int, int], float] | None = None,
@@ -218,17 +183,15 @@ def pruning_verdicts(curves: PruneCurves, locality: dict[tuple[int, int], float]
     ``diagonal_order`` is the diagonality pruning order; together they say how many of the pruned
     "most diagonal" heads are local.
     """
-    from satool.analysis.locality import LOCAL_RATIO
-
     out: list[Verdict] = []
-    if not curves.rows:
+    if not curves.sweep.rows:
         return out
-    randoms = len({r.get("order_seed") for r in curves.rows if r["by"] == "random"})
+    randoms = len({r.order_seed for r in curves.sweep.rows if r.by == RANDOM})
     few = randoms < MIN_RANDOM_ORDERS
     k = curves.nearest_level(PAPER_SHARE)
     half = curves.nearest_level(0.5)
     classification = [t for t in curves.tasks if _scale(curves, t) == "accuracy"]
-    metric_orders = [o for o in curves.orders if o != "random"]
+    metric_orders = [o for o in curves.orders if o != RANDOM]
 
     def too_few(claim: str, paper: str, rule: str) -> Verdict:
         return Verdict(claim, paper, f"{randoms} random order(s)", INCONCLUSIVE,
@@ -340,16 +303,37 @@ def bootstrap_difference(a: Sequence[dict[str, int]], b: Sequence[dict[str, int]
     return diff, float(low), float(high)
 
 
-def segment_verdict(claim: str, paper: str, label: str, source: dict[str, Any], mfcc: dict[str, Any]) -> Verdict:
+def segment_verdict(claim: str, paper: str, source: SourceResult, mfcc: SourceResult) -> Verdict:
     """A source against MFCC on the test split (rule ``segment``)."""
-    diff, low, high = bootstrap_difference(source["strict_per_utterance"], mfcc["strict_per_utterance"])
-    text = (f"{label}: {100 * source['strict_r_value']:.2f} vs MFCC {100 * mfcc['strict_r_value']:.2f} "
+    diff, low, high = bootstrap_difference(source.per_utterance, mfcc.per_utterance)
+    text = (f"{source.source}: {100 * source.strict['r_value']:.2f} vs MFCC {100 * mfcc.strict['r_value']:.2f} "
             f"(difference {100 * diff:+.2f}, 95 % interval {100 * low:+.2f} to {100 * high:+.2f})")
     if low > 0:
         return Verdict(claim, paper, text, REPRODUCES, "the interval lies above 0", "segment")
     if high < 0:
         return Verdict(claim, paper, text, DOES_NOT, "the interval lies below 0: MFCC is better", "segment")
     return Verdict(claim, paper, text, INCONCLUSIVE, "the interval contains 0", "segment")
+
+
+PAPER_SEGMENT = {"mfcc": 76.68, "best_head": {"M3": 79.99, "M6": 78.43, "M9": 78.19}, "hidden11": 77.53}
+
+
+def segment_findings(results: SegmentResults) -> list[Verdict]:
+    """The chosen head and the chosen hidden state against MFCC (rule ``segment``)."""
+    mfcc = results.source("mfcc")
+    if mfcc is None or not mfcc.per_utterance:
+        return []
+    out = []
+    for label, claim, paper in (
+        (results.best_head, "the best block-diagonal head beats MFCC (M3 79.99, M6 78.43, M9 78.19 vs 76.68)",
+         "79.99 / 78.43 / 78.19"),
+        (results.best_hidden, "a hidden layer beats MFCC (M3 layer 11: 77.53 vs 76.68)",
+         str(PAPER_SEGMENT["hidden11"])),
+    ):
+        source = results.source(label)
+        if source is not None and source.per_utterance:
+            out.append(segment_verdict(claim, paper, source, mfcc))
+    return out
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -383,19 +367,15 @@ def vertical_phones_verdict(verticality: np.ndarray, concentration: np.ndarray, 
 # the health gate
 
 
-def health(heldout: dict[str, Any] | None, probe_rows: Sequence[dict[str, Any]] | None,
-           curves: PruneCurves | None) -> Health:
+def health(heldout: HealthCheck | None, probes: ProbeResults | None, curves: PruneCurves | None) -> Health:
     """The four checks of :data:`RULES` ``["health"]`` from saved results (None: not measured)."""
     checks: list[HealthCheckRow] = []
-    if heldout:
-        l1 = float(heldout["heldout_l1"])
-        baselines = {k[:-3]: float(v) for k, v in heldout.items()
-                     if k.endswith("_l1") and k not in ("heldout_l1", "attention_off_l1")}
-        best = min(baselines, key=baselines.get)
+    if heldout is not None:
+        l1 = heldout.model_l1
+        best, value = heldout.best_baseline
         checks.append(HealthCheckRow(
-            "learned", l1 < baselines[best],
-            f"held-out masked L1 {l1:.3f} vs best baseline {best} {baselines[best]:.3f}"))
-        off = float(heldout["attention_off_l1"])
+            "learned", l1 < value, f"held-out masked L1 {l1:.3f} vs best baseline {best} {value:.3f}"))
+        off = heldout.attention_off_l1
         checks.append(HealthCheckRow(
             "uses attention", off >= (1 + ATTENTION_OFF_MARGIN) * l1,
             f"attention off {off:.3f} vs {l1:.3f} ({100 * (off / l1 - 1):+.1f} %)"))
@@ -412,14 +392,10 @@ def health(heldout: dict[str, Any] | None, probe_rows: Sequence[dict[str, Any]] 
             f"{100 * spread:.1f} pts" if np.isfinite(spread) else "no random orders to measure the spread"))
     else:
         checks.append(HealthCheckRow("attention matters for phones", None, "no pruning sweep with a phone task"))
-    if probe_rows:
-        weak = []
-        for r in probe_rows:
-            higher = r.get("higher_is_better", True)
-            higher = higher if isinstance(higher, bool) else str(higher).lower() == "true"
-            if higher and r.get("representation", "model") == "model":
-                if float(r["score"]) - float(r["chance"]) < PROBE_MARGIN:
-                    weak.append(f"{r['task']} {100 * float(r['score']):.1f} % vs chance {100 * float(r['chance']):.1f} %")
+    if probes is not None and probes.rows:
+        weak = [f"{r.task} {100 * r.score.score:.1f} % vs chance {100 * r.score.chance:.1f} %"
+                for r in probes.model_rows() if r.score.higher_is_better
+                and r.score.score - r.score.chance < PROBE_MARGIN]
         checks.append(HealthCheckRow("probes beat chance", not weak,
                                      "; ".join(weak) if weak else "every classification probe beats chance by "
                                      f">= {100 * PROBE_MARGIN:.0f} points"))
@@ -433,4 +409,29 @@ def gate(verdicts: Sequence[Verdict], state: Health) -> list[Verdict]:
     if state.passed:
         return list(verdicts)
     why = "the model health checks did not pass (" + state.failure() + ")"
-    return [Verdict(v.claim, v.paper, v.this_run, INCONCLUSIVE, why, v.rule) for v in verdicts]
+    return [replace(v, verdict=INCONCLUSIVE, reason=why) for v in verdicts]
+
+
+def judge_run(run) -> VerdictReport:
+    """Every finding that one run's results can speak to, gated by the run's health
+    (``run``: a :class:`~satool.results.run.RunResults`)."""
+    curves = PruneCurves(run.prune) if run.prune is not None else None
+    state = health(run.health, run.probe, curves)
+    findings: list[Verdict] = []
+    if run.segment is not None:
+        findings += segment_findings(run.segment)
+    if run.relations is not None and run.relations.verticality is not None:
+        findings.append(vertical_phones_verdict(run.relations.verticality, run.relations.strongest_concentration()))
+    if curves is not None:
+        local, order = None, None
+        scores = run.metrics
+        if scores is not None and scores.locality() is not None and "diagonality" in scores.values:
+            ratio = scores.locality()[0]
+            local = {(layer, head): float(ratio[i, j]) for i, layer in enumerate(scores.layers)
+                     for j, head in enumerate(scores.heads)}
+            order = scores.pruning_order("diagonality")
+        findings += pruning_verdicts(curves, local, order)
+    judged = gate(findings, state)
+    used = sorted({v.rule for v in judged} | {"health"}, key=list(RULES).index)
+    return VerdictReport({run.name: state}, judged, {k: RULES[k] for k in used},
+                         {run.name: curves.table()} if curves is not None else {})

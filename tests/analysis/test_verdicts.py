@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 from satool.analysis import verdicts as v
+from satool.results.health import HealthCheck
+from satool.results.probe import ProbeResults, ProbeRow, ProbeScore
+from satool.results.prune import PruneRow, PruneSweep
+from satool.results.segment import SourceResult
 
 TASKS = ("phone", "speaker", "speaker-utt")
 
@@ -29,9 +33,9 @@ def _rows(drops: dict[str, float], *, random_drops=(0.02, 0.03, 0.04, 0.025, 0.0
                     score = base - random_drops[seed] * (1 if pruned == 8 else 1.5)
                 else:
                     score = base - (drops if pruned == 8 else half_drops)[by]
-                rows.append({"by": by, "order_seed": seed, "pruned": pruned, "task": task, "score": score,
-                             "chance": 0.1, "score_name": "accuracy", "higher_is_better": True})
-    return rows
+                rows.append(PruneRow(by, seed, (0, 8, 24, total).index(pruned), pruned, pruned / total,
+                                     ProbeScore(task, score, 0.1, "accuracy", True, 100, 100)))
+    return PruneSweep(rows)
 
 
 def _find(verdicts, word):
@@ -89,22 +93,28 @@ def test_too_few_random_orders_are_inconclusive():
 
 
 def test_lower_is_better_scores_flip_the_drop():
-    rows = [{"by": by, "order_seed": s, "pruned": p, "task": "reconstruction", "score": score,
-             "higher_is_better": "False", "score_name": "L1", "chance": 1.0}
-            for by, s, p, score in (("weight", None, 0, 0.6), ("weight", None, 8, 0.7),
-                                    ("random", 0, 0, 0.6), ("random", 0, 8, 0.62), ("random", 1, 8, 0.61),
-                                    ("random", 2, 8, 0.63), ("random", 0, 48, 0.9))]
+    rows = PruneSweep([PruneRow(by, s, 0, p, p / 48, ProbeScore("reconstruction", score, 1.0, "L1", False, 0, 1))
+                       for by, s, p, score in (("weight", None, 0, 0.6), ("weight", None, 8, 0.7),
+                                               ("random", 0, 0, 0.6), ("random", 0, 8, 0.62), ("random", 1, 8, 0.61),
+                                               ("random", 2, 8, 0.63), ("random", 0, 48, 0.9))])
     c = v.PruneCurves(rows).compare("weight", "reconstruction", 8)
     assert c["drop"] == pytest.approx(0.1) and c["versus_random"] == "more"
 
 
-HEALTHY = {"heldout_l1": 0.60, "attention_off_l1": 0.75, "zeros_l1": 0.8, "median_l1": 0.78, "nearest_l1": 0.70,
-           "interpolation_l1": 0.64, "utterances": 120}
-PROBES = [{"task": "phone", "representation": "model", "score": 0.62, "chance": 0.2, "higher_is_better": True},
-          {"task": "speaker", "representation": "model", "score": 0.3, "chance": 0.05, "higher_is_better": True},
-          {"task": "phone", "representation": "MFCC", "score": 0.1, "chance": 0.2, "higher_is_better": True},
-          {"task": "reconstruction", "representation": "model", "score": 0.5, "chance": 0.8,
-           "higher_is_better": False}]
+def _health(l1=0.60, off=0.75):
+    baselines = {"zeros": 0.8, "median": 0.78, "nearest": 0.70, "interpolation": 0.64}
+    return HealthCheck(0, l1, off, baselines, np.ones((2, 2)), np.zeros((2, 2), int), 120)
+
+
+def _probes(phone=0.62):
+    def row(task, representation, score, chance, higher=True):
+        return ProbeRow(representation, ProbeScore(task, score, chance, "accuracy" if higher else "L1", higher, 1, 1))
+
+    return ProbeResults([row("phone", "model", phone, 0.2), row("speaker", "model", 0.3, 0.05),
+                         row("phone", "MFCC", 0.1, 0.2), row("reconstruction", "model", 0.5, 0.8, False)])
+
+
+HEALTHY, PROBES = _health(), _probes()
 
 
 def test_health_checks_and_the_gate():
@@ -114,7 +124,7 @@ def test_health_checks_and_the_gate():
     assert [c.name for c in healthy.checks] == ["learned", "uses attention", "attention matters for phones",
                                                 "probes beat chance"]
     # the model of the failed demo: worse than copying a neighbour, attention does nothing
-    broken = {**HEALTHY, "heldout_l1": 0.777, "attention_off_l1": 0.786}
+    broken = _health(0.777, 0.786)
     sick = v.health(broken, PROBES, curves)
     assert not sick.passed and sick.failure() == "failed: learned, uses attention"
     found = v.pruning_verdicts(curves)
@@ -126,7 +136,7 @@ def test_health_checks_and_the_gate():
     unknown = v.health(None, None, None)
     assert not unknown.passed and "not measured" in unknown.failure()
     # a probe at chance fails check 4 (the input-feature rows are not part of it)
-    weak = v.health(HEALTHY, [{**PROBES[0], "score": 0.22}], curves)
+    weak = v.health(HEALTHY, _probes(phone=0.22), curves)
     assert weak.failure() == "failed: probes beat chance"
 
 
@@ -141,15 +151,16 @@ def test_segment_bootstrap_by_hand_and_verdicts():
     poor = [{"hits": 5, "n_ref": 10, "n_pred": 10}] * 40
     diff, low, high = v.bootstrap_difference(good, poor)
     assert diff > 0 and low == pytest.approx(diff) and high == pytest.approx(diff)  # no spread: identical utts
-    row = lambda per: {"strict_r_value": float(r_value_from_counts(*np.sum([[u["hits"], u["n_ref"], u["n_pred"]]  # noqa: E731
-                                                                           for u in per], axis=0))),
-                       "strict_per_utterance": per}
-    assert v.segment_verdict("c", "p", "attn:1.1", row(good), row(poor)).verdict == v.REPRODUCES
-    assert v.segment_verdict("c", "p", "attn:1.1", row(poor), row(good)).verdict == v.DOES_NOT
+    def row(per, name="attn:L1.H1"):
+        r = float(r_value_from_counts(*np.sum([[u["hits"], u["n_ref"], u["n_pred"]] for u in per], axis=0)))
+        return SourceResult(name, 1.0, 1.0, "dev", 1, len(per), {"r_value": r}, {}, per_utterance=per)
+
+    assert v.segment_verdict("c", "p", row(good), row(poor, "mfcc")).verdict == v.REPRODUCES
+    assert v.segment_verdict("c", "p", row(poor), row(good, "mfcc")).verdict == v.DOES_NOT
     rng = np.random.default_rng(0)
     noisy_a = [{"hits": int(h), "n_ref": 10, "n_pred": 10} for h in rng.integers(3, 10, 40)]
     noisy_b = [{"hits": int(h), "n_ref": 10, "n_pred": 10} for h in rng.integers(3, 10, 40)]
-    assert v.segment_verdict("c", "p", "x", row(noisy_a), row(noisy_b)).verdict == v.INCONCLUSIVE
+    assert v.segment_verdict("c", "p", row(noisy_a), row(noisy_b)).verdict == v.INCONCLUSIVE
 
 
 def test_vertical_phones_rule():
