@@ -147,3 +147,23 @@ def progress_bar(total: int | None, description: str) -> _Progress:
 def parse_csv(value: str | None) -> list[str]:
     """'a, b,c' -> ['a', 'b', 'c'] (None or '' -> [])."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def parse_numbers(value: str | None) -> list[int] | None:
+    """'1,3-5' -> [1, 3, 4, 5]; None or '' -> None (all)."""
+    from satool.errors import UsageError
+
+    if not value:
+        return None
+    out: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+        except ValueError:
+            raise UsageError(f"cannot read {value!r} as numbers (e.g. '1,3-5')") from None
+    return out

@@ -6,53 +6,61 @@ from pathlib import Path
 
 import typer
 
+from satool.analysis.probing.tasks import ProbeSettings
 from satool.cli.common import log, parse_csv, print_json, progress_bar, results_console
+from satool.stages import default, default_csv
+from satool.stages import probe as stage
+from satool.stages.probe import Data
 
-DEFAULT_OUT = Path("results/probe")
 
-
-def data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
-                  device, splits=None, phone_set="auto"):
-    """The probes' :class:`~satool.stages.probe.Data`, with the workspace's defaults."""
-    from satool.models.loading import resolve_device
-    from satool.stages.probe import Data
-
+def data_settings(workspace, *, checkpoint, corpus, alignments, max_utts, **options) -> Data:
+    """The probes' :class:`~satool.stages.probe.Data`, with the workspace's defaults (``max_utts``: both
+    splits; ``options``: the other fields of ``Data`` by name)."""
     checkpoint = workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT or run 'satool pretrain'")
     corpus_path = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus_path:
         alignments = workspace.path("alignments")
-    return Data(checkpoint, corpus_path, alignments, splits, phone_set, train_split, test_split, max_utts, max_utts,
-                max_frames, resolve_device(device))
+    return Data(checkpoint=checkpoint, corpus=corpus_path, alignments=alignments, train_utts=max_utts,
+                test_utts=max_utts, **options)
 
 
 def probe(
     checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus with train and test splits (default: the workspace's)."),
-    task: str | None = typer.Option(None, "--task", "-t", help="Tasks, comma-separated (see 'satool plugins'; "
-                                    "plugins' tasks too). Default: phone, speaker, speaker-utt, and "
-                                    "reconstruction when the model has a pre-training head."),
-    layer: int = typer.Option(-1, "--layer", help="Hidden state to probe: 0 = embedding output, L = layer L, "
-                              "-1 = last."),
-    head_mask: str | None = typer.Option(None, "--head-mask", help="Heads to prune first, comma-separated, "
+    tasks: str | None = typer.Option(default(stage.Settings, "tasks"), "--task", "-t", help="Tasks, comma-separated "
+                                     "(see 'satool plugins'; plugins' tasks too). Default: phone, speaker, "
+                                     "speaker-utt, and reconstruction when the model has a pre-training head."),
+    layer: int = typer.Option(default(stage.Settings, "layer"), "--layer", help="Hidden state to probe: 0 = "
+                              "embedding output, L = layer L, -1 = last."),
+    head_mask: str | None = typer.Option(default_csv(stage.Settings, "head_mask"), "--head-mask", help="Heads to prune first, comma-separated, "
                                          "e.g. L1.H3,L2.H7 (layer and head counted from 1)."),
-    span: int | None = typer.Option(None, min=0, help="Attention span r: zero weights with |q - k| > r."),
-    train_split: str = typer.Option("train", help="Split the probes are trained on."),
-    test_split: str = typer.Option("test", help="Split they are evaluated on (same speakers for speaker tasks)."),
-    steps: int = typer.Option(8000, min=1, help="Most training steps per probe; a probe stops earlier once its accuracy on 10 % of the training utterances, held out, has not improved for 800 steps (paper: 50k steps)."),
-    seed: int = typer.Option(0, help="Same seed, same scores."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split "
-                                        "(taken round-robin over speakers)."),
-    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
-    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes for the phone task: auto, arpabet, "
-                                  "timit39, ipa, ipa-arpabet, data (see docs/corpora.md)."),
-    splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding "
-                                       "the splits; unlisted utterances are left out."),
-    inputs: bool = typer.Option(True, "--inputs/--no-inputs", help="Also probe the log-Mel and MFCC input "
-                                "features (what pre-training added is the difference)."),
-    alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    span: int | None = typer.Option(default(stage.Settings, "span"), min=0, help="Attention span r: zero weights "
+                                    "with |q - k| > r."),
+    train_split: str = typer.Option(default(stage.Settings, "data.train_split"),
+                                    help="Split the probes are trained on."),
+    test_split: str = typer.Option(default(stage.Settings, "data.test_split"), help="Split they are evaluated on "
+                                   "(same speakers for speaker tasks)."),
+    steps: int = typer.Option(default(stage.Settings, "probing.steps"), min=1, help="Most training steps per "
+                              "probe; a probe stops earlier once its accuracy on 10 % of the training utterances, "
+                              "held out, has not improved for 800 steps (paper: 50k steps)."),
+    seed: int = typer.Option(default(stage.Settings, "seed"), help="Same seed, same scores."),
+    max_utts: int | None = typer.Option(default(stage.Settings, "data.train_utts"), min=1, help="At most this many "
+                                        "utterances per split (taken round-robin over speakers)."),
+    max_frames: int | None = typer.Option(default(stage.Settings, "data.max_frames"), min=1,
+                                          help="Truncate utterances to this many 10 ms frames."),
+    phone_set: str = typer.Option(default(stage.Settings, "data.phone_set"), "--phone-set", help="Phone classes "
+                                  "for the phone task: auto, arpabet, timit39, ipa, ipa-arpabet, data (see "
+                                  "docs/corpora.md)."),
+    splits: Path | None = typer.Option(default(stage.Settings, "data.splits"), "--splits", help="A split file "
+                                       "('satool corpus split') deciding the splits; unlisted utterances are left "
+                                       "out."),
+    inputs: bool = typer.Option(default(stage.Settings, "inputs"), "--inputs/--no-inputs", help="Also probe the "
+                                "log-Mel and MFCC input features (what pre-training added is the difference)."),
+    alignments: Path | None = typer.Option(default(stage.Settings, "data.alignments"),
+                                           help="Alignment directory (phone labels)."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+    device: str = typer.Option(default(stage.Settings, "data.device"), help="cpu, cuda, mps or auto."),
 ) -> None:
     """Train probes on a model's representations and score them beside chance and the input features.
 
@@ -65,14 +73,14 @@ def probe(
     utterance serves every task. Deterministic for a seed.
     """
     from satool.heads import parse_list
-    from satool.stages import probe as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    data = data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
-                         device, splits, phone_set)
-    settings = stage.Settings(data, parse_csv(task) or None, layer, parse_list(head_mask), span, steps, seed,
-                              inputs, out or DEFAULT_OUT)
+    data = data_settings(workspace, checkpoint=checkpoint, corpus=corpus, alignments=alignments, max_utts=max_utts,
+                         splits=splits, phone_set=phone_set, train_split=train_split, test_split=test_split,
+                         max_frames=max_frames, device=device)
+    settings = stage.Settings(data=data, tasks=parse_csv(tasks) or None, layer=layer, head_mask=parse_list(head_mask),
+                              span=span, probing=ProbeSettings(steps=steps), seed=seed, inputs=inputs, out=out)
     with progress_bar(None, "representations and probes") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

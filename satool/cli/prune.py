@@ -6,38 +6,53 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import log, parse_csv, progress_bar, results_console, say
-
-DEFAULT_OUT = Path("results/prune")
+from satool.analysis.probing.tasks import ProbeSettings
+from satool.cli.common import log, parse_csv, parse_numbers, progress_bar, results_console, say
+from satool.cli.probe import data_settings
+from satool.stages import default, default_csv
+from satool.stages import prune as stage
 
 
 def prune(
     checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus with train/test splits (default: the workspace's)."),
-    by: str = typer.Option("globalness,verticality,diagonality,weight,random", "--by",
+    by: str = typer.Option(default_csv(stage.Settings, "by"), "--by",
                            help="Pruning orders, comma-separated: any registered metric (its own order: G, V, D "
                            "highest first, W lowest first) or 'random'."),
-    task: str = typer.Option("phone,speaker,speaker-utt", "--task", "-t", help="Probing tasks, comma-separated."),
-    step: int | None = typer.Option(None, min=1, help="Heads pruned per level (default: all heads / 12)."),
-    random_seeds: int = typer.Option(5, min=1, help="Random orders for --by random; their spread is the noise the "
-                                     "report's verdicts compare every order with (at least 3)."),
-    span: str | None = typer.Option(None, help="Span pruning instead: attention spans r, comma-separated "
-                                    "(e.g. 0,1,2,4,8,16)."),
-    metrics: Path | None = typer.Option(None, help="'satool metric' results (default: the workspace's)."),
-    layer: int = typer.Option(-1, "--layer", help="Hidden state probed (0 = embedding, -1 = last)."),
-    train_split: str = typer.Option("train", help="Split the probes are trained on."),
-    test_split: str = typer.Option("test", help="Split they are evaluated on."),
-    steps: int = typer.Option(8000, min=1, help="Most training steps per probe; a probe stops earlier once its accuracy on 10 % of the training utterances, held out, has not improved for 800 steps (paper: 50k steps)."),
-    seed: int = typer.Option(0, help="Probe seed (same seed, same curve)."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances per split."),
-    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
-    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes for the phone task: auto, arpabet, "
-                                  "timit39, ipa, ipa-arpabet, data (see docs/corpora.md)."),
-    splits: Path | None = typer.Option(None, "--splits", help="A split file ('satool corpus split') deciding the "
-                                       "splits; unlisted utterances are left out."),
-    alignments: Path | None = typer.Option(None, help="Alignment directory (phone labels)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
-    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+    tasks: str = typer.Option(default_csv(stage.Settings, "tasks"), "--task", "-t",
+                              help="Probing tasks, comma-separated."),
+    step: int | None = typer.Option(default(stage.Settings, "step"), min=1, help="Heads pruned per level (default: "
+                                    "all heads / 12)."),
+    random_seeds: int = typer.Option(default(stage.Settings, "random_seeds"), min=1, help="Random orders for --by "
+                                     "random; their spread is the noise the report's verdicts compare every order "
+                                     "with (at least 3)."),
+    spans: str | None = typer.Option(default_csv(stage.Settings, "spans"), "--span", help="Span pruning instead: "
+                                     "attention spans r, comma-separated (e.g. 0,1,2,4,8,16)."),
+    metrics: Path | None = typer.Option(default(stage.Settings, "metrics"), help="'satool metric' results "
+                                        "(default: the workspace's)."),
+    layer: int = typer.Option(default(stage.Settings, "layer"), "--layer", help="Hidden state probed (0 = "
+                              "embedding, -1 = last)."),
+    train_split: str = typer.Option(default(stage.Settings, "data.train_split"),
+                                    help="Split the probes are trained on."),
+    test_split: str = typer.Option(default(stage.Settings, "data.test_split"), help="Split they are evaluated on."),
+    steps: int = typer.Option(default(stage.Settings, "probing.steps"), min=1, help="Most training steps per "
+                              "probe; a probe stops earlier once its accuracy on 10 % of the training utterances, "
+                              "held out, has not improved for 800 steps (paper: 50k steps)."),
+    seed: int = typer.Option(default(stage.Settings, "seed"), help="Probe seed (same seed, same curve)."),
+    max_utts: int | None = typer.Option(default(stage.Settings, "data.train_utts"), min=1,
+                                        help="At most this many utterances per split."),
+    max_frames: int | None = typer.Option(default(stage.Settings, "data.max_frames"), min=1,
+                                          help="Truncate utterances to this many 10 ms frames."),
+    phone_set: str = typer.Option(default(stage.Settings, "data.phone_set"), "--phone-set", help="Phone classes "
+                                  "for the phone task: auto, arpabet, timit39, ipa, ipa-arpabet, data (see "
+                                  "docs/corpora.md)."),
+    splits: Path | None = typer.Option(default(stage.Settings, "data.splits"), "--splits", help="A split file "
+                                       "('satool corpus split') deciding the splits; unlisted utterances are left "
+                                       "out."),
+    alignments: Path | None = typer.Option(default(stage.Settings, "data.alignments"),
+                                           help="Alignment directory (phone labels)."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
+    device: str = typer.Option(default(stage.Settings, "data.device"), help="cpu, cuda, mps or auto."),
 ) -> None:
     """Prune heads cumulatively in a metric's order and measure what the probes lose (paper Fig. 5).
 
@@ -48,20 +63,20 @@ def prune(
     Writes prune_results.csv/json, prune_curves.png and, with globalness and
     weight results, globalness_vs_weight.png/.csv (paper Fig. 6).
     """
-    from satool.cli.probe import data_settings
-    from satool.stages import prune as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    data = data_settings(workspace, checkpoint, corpus, alignments, train_split, test_split, max_utts, max_frames,
-                         device, splits, phone_set)
-    settings = stage.Settings(data, parse_csv(by), parse_csv(task), step, random_seeds,
-                              [int(s) for s in parse_csv(span)] if span is not None else None,
-                              metrics or workspace.path("metrics"), layer, steps, seed, out or DEFAULT_OUT)
+    data = data_settings(workspace, checkpoint=checkpoint, corpus=corpus, alignments=alignments, max_utts=max_utts,
+                         splits=splits, phone_set=phone_set, train_split=train_split, test_split=test_split,
+                         max_frames=max_frames, device=device)
+    settings = stage.Settings(data=data, by=parse_csv(by), tasks=parse_csv(tasks), step=step,
+                              random_seeds=random_seeds, spans=parse_numbers(spans), layer=layer,
+                              metrics=metrics or workspace.path("metrics"), probing=ProbeSettings(steps=steps),
+                              seed=seed, out=out)
     with progress_bar(None, "pruning") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
-    _print(outputs.sweep, span is not None)
+    _print(outputs.sweep, spans is not None)
     say(f"{outputs.passes} representation passes; wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 

@@ -1,18 +1,32 @@
-"""Loading a model: the first registered loader that accepts the path (plugins' first, built-ins last)."""
+"""Loading a model: the first of the given loaders that accepts the path (the last given is asked first).
+
+The loaders are passed in: the stages, the command line and :mod:`satool.api` pass every registered one
+(``get_plugins().models.objects()``: built-ins first, so plugins' loaders are asked first); without them
+only satool's own loaders are asked.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from satool.models.base import AttentionModel
+from satool.models.base import AttentionModel, ModelLoader
 
 BUILTIN_LOADERS = ("mockingjay", "hf-speech")  # names of the loaders registered by satool's built-ins
 
 
-def load_model(path: str | Path, device: str = "cpu", plugins=None) -> AttentionModel:
-    """Load ``path`` with the first loader that accepts it: plugins' loaders first, built-ins last."""
+def builtin_loaders() -> list[ModelLoader]:
+    """satool's own loaders, in registration order (the last is asked first)."""
+    from satool.models.hf.loader import HFLoader
+    from satool.models.mockingjay.loader import MockingjayLoader
+
+    return [MockingjayLoader(), HFLoader()]  # hf-speech accepts directories only; mockingjay any file
+
+
+def load_model(path: str | Path, device: str = "cpu", loaders: Sequence[ModelLoader] | None = None) -> AttentionModel:
+    """Load ``path`` with the first loader that accepts it, asking ``loaders`` last to first
+    (default: :func:`builtin_loaders`)."""
     from satool.errors import InputError
-    from satool.plugins import get_plugins
 
     path = Path(path)
     if not path.exists():
@@ -23,15 +37,15 @@ def load_model(path: str | Path, device: str = "cpu", plugins=None) -> Attention
                              f"model first (e.g. 'huggingface-cli download {path} --local-dir {path.name}'), "
                              "then pass that directory", path=path)
         raise InputError("checkpoint not found", path=path)
-    loaders = (plugins or get_plugins()).models
-    for entry in reversed(list(loaders)):
-        if entry.obj.can_load(path):
-            return entry.obj.load(path, device=resolve_device(device))
-    known = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders)
+    loaders = builtin_loaders() if loaders is None else list(loaders)
+    for loader in reversed(loaders):
+        if loader.can_load(path):
+            return loader.load(path, device=resolve_device(device))
+    known = "; ".join(f"{e.name}: {e.description}" for e in loaders)
     if path.is_dir():  # say what the directory lacks (the built-in loaders take files or checkpoint dirs)
         from satool.models.hf.directory import directory_problem
 
-        others = "; ".join(f"{e.name}: {e.obj.description}" for e in loaders if e.name not in BUILTIN_LOADERS)
+        others = "; ".join(f"{e.name}: {e.description}" for e in loaders if e.name not in BUILTIN_LOADERS)
         raise InputError(directory_problem(path) + (f"; other loaders: {others}" if others else ""), path=path)
     raise InputError(f"no model loader accepts this path (loaders: {known})", path=path)
 

@@ -112,6 +112,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._items)
 
+    def objects(self) -> list[T]:
+        """The registered objects in registration order (built-ins first): what ``load_model(loaders=)``
+        and ``open_corpus(readers=)`` take."""
+        return [entry.obj for entry in self._items.values()]
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -207,21 +207,26 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     def data() -> Any:
         from satool.stages.probe import Data
 
-        return Data(ckpt, corpus, train_utts=settings.probe_train_utts, test_utts=settings.probe_test_utts)
+        return Data(checkpoint=ckpt, corpus=corpus, train_utts=settings.probe_train_utts,
+                    test_utts=settings.probe_test_utts, device="cpu")
+
+    def probing() -> Any:
+        from satool.analysis.probing.tasks import ProbeSettings
+
+        return ProbeSettings(steps=settings.probe_steps)
 
     def probe(bar):
         from satool.stages import probe as stage
 
-        outputs = run_stage(stage, stage.Settings(data(), ["phone", "speaker", "speaker-utt", "reconstruction"],
-                                                  steps=settings.probe_steps, seed=settings.seed,
-                                                  out=results / "probe"), bar)
+        outputs = run_stage(stage, stage.Settings(data=data(), tasks=["phone", "speaker", "speaker-utt", "reconstruction"],
+                                                  probing=probing(), seed=settings.seed, out=results / "probe"), bar)
         return {"warnings": outputs.warnings}
 
     def prune(bar):
         from satool.stages import prune as stage
 
-        run_stage(stage, stage.Settings(data(), step=settings.prune_step, random_seeds=settings.random_seeds,
-                                        metrics=results / "metric", steps=settings.probe_steps, seed=settings.seed,
+        run_stage(stage, stage.Settings(data=data(), step=settings.prune_step, random_seeds=settings.random_seeds,
+                                        metrics=results / "metric", probing=probing(), seed=settings.seed,
                                         out=results / "prune"), bar)
 
     def report(bar):

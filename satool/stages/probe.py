@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satool.analysis.probing.tasks import ProbeSettings
 from satool.stages import Log, NoProgress, Progress, quiet
 
 
@@ -24,7 +25,7 @@ class Data:
     train_utts: int | None = None  # taken round-robin over speakers
     test_utts: int | None = None
     max_frames: int | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, mps or auto
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Settings:
     layer: int = -1  # hidden state: 0 = embedding, L = layer L, -1 = last
     head_mask: list[tuple[int, int]] = field(default_factory=list)  # heads pruned first (1-based)
     span: int | None = None
-    steps: int = 8000  # at most; probes stop early (ProbeSettings)
+    probing: ProbeSettings = field(default_factory=ProbeSettings)  # training budget (at most steps; early stop)
     seed: int = 0
     inputs: bool = True  # log-Mel and MFCC rows
     out: Path = Path("results/probe")
@@ -53,14 +54,17 @@ def open_data(data: Data):
     from satool.data.corpus import open_corpus
     from satool.errors import UsageError
     from satool.models.loading import load_model
+    from satool.plugins import get_plugins
 
-    opened = open_corpus(data.corpus, data.alignments, splits=data.splits, phone_set=data.phone_set)
+    plugins = get_plugins()
+    opened = open_corpus(data.corpus, data.alignments, readers=plugins.corpora.objects(), splits=data.splits,
+                         phone_set=data.phone_set)
     for split, option in ((data.train_split, "--train-split"), (data.test_split, "--test-split")):
         try:
             opened.resolve_splits(split)
         except UsageError as exc:
             raise UsageError(f"{exc}; choose with {option}") from None
-    model = load_model(data.checkpoint, device=data.device)
+    model = load_model(data.checkpoint, device=data.device, loaders=plugins.models.objects())
     return (model, opened, opened.select(data.train_split, data.train_utts, balanced=True),
             opened.select(data.test_split, data.test_utts, balanced=True))
 
@@ -94,7 +98,6 @@ def state_index(model, layer: int) -> int:
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.analysis.probing.passes import Configuration
     from satool.analysis.probing.study import convergence_warnings, left_out_warnings, probe_rows
-    from satool.analysis.probing.tasks import ProbeSettings
     from satool.heads import check, label
     from satool.results.probe import ProbeResults
 
@@ -106,7 +109,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     config = Configuration.pruned(model.num_layers, model.num_heads, settings.head_mask, state, settings.span)
     progress.total(len(train) + len(test), 0)
     rows, skipped = probe_rows(model, corpus, train, test, tasks, configuration=config,
-                               settings=ProbeSettings(steps=settings.steps), seed=settings.seed,
+                               settings=settings.probing, seed=settings.seed,
                                input_features=settings.inputs, max_frames=settings.data.max_frames,
                                progress=progress.advance)
     for r in rows:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satool.analysis.probing.tasks import ProbeSettings
 from satool.stages import Log, NoProgress, Progress, quiet
 from satool.stages.probe import Data
 
@@ -21,7 +22,7 @@ class Settings:
     spans: list[int] | None = None  # span pruning instead: r values
     metrics: Path | None = None  # 'satool metric' results (orders)
     layer: int = -1
-    steps: int = 8000  # at most; probes stop early (ProbeSettings)
+    probing: ProbeSettings = field(default_factory=ProbeSettings)  # training budget (at most steps; early stop)
     seed: int = 0
     out: Path = Path("results/prune")
 
@@ -36,7 +37,6 @@ class Outputs:
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.analysis.probing.passes import ProbeData
-    from satool.analysis.probing.tasks import ProbeSettings
     from satool.analysis.pruning import RepresentationStore, plan, sweep_heads, sweep_spans
     from satool.output import prune as figures
     from satool.plugins import get_plugins
@@ -51,7 +51,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     model, corpus, train, test = open_data(settings.data)
     tasks = resolve_tasks(settings.tasks, model)
     state = state_index(model, settings.layer)
-    probe = ProbeSettings(steps=settings.steps)
+    probe = settings.probing
     need_recon = any("reconstruction" in t.needs for t in tasks)
     total = model.num_layers * model.num_heads
     scores = None

@@ -217,7 +217,7 @@ def test_hook_register_corpora(tmp_path):
     soundfile.write(tmp_path / "a.wav", testing.tone_audio([("AA", 0.2)]), 16000)
     (tmp_path / "wav.scp").write_text("utt1 spk1 a.wav\n")
     plugins = _with("register_corpora", lambda register: register(ListReader()))
-    corpus = open_corpus(tmp_path, plugins=plugins)  # beats the audio-dir reader
+    corpus = open_corpus(tmp_path, readers=plugins.corpora.objects())  # beats the audio-dir reader
     assert corpus.layout == "wav-scp" and corpus.utterances[0].speaker == "spk1"
     assert len(corpus.load(corpus.utterances[0]).wave) == 3200
 
@@ -260,7 +260,7 @@ def test_hook_register_models(tmp_path):
 
     plugins = _with("register_models", lambda register: register(UniformLoader()))
     (tmp_path / "m.uniform").write_text("")
-    model = load_model(tmp_path / "m.uniform", plugins=plugins)
+    model = load_model(tmp_path / "m.uniform", loaders=plugins.models.objects())
     encoded = model.encode([model.input_features(np.zeros(3200))])[0]
     assert encoded.attentions.shape == (2, 3, 10, 10) and model.step_s == 0.02
     assert [e.name for e in plugins.models] == ["mockingjay", "hf-speech", "uniform"]

@@ -1,11 +1,14 @@
 """Corpora: readers for LibriSpeech (+ MFA), TIMIT and plain audio directories.
 
-``open_corpus(path)`` auto-detects the layout among every registered
-:class:`CorpusReader` (built-ins and plugins) and returns a :class:`Corpus`.
+``open_corpus(path, readers=...)`` auto-detects the layout among the given
+:class:`CorpusReader` objects and returns a :class:`Corpus`. The readers are passed in: the stages,
+the command line and :mod:`satool.api` pass every registered one (``get_plugins().corpora.objects()``);
+without them only satool's own readers are asked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from satool.data.corpus.base import (
@@ -20,46 +23,55 @@ from satool.errors import InputError
 
 __all__ = [
     "Corpus", "CorpusReader", "LoadedUtterance", "Skipped", "Utterance", "index_alignments",
-    "detect_layout", "open_corpus",
+    "builtin_readers", "detect_layout", "open_corpus",
 ]
 
 
-def detect_layout(path: str | Path, plugins=None) -> tuple[str, dict[str, float]]:
-    """The best-scoring reader's name for ``path`` and every reader's score."""
-    from satool.plugins import get_plugins
+def builtin_readers() -> list[CorpusReader]:
+    """satool's own corpus readers, in registration order."""
+    from satool.data.corpus.audiodir import AudioDirReader
+    from satool.data.corpus.librispeech import LibriSpeechReader
+    from satool.data.corpus.timit import TimitReader
 
+    return [LibriSpeechReader(), TimitReader(), AudioDirReader()]
+
+
+def detect_layout(path: str | Path, readers: Sequence[CorpusReader] | None = None) -> tuple[str, dict[str, float]]:
+    """The best-scoring reader's name for ``path`` and every reader's score (``readers``: default
+    :func:`builtin_readers`)."""
     path = Path(path)
     if not path.exists():
         raise InputError("corpus directory not found", path=path)
     if not path.is_dir():
         raise InputError("not a directory (a corpus is a directory of audio files)", path=path)
-    readers = (plugins or get_plugins()).corpora
-    scores = {entry.name: float(entry.obj.detect(path)) for entry in readers}
+    readers = builtin_readers() if readers is None else list(readers)
+    scores = {reader.name: float(reader.detect(path)) for reader in readers}
     best = max(scores, key=scores.get, default=None)
     if best is None or scores[best] <= 0:
-        looked = "; ".join(f"{e.name}: {e.obj.description}" for e in readers)
+        looked = "; ".join(f"{e.name}: {e.description}" for e in readers)
         raise InputError(f"no corpus layout recognised (looked for {looked})", path=path)
     return best, scores
 
 
 def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: str | None = None,
-                plugins=None, splits: str | Path | None = None, phone_set: str = "auto") -> Corpus:
-    """Open ``path`` with the named reader, or the auto-detected one.
+                readers: Sequence[CorpusReader] | None = None, splits: str | Path | None = None,
+                phone_set: str = "auto") -> Corpus:
+    """Open ``path`` with the reader named ``layout``, or the auto-detected one, among ``readers``
+    (default: :func:`builtin_readers`).
 
     ``splits``: a split file (:mod:`satool.data.corpus.splitfile`) decides the splits and leaves unlisted
     utterances out. ``phone_set``: ``auto`` (from the alignments; TIMIT keeps its 39-phone folding),
     a name from :data:`satool.data.phones.PHONE_SETS`, or ``data`` (see :mod:`satool.data.phones`).
     """
-    from satool.plugins import get_plugins
-
     path = Path(path)
+    readers = builtin_readers() if readers is None else list(readers)
     if alignments is not None and not Path(alignments).is_dir():
         raise InputError("alignment directory not found", path=alignments)
     if layout is None:
-        layout, _ = detect_layout(path, plugins)
+        layout, _ = detect_layout(path, readers)
     elif not path.is_dir():
         raise InputError("corpus directory not found", path=path)
-    reader = (plugins or get_plugins()).corpora.get(layout)
+    reader = _reader(readers, layout)
     corpus = reader.open(path, Path(alignments) if alignments is not None else None)
     kept = []
     for utt in corpus.utterances:
@@ -77,6 +89,16 @@ def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: 
     if not corpus.utterances:
         raise InputError(f"no utterances found for layout {layout!r}", path=path)
     return corpus
+
+
+def _reader(readers: Sequence[CorpusReader], layout: str) -> CorpusReader:
+    for reader in readers:
+        if reader.name == layout:
+            return reader
+    from satool.errors import UsageError
+
+    known = ", ".join(sorted(r.name for r in readers)) or "none"
+    raise UsageError(f"unknown corpus reader {layout!r} (known: {known})")
 
 
 SAMPLE_ALIGNMENTS = 500

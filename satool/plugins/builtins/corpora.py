@@ -7,10 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_corpora(register):
-    from satool.data.corpus.audiodir import AudioDirReader
-    from satool.data.corpus.librispeech import LibriSpeechReader
-    from satool.data.corpus.timit import TimitReader
+    from satool.data.corpus import builtin_readers
 
-    register(LibriSpeechReader())
-    register(TimitReader())
-    register(AudioDirReader())
+    for reader in builtin_readers():
+        register(reader)

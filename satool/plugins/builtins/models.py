@@ -7,8 +7,7 @@ from satool import hookimpl
 
 @hookimpl
 def register_models(register):
-    from satool.models.hf.loader import HFLoader
-    from satool.models.mockingjay.loader import MockingjayLoader
+    from satool.models.loading import builtin_loaders
 
-    register(MockingjayLoader())
-    register(HFLoader())  # asked first (loaders are tried newest first); accepts directories only
+    for loader in builtin_loaders():  # asked newest first: hf-speech (directories only), then mockingjay
+        register(loader)
