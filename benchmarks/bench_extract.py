@@ -54,9 +54,9 @@ def inputs(args, work: Path) -> tuple[Path, Path, str]:
 def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[list]:
     """The cache's cost: the same pipeline (prefetched audio + features, encode) with and without writing."""
     from satool.data.corpus import open_corpus
-    from satool.extract import ExtractSettings, extract
     from satool.models.loading import load_model
     from satool.prefetch import prefetched
+    from satool.stages import extract as extract_stage
 
     model = load_model(ckpt)
     c = open_corpus(corpus)
@@ -69,20 +69,22 @@ def overhead(ckpt: Path, corpus: Path, work: Path, n: int, label: str) -> list[l
     for _, features in prefetched(utts, prepare):
         model.encode([features], layers=None)[0].attentions.to(torch.float16).numpy()
     forward = time.perf_counter() - start
-    summary = extract(ckpt, corpus, work / f"overhead-{label}", ExtractSettings(max_utts=n))
+    summary = extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=corpus,
+                                                       out=work / f"overhead-{label}", max_utts=n))
     return [[f"{label}: audio -> features -> maps, not stored", forward / n * 1e3, 1.0],
             [f"{label}: satool extract (same, stored in the cache)", summary.seconds / n * 1e3,
              forward / summary.seconds]]
 
 
 def compression(ckpt: Path, corpus: Path, work: Path, n: int) -> list[list]:
-    from satool.extract import ExtractSettings, extract
+    from satool.stages import extract as extract_stage
 
     rows = []
     for method in ("none", "blosc", "lzf", "gzip"):
         out = work / f"comp-{method}"
         start = time.perf_counter()
-        extract(ckpt, corpus, out, ExtractSettings(max_utts=n), compression=method)
+        extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=corpus, out=out, max_utts=n,
+                                                 compression=method))
         seconds = time.perf_counter() - start
         from satool.cache import open_cache
 
@@ -99,8 +101,9 @@ def compression(ckpt: Path, corpus: Path, work: Path, n: int) -> list[list]:
 
 RSS_SCRIPT = """
 import resource, sys
-from satool.extract import ExtractSettings, extract
-extract(sys.argv[1], sys.argv[2], sys.argv[3], ExtractSettings(max_utts=int(sys.argv[4])))
+from satool.stages import extract as extract_stage
+extract_stage.run(extract_stage.Settings(checkpoint=sys.argv[1], corpus=sys.argv[2], out=sys.argv[3],
+                                         max_utts=int(sys.argv[4])))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

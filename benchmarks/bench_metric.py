@@ -40,7 +40,7 @@ def main() -> None:
         if args.cache:
             path = Path(args.cache)
         else:
-            from satool.extract import ExtractSettings, extract
+            from satool.stages import extract as extract_stage
 
             n = args.utterances
             testing.make_librispeech(work / "LS", speakers=tuple(str(10 + i) for i in range(n // 4)), per_speaker=4)
@@ -50,8 +50,8 @@ def main() -> None:
 
                 soundfile.write(flac, testing.tone_audio(phones, seed=zlib.crc32(flac.name.encode()) % 1000), 16000)
                 flac.with_suffix(".TextGrid").unlink()
-            extract(testing.make_checkpoint(work / "m.ckpt", preset="demo"), work / "LS", work / "cache",
-                    ExtractSettings())
+            extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(work / "m.ckpt", preset="demo"),
+                                                     corpus=work / "LS", out=work / "cache"))
             path = work / "cache"
         cache = open_cache(path)
         values = sum(cache.meta(u)["n_steps"] ** 2 for u in cache.utterance_ids) * len(cache.layers) * len(

@@ -46,13 +46,13 @@ def main() -> None:
             what = f"{ws} (demo model, synthetic corpus)"
         else:
             from satool.cache import open_cache
-            from satool.extract import extract
+            from satool.stages import extract as extract_stage
 
             speakers = tuple(str(i) for i in range(1, 9))
             testing.make_librispeech(work / "LS", speakers=speakers, per_speaker=6, split="train", chapter_id="1")
             testing.make_librispeech(work / "LS", speakers=speakers, per_speaker=2, split="test", chapter_id="2")
             ckpt = testing.make_checkpoint(work / "m.ckpt", preset="demo")
-            extract(ckpt, work / "LS", work / "cache")
+            extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=work / "LS", out=work / "cache"))
             score_cache(open_cache(work / "cache"), BUILTIN_METRICS).save(work / "metrics")
             corpus_path, metrics, what = work / "LS", work / "metrics", "tone corpus, random demo-size model"
         model = load_model(ckpt)

@@ -120,7 +120,7 @@ def all_heads() -> None:
     from satool import testing
     from satool.analysis.segmentation.study import FrameSource, aligned_ids, rank_heads
     from satool.cache import open_cache
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     demo = Path("satool-demo/attention-cache")
     work = Path(tempfile.mkdtemp(prefix="satool-bench-"))
@@ -131,7 +131,8 @@ def all_heads() -> None:
             for split, chapter in (("dev", "10"), ("test", "20")):
                 testing.make_librispeech(work / "LS", speakers=tuple(str(i) for i in range(1, 6)), per_speaker=4,
                                          split=split, chapter_id=chapter)
-            extract(testing.make_checkpoint(work / "m.ckpt", preset="demo"), work / "LS", work / "cache")
+            extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(work / "m.ckpt", preset="demo"),
+                                                     corpus=work / "LS", out=work / "cache"))
             cache_path, what = work / "cache", "tone corpus, random demo-size model"
         cache = open_cache(cache_path)
         frames = FrameSource(cache)

@@ -20,12 +20,13 @@ def _blocks() -> list[str]:
 @pytest.fixture
 def demo_like(tmp_path, monkeypatch):
     """satool-demo/ with a model, a corpus (dev/1001/101/1001-101-0021 among them) and a cache."""
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     root = tmp_path / "satool-demo"
     testing.make_librispeech(root / "corpus", speakers=("1001",), per_speaker=22, split="dev", chapter_id="101")
     testing.make_checkpoint(root / "model.ckpt", num_heads=4)
-    extract(root / "model.ckpt", root / "corpus", root / "attention-cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=root / "model.ckpt", corpus=root / "corpus",
+                                             out=root / "attention-cache"))
     monkeypatch.chdir(tmp_path)
     return root
 

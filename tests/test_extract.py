@@ -14,7 +14,7 @@ import pytest
 from satool import testing
 from satool.cache import open_cache
 from satool.errors import EXIT_BUSY
-from satool.extract import ExtractSettings, extract
+from satool.stages import extract as extract_stage
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def _same_cache(a, b):
 
 def test_cache_content_matches_the_model(setup, tmp_path):
     root, ckpt = setup
-    summary = extract(ckpt, root / "LS", tmp_path / "c", ExtractSettings(hidden_states=[0, 2]))
+    summary = extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "c",
+                                                       hidden_states=[0, 2]))
     assert summary.written == 16 and not summary.skipped
     cache = open_cache(tmp_path / "c")
     assert cache.complete and len(cache.utterance_ids) == 16
@@ -66,8 +67,8 @@ def test_cache_content_matches_the_model(setup, tmp_path):
 
 def test_selection_options(setup, tmp_path):
     root, ckpt = setup
-    settings = ExtractSettings(layers=[2], heads=[2], split="test-clean", max_utts=3, max_frames=40)
-    extract(ckpt, root / "LS", tmp_path / "c", settings)
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "c", layers=[2],
+                                             heads=[2], split="test-clean", max_utts=3, max_frames=40))
     cache = open_cache(tmp_path / "c")
     assert cache.layers == [2] and cache.heads == [2] and len(cache.utterance_ids) == 3
     for utt in cache.utterance_ids:
@@ -145,11 +146,13 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
 
 SLOW_WRITER = """
 import sys, time
-from satool.extract import extract
-def progress(done, total):
-    print("progress", done, flush=True)
-    time.sleep(0.4)   # a slow extraction: the test has time to start a second writer
-extract(sys.argv[1], sys.argv[2], sys.argv[3], progress=progress, shard_seconds=0)
+from satool.stages import extract as extract_stage
+class Slow:
+    def total(self, total, done=None):
+        print("progress", done, flush=True)
+        time.sleep(0.4)   # a slow extraction: the test has time to start a second writer
+extract_stage.run(extract_stage.Settings(checkpoint=sys.argv[1], corpus=sys.argv[2], out=sys.argv[3], flush_every=0),
+                  Slow())
 """
 
 
@@ -175,9 +178,10 @@ def test_second_writer_is_refused_while_first_runs(setup, tmp_path):
 
 def test_shards_i_of_n_make_the_same_cache(setup, tmp_path):
     root, ckpt = setup
-    extract(ckpt, root / "LS", tmp_path / "one")
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "one"))
     for i in range(2):
-        extract(ckpt, root / "LS", tmp_path / "two", shard=(i, 2))
+        extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "two",
+                                                 shard=(i, 2)))
     _same_cache(tmp_path / "one", tmp_path / "two")
     names = sorted(p.name[:10] for p in (tmp_path / "two").glob("shard-*.h5"))
     assert names[0] == "shard-r000" and names[-1] == "shard-r001"
@@ -186,7 +190,7 @@ def test_shards_i_of_n_make_the_same_cache(setup, tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_make_the_same_cache(setup, tmp_path):
     root, ckpt = setup
-    extract(ckpt, root / "LS", tmp_path / "one")
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "one"))
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
          "-m", "satool", "extract", str(ckpt), str(root / "LS"), "--out", str(tmp_path / "two"),

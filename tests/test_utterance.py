@@ -13,12 +13,13 @@ def test_cache_and_checkpoint_paths_give_the_same_record(tmp_path):
     from satool.analysis.scoring import model_stream
     from satool.cache import open_cache
     from satool.data.corpus import open_corpus
-    from satool.extract import extract
     from satool.models.loading import load_model
+    from satool.stages import extract as extract_stage
 
     testing.make_librispeech(tmp_path / "corpus", speakers=("1001",), per_speaker=3, split="dev")
     testing.make_checkpoint(tmp_path / "model.ckpt", num_heads=2)
-    extract(tmp_path / "model.ckpt", tmp_path / "corpus", tmp_path / "cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=tmp_path / "model.ckpt", corpus=tmp_path / "corpus",
+                                             out=tmp_path / "cache"))
     corpus = open_corpus(tmp_path / "corpus")
     model = load_model(tmp_path / "model.ckpt")
     direct = {meta.id: meta for _, meta in model_stream(model, corpus, corpus.utterances)}

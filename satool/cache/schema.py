@@ -1,7 +1,8 @@
 """The on-disk schema of an attention cache, and what its files must contain.
 
-``manifest.json`` (provenance and the planned utterances) and the shards' names, attributes and
-per-utterance metadata are described here; every check turns an edited, damaged, mixed or replaced
+``manifest.json`` (provenance and the planned utterances: :func:`build_manifest` makes it,
+:func:`check_manifest` checks it) and the shards' names, attributes and per-utterance metadata are
+described here; every check turns an edited, damaged, mixed or replaced
 file into one :class:`~satool.errors.InputError` naming it, before a wrong number can come out of it
 (docs/cache.md).
 """
@@ -27,6 +28,49 @@ from satool.errors import InputError
 SHARD_AGREEMENT = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned",
                    "frames_per_step", "corpus")
 ROW_SUM_TOLERANCE = 0.02  # float16 storage: a row of weights sums to 1 within this
+DEFAULT_COMPRESSION = "blosc"  # Blosc LZ4 + byte shuffle: the fastest (docs/performance.md)
+FLUSH_EVERY_S = 30.0  # seconds a shard stays open: at most this much work is redone after a crash
+# The extraction settings a manifest records under "settings" (they decide which utterances are
+# planned and what was stored for each; a cache resumes only under the same ones).
+MANIFEST_SETTINGS = ("split", "phone_set", "max_utts", "max_frames", "attention")
+
+
+def build_manifest(model: Any, corpus: Any, *, corpus_path: str | Path, alignments: str | Path | None,
+                   layers: list[int], heads: list[int], hidden_states: list[int], settings: dict[str, Any],
+                   planned: list[str], compression: str) -> dict[str, Any]:
+    """The manifest of a cache of ``model`` (an :class:`~satool.models.base.AttentionModel`) over
+    ``corpus`` (an opened :class:`~satool.data.corpus.Corpus`): provenance, what is stored, the planned
+    utterances in order, and the conventions of the stored arrays. ``settings``: the extraction
+    settings named in :data:`MANIFEST_SETTINGS`. The writer adds ``schema_version``."""
+    from satool import __version__
+
+    missing = set(MANIFEST_SETTINGS) - set(settings)
+    if missing:
+        raise ValueError(f"manifest settings lack {sorted(missing)}")
+    return {
+        "satool_version": __version__,
+        "model": model.provenance(),
+        "layers": layers,
+        "heads": heads,
+        "hidden_states": hidden_states,
+        "hidden_state_names": [model.hidden_state_names[s] for s in hidden_states],
+        "settings": {key: settings[key] for key in MANIFEST_SETTINGS},
+        "planned": planned,
+        "frames_per_step": model.frames_per_step,
+        "step_s": model.step_s,
+        "frame_shift_s": 0.01,
+        "axes": {"attention": "[layer, head, query, key]", "hidden": "[state, step, hidden]",
+                 "frame_labels": "[frame] ids into corpus.phone_set, -1 = unlabelled",
+                 "boundaries": "[boundary] seconds"},
+        "layer_numbering": "1-based layer and head numbers; hidden state 0 = embedding output",
+        "dtype": "float16",
+        "compression": compression,
+        "corpus": {"root": str(Path(corpus_path).resolve()), "layout": corpus.layout,
+                   "alignments": str(Path(alignments).resolve()) if alignments else None,
+                   "phone_set_name": corpus.phone_set.name, "phone_set": list(corpus.phone_set.names)},
+        "boundary_convention": "phone interval edges strictly inside the utterance (start and end excluded)",
+        "frame_label_convention": "label of the phone containing each 10 ms frame's centre t = i * 0.01 s",
+    }
 
 
 def require_regular_file(path: Path) -> None:
@@ -173,7 +217,7 @@ AXES = {
 }
 # Manifest fields that must match when resuming into an existing cache.
 IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned")
-COMPRESSIONS = ("blosc", "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
+COMPRESSIONS = (DEFAULT_COMPRESSION, "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import numpy as np
 
 from satool.cache.schema import (
     COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    FLUSH_EVERY_S,
     IDENTITY_FIELDS,
     MANIFEST,
     PARTIAL_SUFFIX,
@@ -137,18 +139,20 @@ class CacheWriter:
         compression: 'blosc' (LZ4 + byte shuffle; the default, chosen by measurement, see
             docs/performance.md), 'lzf', 'gzip' (level 4 + shuffle) or 'none'.
         shard_bytes: close a shard once it holds about this many raw bytes.
-        shard_seconds: ... or once it has been open this long.
+        flush_every: ... or once it has been open this many seconds (at most this much work is redone
+            after a crash).
     """
 
     def __init__(self, path: str | Path, manifest: dict[str, Any], *, rank: int = 0,
-                 compression: str = "blosc", shard_bytes: int = 256 << 20, shard_seconds: float = 30.0):
+                 compression: str = DEFAULT_COMPRESSION, shard_bytes: int = 256 << 20,
+                 flush_every: float = FLUSH_EVERY_S):
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r} (choose from {', '.join(COMPRESSIONS)})")
         self.path = Path(path)
         self.rank = rank
         self.compression = compression
         self.shard_bytes = shard_bytes
-        self.shard_seconds = shard_seconds
+        self.flush_every = flush_every
         foreign = [p for p in self.path.iterdir() if p.name != "locks" and not p.name.startswith(".")] \
             if self.path.is_dir() else []
         if foreign and not (self.path / MANIFEST).exists():
@@ -251,7 +255,7 @@ class CacheWriter:
             self._abandon_shard()
             raise _disk_error(exc, shard.path) from None
         shard.utterances.append(utt_id)
-        if shard.nbytes >= self.shard_bytes or time.monotonic() - shard.opened >= self.shard_seconds:
+        if shard.nbytes >= self.shard_bytes or time.monotonic() - shard.opened >= self.flush_every:
             self.finish_shard()
 
     def _check_free_space(self, nbytes: int) -> None:

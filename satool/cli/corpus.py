@@ -35,8 +35,9 @@ def info(
     """
     from satool.data.corpus import open_corpus
     from satool.data.corpus.summary import summarise
+    from satool.plugins import get_plugins
 
-    corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
+    corpus = open_corpus(path, alignments, layout, readers=get_plugins().corpora.objects(), phone_set=phone_set)
     with progress_bar(len(corpus.utterances), "reading headers") as bar:
         summary = summarise(corpus, bar.advance)
     if as_json:
@@ -79,8 +80,9 @@ def check(
     from satool.data.corpus import Skipped, open_corpus
     from satool.data.features import FeatureConfig
     from satool.errors import EXIT_INPUT
+    from satool.plugins import get_plugins
 
-    corpus = open_corpus(path, alignments, layout, phone_set=phone_set)
+    corpus = open_corpus(path, alignments, layout, readers=get_plugins().corpora.objects(), phone_set=phone_set)
     skipped: list = []
     good = 0
     window = FeatureConfig().n_fft // 2
@@ -127,8 +129,9 @@ def split(
     from satool.data.corpus import open_corpus
     from satool.data.corpus.splitfile import divide, write
     from satool.errors import UsageError
+    from satool.plugins import get_plugins
 
-    corpus = open_corpus(path, alignments, layout)
+    corpus = open_corpus(path, alignments, layout, readers=get_plugins().corpora.objects())
     utterances = corpus.select(parse_csv(source) or None)
     try:
         shares = [float(x) for x in parse_csv(fractions)]

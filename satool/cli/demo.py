@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import console, progress_bar, say
+from satool.stages import default
+from satool.stages.demo import DemoSettings
 
 
 def demo(
@@ -14,10 +16,12 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="Smaller corpus, a tiny model pre-trained for 60 steps "
                                "(about 3 minutes; what CI runs). Its findings are all inconclusive: the model "
                                "has not learned."),
-    pretrain: bool = typer.Option(False, "--pretrain", help="Pre-train a model here with the reference recipe "
-                                  "(as many steps as --steps) instead of analysing the shipped reference model."),
-    steps: int = typer.Option(3000, min=1, help="Pre-training steps with --pretrain (the reference model had many "
-                              "more; see docs/pretraining.md)."),
+    pretrain: bool = typer.Option(default(DemoSettings, "pretrain"), "--pretrain", help="Pre-train a model here "
+                                  "with the reference recipe (as many steps as --steps) instead of analysing the "
+                                  "shipped reference model."),
+    pretrain_steps: int = typer.Option(default(DemoSettings, "pretrain_steps"), "--steps", min=1, help="Pre-training "
+                                       "steps with --pretrain (the reference model had many more; see "
+                                       "docs/pretraining.md)."),
 ) -> None:
     """Run the whole study on a generated corpus and write OUT/report.html.
 
@@ -33,11 +37,11 @@ def demo(
     """
     from dataclasses import replace
 
-    from satool.stages.demo import STAGES, DemoSettings, run_demo
+    from satool.stages.demo import STAGES, run_demo
 
     settings = DemoSettings.quick() if quick else DemoSettings()
     if pretrain and not quick:
-        settings = replace(settings, pretrain=True, pretrain_steps=steps)
+        settings = replace(settings, pretrain=True, pretrain_steps=pretrain_steps)
 
     def on_stage(index: int, name: str, skipped: bool) -> None:
         note = " (done before, reused)" if skipped else ""

@@ -1,4 +1,4 @@
-"""`satool extract`: attention caches (library: satool.extract, satool.cache)."""
+"""`satool extract`: attention caches (stage: satool.stages.extract; library: satool.cache)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import log, parse_csv, progress_bar, say
-
-DEFAULT_OUT = Path("attention-cache")
+from satool.cli.common import log, parse_csv, parse_numbers, progress_bar, say
+from satool.stages import default, default_csv
+from satool.stages import extract as stage
 
 
 def extract(
@@ -17,25 +17,35 @@ def extract(
                                              "wav2vec2/HuBERT/WavLM transformers directory, or another "
                                              "registered model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus directory (default: the workspace's)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Cache directory (default {DEFAULT_OUT}/)."),
-    alignments: Path | None = typer.Option(None, "--alignments", "-a", help="MFA TextGrid directory."),
-    split: str | None = typer.Option(None, help="Only these splits or families (comma-separated, e.g. dev-clean "
-                                     "or test); default all."),
-    phone_set: str = typer.Option("auto", "--phone-set", help="Phone classes of the labels: auto (from the "
-                                  "alignments), arpabet, timit39, ipa, ipa-arpabet, data; recorded in the cache."),
-    layers: str | None = typer.Option(None, help="Layers to store, 1-based, e.g. '1,3-5' (default all)."),
-    heads: str | None = typer.Option(None, help="Heads to store, 1-based (default all)."),
-    hidden: str | None = typer.Option(None, help="Also store these hidden states (0 = embedding output), "
-                                      "e.g. '0-4'; needed for segment --features hidden:L."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances."),
-    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances to this many 10 ms frames."),
-    compression: str = typer.Option("blosc", help="blosc (LZ4 + shuffle: default, fastest), lzf, gzip "
-                                    "(smallest, slowest) or none; see docs/performance.md."),
-    shard: str | None = typer.Option(None, help="Process share i/N of the corpus (0-based i); or use torchrun."),
-    strict: bool = typer.Option(False, help="Stop at the first bad utterance instead of skipping it."),
-    flush_every: float = typer.Option(30.0, min=0.0, help="Seconds between shard closes: at most this much "
-                                      "work is redone after a crash (0 = after every utterance)."),
-    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Cache directory."),
+    alignments: Path | None = typer.Option(default(stage.Settings, "alignments"), "--alignments", "-a",
+                                           help="MFA TextGrid directory."),
+    split: str | None = typer.Option(default(stage.Settings, "split"), help="Only these splits or families "
+                                     "(comma-separated, e.g. dev-clean or test); default all."),
+    phone_set: str = typer.Option(default(stage.Settings, "phone_set"), "--phone-set", help="Phone classes of the "
+                                  "labels: auto (from the alignments), arpabet, timit39, ipa, ipa-arpabet, data; "
+                                  "recorded in the cache."),
+    layers: str | None = typer.Option(default_csv(stage.Settings, "layers"), help="Layers to store, 1-based, e.g. "
+                                      "'1,3-5' (default all)."),
+    heads: str | None = typer.Option(default_csv(stage.Settings, "heads"), help="Heads to store, 1-based (default "
+                                     "all)."),
+    hidden_states: str | None = typer.Option(default_csv(stage.Settings, "hidden_states"), "--hidden",
+                                             help="Also store these hidden states (0 = embedding output), e.g. "
+                                             "'0-4'; needed for segment --features hidden:L."),
+    max_utts: int | None = typer.Option(default(stage.Settings, "max_utts"), min=1,
+                                        help="At most this many utterances."),
+    max_frames: int | None = typer.Option(default(stage.Settings, "max_frames"), min=1,
+                                          help="Truncate utterances to this many 10 ms frames."),
+    compression: str = typer.Option(default(stage.Settings, "compression"), help="blosc (LZ4 + shuffle: default, "
+                                    "fastest), lzf, gzip (smallest, slowest) or none; see docs/performance.md."),
+    shard: str | None = typer.Option(default(stage.Settings, "shard"), help="Process share i/N of the corpus "
+                                     "(0-based i); or use torchrun."),
+    strict: bool = typer.Option(default(stage.Settings, "strict"), help="Stop at the first bad utterance instead of "
+                                "skipping it."),
+    flush_every: float = typer.Option(default(stage.Settings, "flush_every"), min=0.0, help="Seconds between shard "
+                                      "closes: at most this much work is redone after a crash (0 = after every "
+                                      "utterance)."),
+    device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto."),
 ) -> None:
     """Run a model over a corpus and store its attention maps in an HDF5 cache.
 
@@ -50,9 +60,6 @@ def extract(
 
     Example: satool extract ckpt.pt LibriSpeech/ --alignments mfa/ --split dev-clean
     """
-    from satool.extract import ExtractSettings, parse_numbers, world_shard
-    from satool.models.loading import resolve_device
-    from satool.stages import extract as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
@@ -60,22 +67,12 @@ def extract(
     corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS")
     if alignments is None and workspace.path("corpus") == corpus:
         alignments = workspace.path("alignments")
-    shard_pair = None
-    if shard:
-        try:
-            i, n = (int(x) for x in shard.split("/"))
-        except ValueError:
-            from satool.errors import UsageError
-
-            raise UsageError(f"--shard {shard!r}: expected i/N, e.g. 0/2") from None
-        shard_pair = (i, n)
-    extraction = ExtractSettings(
-        layers=parse_numbers(layers), heads=parse_numbers(heads), hidden_states=parse_numbers(hidden) or [],
-        split=(parse_csv(split) or None), max_utts=max_utts, max_frames=max_frames, phone_set=phone_set,
-    )
-    settings = stage.Settings(checkpoint, corpus, out or DEFAULT_OUT, extraction, alignments, compression,
-                              shard_pair, strict, flush_every, resolve_device(device))
-    index, count = world_shard(shard_pair)
+    settings = stage.Settings(
+        checkpoint=checkpoint, corpus=corpus, out=out, alignments=alignments, split=parse_csv(split) or None,
+        phone_set=phone_set, layers=parse_numbers(layers), heads=parse_numbers(heads),
+        hidden_states=parse_numbers(hidden_states) or [], max_utts=max_utts, max_frames=max_frames,
+        compression=compression, shard=parse_shard(shard), strict=strict, flush_every=flush_every, device=device)
+    index, count = stage.world_shard(settings.shard)
     label = "extracting" if count == 1 else f"extracting {index}/{count}"
 
     def ready(plan: dict) -> None:  # every check passed; the work starts after this
@@ -99,3 +96,16 @@ def extract(
         f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)")
     if index == 0:
         stage.record(workspace, settings, summary)
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'0/2' -> (0, 2); None -> None."""
+    if not value:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        from satool.errors import UsageError
+
+        raise UsageError(f"--shard {value!r}: expected i/N, e.g. 0/2") from None
+    return i, n

@@ -7,20 +7,23 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import log, print_json, progress_bar, say
-
-DEFAULT_OUT = Path("results/health")
+from satool.stages import default
+from satool.stages import health as stage
 
 
 def health(
     checkpoint: Path | None = typer.Argument(None, help="A Mockingjay checkpoint with its pre-training head "
                                              "(default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus (default: the workspace's)."),
-    split: str = typer.Option("dev", help="Held-out split or family (never one the model was trained on)."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances."),
-    seed: int = typer.Option(0, help="Seed of the fixed masks (same seed, same numbers)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    split: str = typer.Option(default(stage.Settings, "split"), help="Held-out split or family (never one the model "
+                              "was trained on)."),
+    max_utts: int | None = typer.Option(default(stage.Settings, "max_utts"), min=1,
+                                        help="At most this many utterances."),
+    seed: int = typer.Option(default(stage.Settings, "seed"), help="Seed of the fixed masks (same seed, same "
+                             "numbers)."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
-    device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
+    device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto."),
 ) -> None:
     """Check that a pre-trained model learned before reading its heads (the report's health section).
 
@@ -32,14 +35,12 @@ def health(
     in units of uniform attention). Writes health.json and health.csv; 'satool
     report' reads them.
     """
-    from satool.models.loading import resolve_device
-    from satool.stages import health as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
-    settings = stage.Settings(workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT"),
-                              workspace.resolve("corpus", corpus, hint="pass CORPUS"), split, max_utts, seed,
-                              out or DEFAULT_OUT, resolve_device(device))
+    settings = stage.Settings(checkpoint=workspace.resolve("checkpoint", checkpoint, hint="pass CHECKPOINT"),
+                              corpus=workspace.resolve("corpus", corpus, hint="pass CORPUS"), split=split,
+                              max_utts=max_utts, seed=seed, out=out, device=device)
     with progress_bar(None, "held-out checks") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

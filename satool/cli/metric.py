@@ -7,25 +7,32 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import log, parse_csv, print_json, progress_bar, results_console, say
-
-DEFAULT_OUT = Path("results/metric")
+from satool.stages import default, default_csv
+from satool.stages import metric as stage
 
 
 def metric(
     source: Path | None = typer.Argument(None, help="An attention cache (default: the workspace's), or a "
                                          "checkpoint followed by CORPUS to score without writing a cache."),
-    corpus: Path | None = typer.Argument(None, help="Corpus, only when SOURCE is a checkpoint."),
-    by: str | None = typer.Option(None, "--by", help="Metrics, comma-separated (default: every registered one; "
-                                  "see 'satool plugins')."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
+    corpus: Path | None = typer.Argument(default(stage.Settings, "corpus"),
+                                         help="Corpus, only when SOURCE is a checkpoint."),
+    by: str | None = typer.Option(default_csv(stage.Settings, "by"), "--by", help="Metrics, comma-separated "
+                                  "(default: every registered one; see 'satool plugins')."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the per-head table as JSON on stdout."),
-    top: int = typer.Option(4, min=1, help="Heads per metric in the attention-map figure."),
-    allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
-    alignments: Path | None = typer.Option(None, help="Alignments (checkpoint mode)."),
-    split: str | None = typer.Option(None, help="Splits to use, comma-separated (checkpoint mode)."),
-    max_utts: int | None = typer.Option(None, min=1, help="At most this many utterances (checkpoint mode)."),
-    max_frames: int | None = typer.Option(None, min=1, help="Truncate utterances (checkpoint mode)."),
-    device: str = typer.Option("auto", help="cpu, cuda, mps or auto (checkpoint mode)."),
+    top: int = typer.Option(default(stage.Settings, "top"), min=1,
+                            help="Heads per metric in the attention-map figure."),
+    allow_partial: bool = typer.Option(default(stage.Settings, "allow_partial"),
+                                       help="Use an unfinished cache's finished utterances."),
+    alignments: Path | None = typer.Option(default(stage.Settings, "alignments"),
+                                           help="Alignments (checkpoint mode)."),
+    split: str | None = typer.Option(default_csv(stage.Settings, "split"),
+                                     help="Splits to use, comma-separated (checkpoint mode)."),
+    max_utts: int | None = typer.Option(default(stage.Settings, "max_utts"), min=1,
+                                        help="At most this many utterances (checkpoint mode)."),
+    max_frames: int | None = typer.Option(default(stage.Settings, "max_frames"), min=1,
+                                          help="Truncate utterances (checkpoint mode)."),
+    device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto (checkpoint mode)."),
 ) -> None:
     """Globalness, verticality, diagonality and weight of every head, and its category.
 
@@ -38,17 +45,15 @@ def metric(
     Examples: satool metric attention-cache/ --json
               satool metric model.ckpt LibriSpeech/ --split dev-clean   (no cache on disk)
     """
-    from satool.stages import metric as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     source = workspace.resolve("cache", source, hint="pass a cache made by 'satool extract'")
     if not stage.is_cache(source):
         corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
-    from satool.models.loading import resolve_device
-
-    settings = stage.Settings(source, corpus, parse_csv(by) or None, out or DEFAULT_OUT, top, allow_partial,
-                              alignments, parse_csv(split) or None, max_utts, max_frames, resolve_device(device))
+    settings = stage.Settings(source=source, corpus=corpus, by=parse_csv(by) or None, out=out, top=top,
+                              allow_partial=allow_partial, alignments=alignments, split=parse_csv(split) or None,
+                              max_utts=max_utts, max_frames=max_frames, device=device)
     with progress_bar(None, "scoring heads") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

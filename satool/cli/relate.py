@@ -7,19 +7,20 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import log, progress_bar, say
-
-DEFAULT_OUT = Path("results/relate")
+from satool.stages import default, default_csv
+from satool.stages import relate as stage
 
 
 def relate(
     cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
-    heads: str | None = typer.Option(None, "--heads", help="Heads to draw, comma-separated, e.g. L1.H3,L2.H7 "
-                                     "(layer and head counted from 1)."),
-    top: int = typer.Option(4, min=1, help="Otherwise draw the top N heads by --by."),
-    by: str = typer.Option("verticality", help="Metric ranking the heads for --top (values from this pass for "
-                           "verticality, else from 'satool metric' results)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
-    allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
+    heads: str | None = typer.Option(default_csv(stage.Settings, "heads"), "--heads", help="Heads to draw, "
+                                     "comma-separated, e.g. L1.H3,L2.H7 (layer and head counted from 1)."),
+    top: int = typer.Option(default(stage.Settings, "top"), min=1, help="Otherwise draw the top N heads by --by."),
+    by: str = typer.Option(default(stage.Settings, "by"), help="Metric ranking the heads for --top (values from "
+                           "this pass for verticality, else from 'satool metric' results)."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
+    allow_partial: bool = typer.Option(default(stage.Settings, "allow_partial"),
+                                       help="Use an unfinished cache's finished utterances."),
 ) -> None:
     """Which phones attend to which: P'_h, the uniform baseline P_U, P_h and the concentration C_h.
 
@@ -34,13 +35,12 @@ def relate(
     import numpy as np
 
     from satool.heads import parse_list
-    from satool.stages import relate as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
-    settings = stage.Settings(cache_path, parse_list(heads) or None, top, by, workspace.path("metrics"),
-                              out or DEFAULT_OUT, allow_partial)
+    settings = stage.Settings(cache=cache_path, heads=parse_list(heads) or None, top=top, by=by,
+                              metrics=workspace.path("metrics"), out=out, allow_partial=allow_partial)
     with progress_bar(None, "relating phones") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

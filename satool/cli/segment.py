@@ -7,26 +7,34 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import log, parse_csv, progress_bar, results_console, say
-
-DEFAULT_OUT = Path("results/segment")
+from satool.stages import default, default_csv
+from satool.stages import segment as stage
 
 
 def segment(
     cache: Path | None = typer.Argument(None, help="Attention cache with alignments (default: the workspace's)."),
-    features: str = typer.Option("mfcc", "--features", "-f", help="Comma-separated sources: attn:L3.H7 "
-                                 "(layer 3, head 7, from 1), attn:best (the head ranked best on --tune-on, "
-                                 "never on the test split), hidden:STATE (0 = embedding), hidden:all, mfcc, mel. "
-                                 "E.g. mfcc,attn:L1.H3"),
-    tune_on: str = typer.Option("dev", help="Split on which alpha and beta are tuned for the best R-value."),
-    test_on: str = typer.Option("test", help="Split on which the tuned parameters are evaluated."),
-    alpha: float | None = typer.Option(None, min=0.0, help="Fix alpha (kernel width) instead of tuning it."),
-    beta: float | None = typer.Option(None, min=0.0, help="Fix beta (threshold) instead of tuning it."),
-    tolerance: float = typer.Option(0.02, min=0.0, help="Hit tolerance in seconds (paper: 20 ms)."),
-    all_heads: bool = typer.Option(False, "--all-heads", help="Also tune and test every head; rank them by "
-                                   "R-value (coarser grid: 5 alphas x 12 betas, 40 tuning utterances)."),
-    example: str | None = typer.Option(None, help="Utterance for the Fig. 2 example (default: first test one)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help=f"Results directory (default {DEFAULT_OUT})."),
-    allow_partial: bool = typer.Option(False, help="Use an unfinished cache's finished utterances."),
+    features: str = typer.Option(default_csv(stage.Settings, "features"), "--features", "-f", help="Comma-separated "
+                                 "sources: attn:L3.H7 (layer 3, head 7, from 1), attn:best (the head ranked best on "
+                                 "--tune-on, never on the test split), hidden:STATE (0 = embedding), hidden:all, "
+                                 "mfcc, mel. E.g. mfcc,attn:L1.H3"),
+    tune_on: str = typer.Option(default(stage.Settings, "tune_on"),
+                                help="Split on which alpha and beta are tuned for the best R-value."),
+    test_on: str = typer.Option(default(stage.Settings, "test_on"),
+                                help="Split on which the tuned parameters are evaluated."),
+    alpha: float | None = typer.Option(default(stage.Settings, "alpha"), min=0.0,
+                                       help="Fix alpha (kernel width) instead of tuning it."),
+    beta: float | None = typer.Option(default(stage.Settings, "beta"), min=0.0,
+                                      help="Fix beta (threshold) instead of tuning it."),
+    tolerance: float = typer.Option(default(stage.Settings, "tolerance"), min=0.0,
+                                    help="Hit tolerance in seconds (paper: 20 ms)."),
+    all_heads: bool = typer.Option(default(stage.Settings, "all_heads"), "--all-heads", help="Also tune and test "
+                                   "every head; rank them by R-value (coarser grid: 5 alphas x 12 betas, 40 tuning "
+                                   "utterances)."),
+    example: str | None = typer.Option(default(stage.Settings, "example"),
+                                       help="Utterance for the Fig. 2 example (default: first test one)."),
+    out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
+    allow_partial: bool = typer.Option(default(stage.Settings, "allow_partial"),
+                                       help="Use an unfinished cache's finished utterances."),
 ) -> None:
     """Find phone boundaries from attention rows or features (kernel-Gram method, docs/science.md §5).
 
@@ -39,14 +47,13 @@ def segment(
     """
     from satool.heads import label
     from satool.results.segment import BOUNDARY_CONVENTION
-    from satool.stages import segment as stage
     from satool.workspace import Workspace
 
     workspace = Workspace()
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
-    settings = stage.Settings(cache_path, parse_csv(features), tune_on, test_on, alpha=alpha, beta=beta,
-                              tolerance=tolerance, all_heads=all_heads, example=example, out=out or DEFAULT_OUT,
-                              allow_partial=allow_partial)
+    settings = stage.Settings(cache=cache_path, features=parse_csv(features), tune_on=tune_on, test_on=test_on,
+                              alpha=alpha, beta=beta, tolerance=tolerance, all_heads=all_heads, example=example,
+                              out=out, allow_partial=allow_partial)
     with progress_bar(None, "segmenting") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

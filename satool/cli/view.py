@@ -38,12 +38,14 @@ def view(
     another web page. See docs/view.md, "Security".
     """
     from satool.errors import UsageError
+    from satool.plugins import get_plugins
     from satool.view.data import ViewData
     from satool.workspace import Workspace
 
     workspace = Workspace()
     cache = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract'")
-    data = ViewData(cache, metrics or workspace.path("metrics"), relate or workspace.path("relate"))
+    data = ViewData(cache, metrics or workspace.path("metrics"), relate or workspace.path("relate"),
+                    readers=get_plugins().corpora.objects())
     if export is not None:
         chosen = parse_csv(utts)
         if not chosen:

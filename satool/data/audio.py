@@ -101,3 +101,15 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     import torchaudio.functional as AF
 
     return AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), from_rate, to_rate).numpy()
+
+
+def audio_checksum(path: str | Path) -> int:
+    """CRC-32 of an audio file's bytes: the cache records it, so that a stage reading the corpus again
+    (MFCC for segmentation, say) notices a corpus regenerated or edited under an existing cache."""
+    import zlib
+
+    checksum = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            checksum = zlib.crc32(block, checksum)
+    return checksum

@@ -90,6 +90,10 @@ def _plain(settings: dict) -> dict:
     return json.loads(json.dumps(settings))
 
 
+# The demo runs on the CPU wherever it runs (its documented numbers and times are the CPU's); the stages'
+# own default is "auto".
+DEVICE = "cpu"
+
 STAGES = ("corpus", "model", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report")
 
 
@@ -157,7 +161,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         from satool.stages import pretrain as stage
         from satool.training.pretrain import PretrainSettings
 
-        step = stage.Settings(corpus, ckpt, PretrainSettings(
+        step = stage.Settings(corpus=corpus, out=ckpt, device=DEVICE, training=PretrainSettings(
             preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,
             batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
             pre_layer_norm=settings.pre_layer_norm, save_every=max(100, settings.pretrain_steps // 5)))
@@ -174,41 +178,42 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     def health(bar):
         from satool.stages import health as stage
 
-        run_stage(stage, stage.Settings(ckpt, corpus, "dev", seed=settings.seed, out=results / "health"), bar)
+        run_stage(stage, stage.Settings(checkpoint=ckpt, corpus=corpus, split="dev", seed=settings.seed,
+                                        out=results / "health", device=DEVICE), bar)
 
     def extract(bar):
-        from satool.extract import ExtractSettings
         from satool.stages import extract as stage
 
         states = [h for h in settings.hidden_states if h <= _num_layers(ckpt)]
-        summary = run_stage(stage, stage.Settings(ckpt, corpus, cache, ExtractSettings(split=["dev", "test"],
-                                                                                        hidden_states=states)), bar)
+        summary = run_stage(stage, stage.Settings(checkpoint=ckpt, corpus=corpus, out=cache, split=["dev", "test"],
+                                                  hidden_states=states, device=DEVICE), bar)
         return {"utterances": summary.written + summary.already_done, "skipped": len(summary.skipped)}
 
     def metric(bar):
         from satool.stages import metric as stage
 
-        run_stage(stage, stage.Settings(cache, out=results / "metric"), bar)
+        run_stage(stage, stage.Settings(source=cache, out=results / "metric"), bar)
 
     def segment(bar):
         from satool.stages import segment as stage
 
         # the head and the hidden state are chosen on dev (heads: tuned on one half, scored on the other);
         # the test split scores them once
-        run_stage(stage, stage.Settings(cache, ["mfcc", "mel", "attn:best", "hidden:all"], "dev", "test",
-                                        settings.segment_tune_utts, settings.segment_test_utts, curve_hidden=False,
+        run_stage(stage, stage.Settings(cache=cache, features=["mfcc", "mel", "attn:best", "hidden:all"], tune_on="dev",
+                                        test_on="test", tune_utts=settings.segment_tune_utts,
+                                        test_utts=settings.segment_test_utts, curve_hidden=False,
                                         examples=["mfcc", "attn:best"], out=results / "segment"), bar)
 
     def relate(bar):
         from satool.stages import relate as stage
 
-        run_stage(stage, stage.Settings(cache, out=results / "relate"), bar)
+        run_stage(stage, stage.Settings(cache=cache, out=results / "relate"), bar)
 
     def data() -> Any:
         from satool.stages.probe import Data
 
         return Data(checkpoint=ckpt, corpus=corpus, train_utts=settings.probe_train_utts,
-                    test_utts=settings.probe_test_utts, device="cpu")
+                    test_utts=settings.probe_test_utts, device=DEVICE)
 
     def probing() -> Any:
         from satool.analysis.probing.tasks import ProbeSettings
@@ -232,7 +237,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
     def report(bar):
         from satool.stages import report as stage
 
-        run_stage(stage, stage.Settings(out), bar)
+        run_stage(stage, stage.Settings(directory=out), bar)
 
     data_keys = ("speakers", "utterances_per_speaker", "seed")
     model_keys = (*data_keys, "model")

@@ -18,7 +18,7 @@ class Settings:
     max_utts: int | None = None
     seed: int = 0
     out: Path = Path("results/health")
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, mps or auto
 
 
 @dataclass
@@ -28,11 +28,14 @@ class Outputs:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.models.loading import resolve_device
+    from satool.plugins import get_plugins
     from satool.training.heldout import evaluate_checkpoint
 
     progress = progress or NoProgress()
     check = evaluate_checkpoint(settings.checkpoint, settings.corpus, settings.split, max_utts=settings.max_utts,
-                                seed=settings.seed, device=settings.device, progress=progress.advance)
+                                seed=settings.seed, readers=get_plugins().corpora.objects(),
+                                device=resolve_device(settings.device), progress=progress.advance)
     check.split, check.checkpoint = settings.split, str(settings.checkpoint)
     return Outputs(check, check.save(settings.out))
 

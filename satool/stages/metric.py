@@ -14,7 +14,7 @@ from satool.timebase import FRAME_S
 class Settings:
     source: Path  # an attention cache, or a checkpoint (then ``corpus`` is needed)
     corpus: Path | None = None
-    metrics: list[str] | None = None  # registered names; None = every one
+    by: list[str] | None = None  # registered metric names; None = every one
     out: Path = Path("results/metric")
     top: int = 4  # heads per metric in the attention-map figure
     allow_partial: bool = False
@@ -22,7 +22,7 @@ class Settings:
     split: list[str] | None = None
     max_utts: int | None = None
     max_frames: int | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, mps or auto (checkpoint mode)
 
 
 @dataclass
@@ -43,8 +43,9 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     from satool.plugins import get_plugins
 
     progress = progress or NoProgress()
-    registry = get_plugins().metrics
-    metrics = [registry.get(n) for n in (settings.metrics or registry.names())]
+    plugins = get_plugins()
+    registry = plugins.metrics
+    metrics = [registry.get(n) for n in (settings.by or registry.names())]
     if is_cache(settings.source):
         from satool.analysis.scoring import score_cache
         from satool.cache import open_cache
@@ -65,8 +66,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
 
         if settings.corpus is None:
             raise UsageError(f"{settings.source} is not a cache: give the CORPUS to run the model on")
-        model = load_model(settings.source, device=settings.device)
-        opened = open_corpus(settings.corpus, settings.alignments)
+        model = load_model(settings.source, device=settings.device, loaders=plugins.models.objects())
+        opened = open_corpus(settings.corpus, settings.alignments, readers=plugins.corpora.objects())
         utterances = opened.select(settings.split or None, settings.max_utts)
         skipped: list = []
         first: dict = {}

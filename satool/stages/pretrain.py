@@ -7,20 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from satool.stages import Log, NoProgress, Progress, quiet
-from satool.training.pretrain import PretrainSettings
+from satool.training.settings import PretrainSettings
 
 
 @dataclass
 class Settings:
     corpus: Path
     out: Path = Path("model.ckpt")
-    training: PretrainSettings = field(default_factory=PretrainSettings)
+    training: PretrainSettings = field(default_factory=PretrainSettings)  # the recipe (library API)
     alignments: Path | None = None
-    device: str = "cpu"
+    device: str = "auto"  # cpu, cuda, mps or auto
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Any:
     """The :class:`~satool.training.pretrain.PretrainResult`."""
+    from satool.models.loading import resolve_device
+    from satool.plugins import get_plugins
     from satool.training.pretrain import pretrain
 
     progress = progress or NoProgress()
@@ -31,7 +33,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         progress.info(f"loss {loss:.3f}")
 
     result = pretrain(settings.corpus, settings.out, settings.training, alignments=settings.alignments,
-                      device=settings.device, progress=report, log=lambda text: log(text, ""))
+                      readers=get_plugins().corpora.objects(), device=resolve_device(settings.device),
+                      progress=report, log=lambda text: log(text, ""))
     if result.curves is not None:  # rank 0 of torchrun
         from satool.output import training as figures
 

@@ -38,10 +38,12 @@ def export_viewer(results) -> tuple[Path | None, str | None, str | None]:
     if not cache or scores is None:
         return None, None, "no attention cache or metric results"
     try:
+        from satool.plugins import get_plugins
         from satool.view.data import ViewData
         from satool.view.export import export_html
 
-        data = ViewData(cache, results.paths["metrics"], results.paths.get("relate"))
+        data = ViewData(cache, results.paths["metrics"], results.paths.get("relate"),
+                        readers=get_plugins().corpora.objects())
         example = scores.example if scores.example in data.cache.utterance_ids else data.cache.utterance_ids[0]
         return export_html(data, results.directory / "view-example.html", [example]), example, None
     except Exception as exc:  # noqa: BLE001 - the report is still written, saying why the viewer is not

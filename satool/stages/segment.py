@@ -3,7 +3,7 @@ method), tuned on one split and scored once on another, beside an evenly spaced 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ class Settings:
     # sources: mfcc, mel, attn:L3.H7, hidden:S, plus attn:best (the head ranked best on the tuning split,
     # tuned on one half of it and scored on the other: the test split is never used to choose) and
     # hidden:all (every stored hidden state)
-    features: list[str] = None  # type: ignore[assignment]  # default ["mfcc"]
+    features: list[str] = field(default_factory=lambda: ["mfcc"])
     tune_on: str = "dev"
     test_on: str = "test"
     tune_utts: int | None = None  # at most this many utterances of each split
@@ -30,10 +30,6 @@ class Settings:
     example: str | None = None  # utterance of the figures (default the first test one)
     out: Path = Path("results/segment")
     allow_partial: bool = False
-
-    def __post_init__(self) -> None:
-        if self.features is None:
-            self.features = ["mfcc"]
 
 
 @dataclass
@@ -54,6 +50,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     )
     from satool.cache import open_cache
     from satool.output import segment as figures
+    from satool.plugins import get_plugins
     from satool.results.segment import SegmentResults
 
     progress = progress or NoProgress()
@@ -61,7 +58,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     cache.require_complete(settings.allow_partial, warn=lambda m: log(m, "warning:"))
     wanted = [f for f in settings.features if f not in ("attn:best", "hidden:all")]
     sources = parse_sources(",".join(wanted)) if wanted else []
-    frames = FrameSource(cache)
+    frames = FrameSource(cache, readers=get_plugins().corpora.objects())
     frames.check(sources)  # before any work: heads, hidden states and the corpus exist
     fixed = settings.alpha is not None and settings.beta is not None
     test_ids = aligned_ids(cache, settings.test_on, option="--test-on")[: settings.test_utts]

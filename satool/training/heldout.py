@@ -195,10 +195,11 @@ def health_warnings(check: HealthCheck) -> list[str]:
 
 
 def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | None = None, seed: int = 0,
-                        alignments=None, device: str = "cpu",
+                        alignments=None, readers=None, device: str = "cpu",
                         progress=None) -> HealthCheck:
     """The held-out checks for a Mockingjay checkpoint on a corpus split (masks drawn as the model was
-    trained: its recorded span, 15 %). Needs the pre-training head."""
+    trained: its recorded span, 15 %). Needs the pre-training head. ``readers``: the corpus readers
+    (default: satool's own)."""
     from satool.data.corpus import open_corpus
     from satool.data.features import FeatureConfig, FeatureExtractor
     from satool.errors import InputError, UsageError
@@ -209,7 +210,7 @@ def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | 
     if loaded.spec_head is None:
         raise UsageError(f"{checkpoint}: no pre-training head (SpecHead), so held-out reconstruction cannot be "
                          "measured")
-    corpus = open_corpus(corpus_path, alignments)
+    corpus = open_corpus(corpus_path, alignments, readers=readers)
     utterances = corpus.select(split, max_utts)
     features = FeatureConfig.from_s3prl(loaded.audio) if loaded.audio else FeatureConfig()
     extractor = FeatureExtractor(features)

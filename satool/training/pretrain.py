@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,32 +37,7 @@ from satool.results.training import TrainingCurves
 from satool.timebase import FRAME_S
 from satool.training.heldout import HealthCheck, health_check, health_warnings, make_heldout
 from satool.training.masking import MaskPolicy, mask_batch
-
-
-@dataclass
-class PretrainSettings:
-    preset: str = "demo"
-    mask_span: int = 3  # Cnum (M3, M6, M9 in the paper)
-    mask_proportion: float = 0.15
-    downsample: int = 3  # R
-    pre_layer_norm: bool = True  # the recipe chosen by measurement (docs/pretraining.md); s3prl: post-LN
-    steps: int = 3000
-    batch_size: int = 8  # utterances per step (over all processes)
-    length_buckets: int = 8  # draw each batch from one of N groups of similar length (1 = any lengths)
-    max_steps_per_utterance: int = 250  # random crop length, in model steps
-    learning_rate: float = 1e-3  # s3prl: 2e-4
-    warmup: float = 0.07
-    weight_decay: float = 0.01
-    clip_norm: float = 5.0
-    seed: int = 0
-    save_every: int = 200
-    split: str | None = "train"
-    heldout_split: str | None = "dev"
-    heldout_utts: int = 200  # held-out utterances checked at intervals (first N of heldout_split)
-    eval_every: int = 0  # steps between held-out checks (0: ten checks over the run)
-    max_utts: int | None = None
-    # MockingjayConfig overrides; the recipe turns hidden dropout off (s3prl: 0.1)
-    overrides: dict[str, Any] = field(default_factory=lambda: {"hidden_dropout": 0.0})
+from satool.training.settings import PretrainSettings
 
 
 @dataclass
@@ -179,11 +154,14 @@ def pretrain(
     settings: PretrainSettings,
     *,
     alignments: str | Path | None = None,
+    readers: Sequence[Any] | None = None,
     device: str = "cpu",
     progress: Callable[[int, float], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PretrainResult:
     """Pre-train (or resume) and write the checkpoint ``out``; the curves come back in the result.
+
+    ``readers``: the corpus readers to open ``corpus_path`` with (default: satool's own).
 
     ``progress(step, loss)`` is called after every step (rank 0 only).
     """
@@ -203,7 +181,7 @@ def pretrain(
     if settings.batch_size < world:
         raise UsageError(f"--batch-size {settings.batch_size} is smaller than the number of processes {world}")
 
-    corpus = open_corpus(corpus_path, alignments)
+    corpus = open_corpus(corpus_path, alignments, readers=readers)
     train_split = training_splits(corpus, settings.split)
     utterances = corpus.select(train_split, settings.max_utts)
     if not utterances:

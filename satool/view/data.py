@@ -55,6 +55,7 @@ class ViewData:
     cache_path: Path
     metrics_dir: Path | None = None
     relate_dir: Path | None = None
+    readers: Any = None  # the corpus readers for the cache's corpus (default: satool's own)
 
     def __post_init__(self) -> None:
         from satool.cache import open_cache
@@ -87,7 +88,7 @@ class ViewData:
             info = self.cache.attrs.get("corpus", {})
             try:
                 self._corpus = open_corpus(info.get("root") or "", info.get("alignments"), info.get("layout"),
-                                           phone_set=info.get("phone_set_name") or "auto")
+                                           readers=self.readers, phone_set=info.get("phone_set_name") or "auto")
             except Exception as exc:  # noqa: BLE001 - any reason means: no audio, maps still work
                 self._corpus_problem = f"the corpus {info.get('root')!r} is not available ({exc})"
         return self._corpus
@@ -185,7 +186,7 @@ class ViewData:
             raise NotFound("the audio file lies outside the corpus directory")
         recorded = self.cache.meta(utt_id).get("audio_crc32")
         if recorded is not None:
-            from satool.extract import audio_checksum
+            from satool.data.audio import audio_checksum
 
             if audio_checksum(real) != recorded:
                 raise NotFound("the audio changed since the cache was made")

@@ -174,11 +174,11 @@ def test_ranks_categories_and_pruning_order(tmp_path):
 
 def test_metric_cli_on_a_cache_with_plugin_metric(tmp_path, satool_cli):
     from satool import testing
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     testing.make_librispeech(tmp_path / "LS", speakers=("1", "2"), per_speaker=3)
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt")
-    extract(ckpt, tmp_path / "LS", tmp_path / "cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=tmp_path / "LS", out=tmp_path / "cache"))
     result = satool_cli("metric", tmp_path / "cache", "--json", "--out", tmp_path / "res", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -238,8 +238,8 @@ def test_extract_refuses_a_model_that_produces_nan(tmp_path):
 
     from satool import testing
     from satool.errors import InputError
-    from satool.extract import extract
     from satool.models.mockingjay.checkpoint import load_checkpoint, save_checkpoint
+    from satool.stages import extract as extract_stage
 
     corpus = tmp_path / "LS"
     testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)
@@ -250,7 +250,7 @@ def test_extract_refuses_a_model_that_produces_nan(tmp_path):
         loaded.encoder.encoder.layer[0].attention.self.key.weight.fill_(1e30)
     save_checkpoint(ckpt, loaded.encoder, audio=loaded.audio)
     with pytest.raises(InputError, match="produced NaN or infinite attention weights"):
-        extract(ckpt, corpus, tmp_path / "cache")
+        extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=corpus, out=tmp_path / "cache"))
 
 
 def test_metric_results_accumulate_for_the_same_cache(tmp_path, satool_cli):

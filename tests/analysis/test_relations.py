@@ -58,14 +58,14 @@ def test_parse_heads():
 @pytest.mark.parametrize("layout", ["librispeech", "timit"])
 def test_relate_cli_on_both_phone_sets(tmp_path, satool_cli, layout):
     from satool import testing
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     if layout == "timit":
         testing.make_timit(tmp_path / "corpus")
     else:
         testing.make_librispeech(tmp_path / "corpus", speakers=("1", "2"), per_speaker=2)
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt", downsample=1)
-    extract(ckpt, tmp_path / "corpus", tmp_path / "cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=tmp_path / "corpus", out=tmp_path / "cache"))
     result = satool_cli("relate", tmp_path / "cache", "--heads", "1.2,2.1", "--out", tmp_path / "rel",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr

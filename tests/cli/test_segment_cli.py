@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from satool import testing
-from satool.extract import ExtractSettings, extract
+from satool.stages import extract as extract_stage
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,8 @@ def cache(tmp_path_factory):
     testing.make_librispeech(root / "LS", speakers=("1", "2"), per_speaker=3, split="test", chapter_id="20",
                              seed=5)
     ckpt = testing.make_checkpoint(root / "m.ckpt")
-    extract(ckpt, root / "LS", root / "cache", ExtractSettings(hidden_states=[0, 2]))
+    extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=root / "LS", out=root / "cache",
+                                             hidden_states=[0, 2]))
     return root / "cache"
 
 
@@ -80,8 +81,9 @@ def test_mfcc_beats_evenly_spaced_on_the_synthetic_corpus(tmp_path, satool_cli):
     from satool.data.synth import synthesize_corpus
 
     synthesize_corpus(tmp_path / "synth", speakers=6, utterances_per_speaker=10, seed=1)
-    extract(testing.make_checkpoint(tmp_path / "m.ckpt"), tmp_path / "synth", tmp_path / "cache",
-            ExtractSettings(split=["dev", "test"]))
+    extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(tmp_path / "m.ckpt"),
+                                             corpus=tmp_path / "synth", out=tmp_path / "cache", split=["dev",
+                                             "test"]))
     result = satool_cli("segment", tmp_path / "cache", "--features", "mfcc", "--out", tmp_path / "seg",
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr

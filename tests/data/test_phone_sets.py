@@ -68,11 +68,11 @@ def test_the_cache_records_the_phone_set_and_relate_uses_it(tmp_path):
     from satool.analysis.relations import relate
     from satool.analysis.scoring import cache_stream
     from satool.cache import open_cache
-    from satool.extract import ExtractSettings, extract
+    from satool.stages import extract as extract_stage
 
     corpus, mfa = _libri_with_ipa(tmp_path)
-    extract(testing.make_checkpoint(tmp_path / "m.ckpt"), corpus, tmp_path / "cache",
-            ExtractSettings(split=["dev", "test"]), alignments=mfa)
+    extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(tmp_path / "m.ckpt"), corpus=corpus,
+                                             out=tmp_path / "cache", split=["dev", "test"], alignments=mfa))
     cache = open_cache(tmp_path / "cache")
     assert cache.attrs["corpus"]["phone_set_name"] == "ipa" and "ɫ" in cache.phone_set
     relations = relate(cache_stream(cache), cache.layers, cache.heads, cache.phone_set)

@@ -37,7 +37,7 @@ def test_short_files_are_skipped_with_the_reason_and_the_cache_still_works(tmp_p
     from satool.analysis.metrics import BUILTIN_METRICS
     from satool.analysis.scoring import score_cache
     from satool.cache import open_cache
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     corpus = tmp_path / "audio"
     corpus.mkdir()
@@ -46,7 +46,7 @@ def test_short_files_are_skipped_with_the_reason_and_the_cache_still_works(tmp_p
     soundfile.write(corpus / "short.wav", np.full(250, 0.1, np.float32), 16000)  # 2 frames: no step at R = 3
     soundfile.write(corpus / "..wav", testing.tone_audio(testing.DEFAULT_PHONES), 16000, format="WAV")  # id "."
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt", downsample=3)
-    summary = extract(ckpt, corpus, tmp_path / "cache")
+    summary = extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=corpus, out=tmp_path / "cache"))
     reasons = dict(summary.skipped)
     assert "too short: 100 samples" in reasons["tiny"]
     assert "too short for this model: 2 frame(s)" in reasons["short"]
@@ -56,14 +56,14 @@ def test_short_files_are_skipped_with_the_reason_and_the_cache_still_works(tmp_p
 
 
 def test_attention_budget_skips_long_utterances(tmp_path, monkeypatch):
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     corpus = tmp_path / "audio"
     corpus.mkdir()
     soundfile.write(corpus / "long.wav", np.tile(testing.tone_audio(testing.DEFAULT_PHONES), 4), 16000)
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt", downsample=1)
     monkeypatch.setenv("SATOOL_MAX_ATTENTION_GB", "0.0001")
-    summary = extract(ckpt, corpus, tmp_path / "cache")
+    summary = extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=corpus, out=tmp_path / "cache"))
     assert len(summary.skipped) == 1
     assert "too long for the attention budget" in summary.skipped[0][1]
     assert "SATOOL_MAX_ATTENTION_GB" in summary.skipped[0][1]
@@ -101,11 +101,12 @@ def test_corpus_check_fails_on_files_stages_would_skip(tmp_path, satool_cli):
 def test_a_corpus_changed_under_its_cache_is_noticed(tmp_path):
     from satool.analysis.segmentation.study import FeatureSource, FrameSource
     from satool.cache import open_cache
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     corpus = tmp_path / "LS"
     testing.make_librispeech(corpus, speakers=("19",), per_speaker=2)
-    extract(testing.make_checkpoint(tmp_path / "m.ckpt"), corpus, tmp_path / "cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(tmp_path / "m.ckpt"), corpus=corpus,
+                                             out=tmp_path / "cache"))
     cache = open_cache(tmp_path / "cache")
     frames = FrameSource(cache)
     first = cache.utterance_ids[0]

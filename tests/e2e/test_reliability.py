@@ -181,8 +181,9 @@ def test_a_60_second_utterance_is_truncated_and_memory_stays_bounded(tmp_path, s
     ckpt = testing.make_checkpoint(tmp_path / "m.ckpt")
     script = (
         "import resource, sys\n"
-        "from satool.extract import ExtractSettings, extract\n"
-        "extract(sys.argv[1], sys.argv[2], sys.argv[3], ExtractSettings(max_frames=int(sys.argv[4])))\n"
+        "from satool.stages import extract as extract_stage\n"
+        "extract_stage.run(extract_stage.Settings(checkpoint=sys.argv[1], corpus=sys.argv[2], out=sys.argv[3],\n"
+        "                                         max_frames=int(sys.argv[4])))\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     peaks = {}

@@ -352,11 +352,12 @@ def test_extract_metrics_and_relations_on_a_tone_corpus(dirs, tmp_path):
     from satool.analysis.relations import relate
     from satool.analysis.scoring import cache_stream, score_cache
     from satool.cache import open_cache
-    from satool.extract import ExtractSettings, extract
+    from satool.stages import extract as extract_stage
 
     testing.make_librispeech(tmp_path / "LS", speakers=("19", "26"), per_speaker=1)
     directory = dirs["wav2vec2", False]
-    summary = extract(directory, tmp_path / "LS", tmp_path / "cache", ExtractSettings(hidden_states=[0, 2]))
+    summary = extract_stage.run(extract_stage.Settings(checkpoint=directory, corpus=tmp_path / "LS",
+                                                       out=tmp_path / "cache", hidden_states=[0, 2]))
     assert summary.written == 2 and not summary.skipped
     cache = open_cache(tmp_path / "cache")
     assert cache.complete and cache.attrs["frames_per_step"] == 2

@@ -135,7 +135,8 @@ def test_pretrain_records_heldout_checks_and_warns(corpus, tmp_path):
     logs: list[str] = []
     from satool.stages import pretrain as stage
 
-    result = stage.run(stage.Settings(corpus, tmp_path / "m.ckpt", settings), log=lambda text, label="": logs.append(text))
+    result = stage.run(stage.Settings(corpus=corpus, out=tmp_path / "m.ckpt", training=settings),
+                       log=lambda text, label="": logs.append(text))
     rows = (tmp_path / "m.ckpt.heldout.csv").read_text().splitlines()
     header = rows[0].split(",")
     for column in ("step", "heldout_l1", "attention_off_l1", "zeros_l1", "median_l1", "nearest_l1",

@@ -75,7 +75,7 @@ def _weights(path):
 def test_deterministic_and_resume_is_identical(corpus, tmp_path):
     from satool.stages import pretrain as stage
 
-    a = stage.run(stage.Settings(corpus, tmp_path / "a.ckpt", TINY))  # the stage also writes the curves
+    a = stage.run(stage.Settings(corpus=corpus, out=tmp_path / "a.ckpt", training=TINY))  # the stage also writes the curves
     b = pretrain(corpus, tmp_path / "b.ckpt", TINY)
     wa, wb = _weights(a.checkpoint), _weights(b.checkpoint)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -30,11 +30,12 @@ def run(tmp_path_factory):
     from satool.analysis.relations import relate
     from satool.analysis.scoring import cache_stream, score_cache
     from satool.cache import open_cache
-    from satool.extract import extract
+    from satool.stages import extract as extract_stage
 
     root = tmp_path_factory.mktemp("view")
     testing.make_librispeech(root / "LS", speakers=("19", "26"), per_speaker=2)
-    extract(testing.make_checkpoint(root / "m.ckpt"), root / "LS", root / "cache")
+    extract_stage.run(extract_stage.Settings(checkpoint=testing.make_checkpoint(root / "m.ckpt"), corpus=root / "LS",
+                                             out=root / "cache"))
     cache = open_cache(root / "cache")
     score_cache(cache, list(BUILTIN_METRICS)).save(root / "metric")
     relate(cache_stream(cache), cache.layers, cache.heads, cache.phone_set).save(root / "relate")

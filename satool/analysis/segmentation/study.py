@@ -89,8 +89,8 @@ def parse_sources(text: str) -> list[FeatureSource]:
 class FrameSource:
     """Frame vectors ``[frame, dim]`` at the 10 ms label rate for cached utterances."""
 
-    def __init__(self, cache):
-        self.cache = cache
+    def __init__(self, cache, readers=None):  # readers: the corpus readers (default: satool's own)
+        self.cache, self.readers = cache, readers
         self.rate = cache.frames_per_step
         self._corpus = None
         self._utterances: dict[str, Any] = {}
@@ -104,7 +104,7 @@ class FrameSource:
             if not root or not Path(root).is_dir():
                 raise InputError(f"the cache's corpus {root!r} is not available for mfcc/mel features",
                                  path=self.cache.path)
-            self._corpus = open_corpus(root, info.get("alignments"), info.get("layout"))
+            self._corpus = open_corpus(root, info.get("alignments"), info.get("layout"), readers=self.readers)
             self._utterances = {u.id: u for u in self._corpus.utterances}
         meta = self.cache.meta(utt_id)
         utterance = self._utterances.get(utt_id)
@@ -113,7 +113,7 @@ class FrameSource:
                              path=self.cache.attrs.get("corpus", {}).get("root"))
         recorded = meta.get("audio_crc32")
         if recorded is not None:
-            from satool.extract import audio_checksum
+            from satool.data.audio import audio_checksum
 
             if audio_checksum(utterance.audio) != recorded:
                 raise InputError("this audio changed since the cache was made (regenerated or edited corpus): "
