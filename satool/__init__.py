@@ -10,7 +10,8 @@ Library first: the ``satool`` command is a thin Typer layer over plain functions
     scores = satool.score(cache)            # scores.to_frame(): a pandas DataFrame
 
 Names are imported on first use, so ``import satool`` (and ``satool --help``) stays fast. Plugins
-implement the hooks in :mod:`satool.plugins.hookspecs` with the ``hookimpl`` marker below.
+import what they need from :mod:`satool.plugins.api` (the ``hookimpl`` marker below included) and
+implement the hooks in :mod:`satool.plugins.hookspecs`.
 """
 
 import importlib
@@ -22,9 +23,9 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("satool")
 
 _LAZY = {
-    "load_model": "satool.models.loading",
+    "load_model": "satool.api",
     "open_cache": "satool.cache",
-    "open_corpus": "satool.data.corpus",
+    "open_corpus": "satool.api",
     "run_with_cache": "satool.api",
     "score": "satool.api",
     "Run": "satool.api",

@@ -10,15 +10,40 @@ In the spirit of TransformerLens's ``run_with_cache`` and transformers' ``output
     run.step_times            # [step] seconds, the start of every step
     run.step_phones           # [step] the phone under each step (None without an alignment)
 
-See docs/api.md for caches, scores and DataFrames.
+See docs/api.md for caches, scores and DataFrames. ``load_model`` and ``open_corpus`` here ask every
+registered loader and reader (plugins' included), as the command line does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from satool.utterance import UtteranceMeta
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """The model at ``path`` (a checkpoint or a model directory), loaded by the first registered loader
+    that accepts it (plugins' first, satool's own last); see :func:`satool.models.loading.load_model`."""
+    from satool.models import loading
+    from satool.plugins import get_plugins
+
+    return loading.load_model(path, device, loaders=get_plugins().models.objects())
+
+
+def open_corpus(path: str | Path, alignments: str | Path | None = None, layout: str | None = None, *,
+                splits: str | Path | None = None, phone_set: str = "auto"):
+    """The corpus at ``path``, read by the registered reader named ``layout`` or the one that recognises
+    it (plugins' readers included); see :func:`satool.data.corpus.open_corpus`."""
+    from satool.data import corpus
+    from satool.plugins import get_plugins
+
+    return corpus.open_corpus(path, alignments, layout, readers=get_plugins().corpora.objects(), splits=splits,
+                              phone_set=phone_set)
 
 
 @dataclass
@@ -33,6 +58,8 @@ class Run:
         step_times: float ``[step]``, the start of each step in seconds.
         step_phones: the phone under the middle of each step, or None (no alignment).
         phone_set: the phone set the labels come from.
+        meta: the utterance's metadata, the record metrics read (frame labels at 10 ms, phone set,
+            boundaries, step and frame counts), as for an utterance of a cache.
     """
 
     attentions: np.ndarray
@@ -42,6 +69,7 @@ class Run:
     step_times: np.ndarray
     step_phones: list[str | None] | None
     phone_set: str | None
+    meta: UtteranceMeta
 
     def head(self, label: str) -> np.ndarray:
         """The map ``[query, key]`` of the head named ``"L3.H7"`` (layer 3, head 7, from 1)."""
@@ -66,6 +94,8 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     maps would exceed the attention budget, raise :class:`~satool.errors.InputError`.
     """
     from satool.data.audio import load_audio
+    from satool.timebase import HOP_SAMPLES, SAMPLE_RATE
+    from satool.utterance import UtteranceMeta
 
     wave = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
     features = model.input_features(wave)
@@ -73,20 +103,31 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     encoded = model.encode([features], want_attentions=True, want_hidden=True)[0]
     steps = encoded.n_steps
     times = np.arange(steps) * model.step_s
-    phones = None
+    n_frames, duration = 1 + len(wave) // HOP_SAMPLES, len(wave) / SAMPLE_RATE
+    phones = labels = bounds = None
+    names: list[str] = []
     if alignment is not None:
         from satool.data.alignment import read_alignment
         from satool.data.phones import PHONE_SETS
 
         folding = PHONE_SETS[phone_set]
-        intervals = read_alignment(alignment).phones
+        aligned = read_alignment(alignment)
         middles = times + model.step_s / 2
         phones = []
         for t in middles:
-            hit = next((p for p in intervals if p.start <= t < p.end), None)
+            hit = next((p for p in aligned.phones if p.start <= t < p.end), None)
             phones.append(None if hit is None else folding.fold(hit.label, source=str(alignment)))
-    return Run(encoded.attentions.float().cpu().numpy(), encoded.hidden_states.float().cpu().numpy(),
-               list(model.hidden_state_names), model.step_s, times, phones, phone_set if alignment else None)
+        names = list(folding.names)
+        labels = aligned.frame_labels(n_frames, folding)
+        bounds = aligned.boundaries(duration)
+    name = Path(audio).stem if isinstance(audio, (str, Path)) else "utterance"
+    meta = UtteranceMeta(id=name, speaker="", split="", n_frames=n_frames, n_steps=steps,
+                         frames_per_step=model.frames_per_step, phone_set=names, frame_labels=labels,
+                         boundaries=bounds, n_samples=len(wave), duration_s=duration)
+    return Run(attentions=encoded.attentions.float().cpu().numpy(),
+               hidden_states=encoded.hidden_states.float().cpu().numpy(), state_names=list(model.hidden_state_names),
+               step_s=model.step_s, step_times=times, step_phones=phones,
+               phone_set=phone_set if alignment else None, meta=meta)
 
 
 def score(source, metrics: list[str] | None = None):
@@ -103,5 +144,5 @@ def score(source, metrics: list[str] | None = None):
     if isinstance(source, Run):
         layers = list(range(1, source.attentions.shape[0] + 1))
         heads = list(range(1, source.attentions.shape[1] + 1))
-        return score_heads([(source.attentions, {})], chosen, layers, heads)
+        return score_heads([(source.attentions, source.meta)], chosen, layers, heads)
     return score_cache(source, chosen)

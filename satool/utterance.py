@@ -2,8 +2,8 @@
 
 The extractor writes it into the cache, ``AttentionCache.meta`` reads it back, and the
 checkpoint path of the metric pass builds it directly; metrics (built-in and plugin) read it.
-It behaves as a read-only mapping too (``meta["n_steps"]``, ``meta.get("frame_labels")``),
-so code written against the earlier dict keeps working.
+Read it by attribute (``meta.n_steps``, ``meta.frames_per_step``, ``meta.frame_labels``); it also
+reads as a mapping of the same names (``meta["n_steps"]``), with no other names.
 
 Times are in seconds, frames are 10 ms feature frames, steps are model positions
 (``frames_per_step`` frames each).
@@ -83,14 +83,9 @@ class UtteranceMeta(Mapping):
         return {key: getattr(self, key) for key in (*STORED_SCALARS, *STORED_ARRAYS)
                 if getattr(self, key) is not None}
 
-    # -- read-only mapping view ------------------------------------------------------------------------
-    @property
-    def downsample(self) -> int:
-        """Alias of ``frames_per_step`` (the name s3prl's Mockingjay uses)."""
-        return self.frames_per_step
-
+    # -- read-only mapping view (the fields, nothing else) ----------------------------------------------
     def _keys(self) -> tuple[str, ...]:
-        return (*(f.name for f in dataclasses.fields(self)), "downsample")
+        return tuple(f.name for f in dataclasses.fields(self))
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._keys():

@@ -28,8 +28,8 @@ def test_cache_and_checkpoint_paths_give_the_same_record(tmp_path):
         for utt in cache.utterance_ids:
             stored, built = cache.meta(utt), direct[utt]
             assert isinstance(stored, UtteranceMeta)
-            for key in ("id", "speaker", "split", "n_frames", "n_steps", "frames_per_step", "downsample",
-                        "phone_set", "n_samples", "duration_s", "transcript"):
+            for key in ("id", "speaker", "split", "n_frames", "n_steps", "frames_per_step", "phone_set",
+                        "n_samples", "duration_s", "transcript"):
                 assert stored[key] == built[key], key
             np.testing.assert_array_equal(stored.frame_labels, built.frame_labels)
             np.testing.assert_allclose(stored.boundaries, built.boundaries)
@@ -40,7 +40,8 @@ def test_cache_and_checkpoint_paths_give_the_same_record(tmp_path):
 def test_record_reads_as_a_mapping():
     meta = UtteranceMeta(id="u", speaker="s", split="dev", n_frames=9, n_steps=3, frames_per_step=3,
                          frame_labels=np.zeros(9, dtype=np.int16))
-    assert meta["downsample"] == 3 and meta.get("boundaries") is None and "frame_labels" in meta
+    assert meta.frames_per_step == 3 and meta.get("boundaries") is None and "frame_labels" in meta
+    assert "downsample" not in meta and not hasattr(meta, "downsample")  # one name: frames_per_step
     assert meta.get("nope", 5) == 5 and "nope" not in meta
     with pytest.raises(KeyError):
         meta["nope"]

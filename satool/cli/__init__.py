@@ -1,8 +1,8 @@
 """The ``satool`` command: a thin Typer layer over the library.
 
-The app is assembled from the ``register_stages`` hook (built-ins included),
-so a plugin's subcommands appear beside satool's own. Nothing here imports
-torch: ``satool --help`` and shell completion stay fast.
+The app is satool's own commands (:func:`builtin_commands`) plus those plugins
+register through the ``register_commands`` hook, which appear beside them.
+Nothing here imports torch: ``satool --help`` and shell completion stay fast.
 
 User errors (:class:`satool.errors.SatoolError`, click usage errors) print one
 red line on stderr and exit with a documented code (docs/exit-codes.md);
@@ -19,7 +19,7 @@ import typer.main
 
 from satool.errors import EXIT_INTERRUPTED, EXIT_USAGE, SatoolError
 
-PANEL_ORDER = ("Stages", "Workflow", "Data and plugins", "Plugin stages")
+PANEL_ORDER = ("Stages", "Workflow", "Data and plugins", "Plugin commands")
 
 APP_HELP = """\
 Understand the self-attention of self-supervised speech transformers.
@@ -34,8 +34,44 @@ Each stage records what it made in ./satool.toml, so later stages need fewer arg
 """
 
 
+def builtin_commands() -> list[tuple[str, object, str]]:
+    """satool's own commands: (name, function or typer.Typer, --help panel)."""
+    from satool.cli import (
+        corpus,
+        demo,
+        extract,
+        health,
+        metric,
+        plugins,
+        probe,
+        prune,
+        relate,
+        report,
+        segment,
+        train,
+        view,
+    )
+
+    return [
+        ("pretrain", train.pretrain, "Stages"),
+        ("health", health.health, "Stages"),
+        ("extract", extract.extract, "Stages"),
+        ("metric", metric.metric, "Stages"),
+        ("segment", segment.segment, "Stages"),
+        ("relate", relate.relate, "Stages"),
+        ("probe", probe.probe, "Stages"),
+        ("prune", prune.prune, "Stages"),
+        ("demo", demo.demo, "Workflow"),
+        ("report", report.report, "Workflow"),
+        ("view", view.view, "Workflow"),
+        ("corpus", corpus.app, "Data and plugins"),
+        ("plugins", plugins.plugins, "Data and plugins"),
+    ]
+
+
 def build_app(plugins=None) -> typer.Typer:
-    """Create the Typer app with every stage registered in ``plugins`` (default: the loaded ones)."""
+    """Create the Typer app: satool's own commands and those registered in ``plugins`` (default: the
+    loaded ones). A plugin command named like one of satool's is left out and its plugin reported."""
     from satool.plugins import get_plugins
 
     plugins = plugins or get_plugins()
@@ -64,19 +100,19 @@ def build_app(plugins=None) -> typer.Typer:
     ) -> None:
         pass
 
-    stages = plugins.stages
-    ordered = sorted(
-        stages,
-        key=lambda e: (
-            PANEL_ORDER.index(e.extra["panel"]) if e.extra["panel"] in PANEL_ORDER else len(PANEL_ORDER)
-        ),
-    )
-    for entry in ordered:
-        panel = entry.extra["panel"]
-        if isinstance(entry.obj, typer.Typer):
-            app.add_typer(entry.obj, name=entry.name, rich_help_panel=panel)
+    commands = builtin_commands()
+    own = {name for name, _, _ in commands}
+    for entry in plugins.commands:
+        if entry.name in own:
+            plugins.reject(entry.plugin, f"command {entry.name!r} is one of satool's own commands")
         else:
-            app.command(name=entry.name, rich_help_panel=panel)(entry.obj)
+            commands.append((entry.name, entry.obj, entry.extra["panel"]))
+    commands.sort(key=lambda c: PANEL_ORDER.index(c[2]) if c[2] in PANEL_ORDER else len(PANEL_ORDER))
+    for name, command, panel in commands:
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name, rich_help_panel=panel)
+        else:
+            app.command(name=name, rich_help_panel=panel)(command)
     return app
 
 

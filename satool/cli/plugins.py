@@ -12,9 +12,10 @@ def plugins(
 ) -> None:
     """List loaded plugins, what each registered, and plugins that failed to load.
 
-    satool's own stages, metrics, tasks, corpus readers and model loaders are
-    plugins too (names starting with 'satool.'). Third-party plugins are found
-    through the 'satool' entry-point group; see docs/plugins.md.
+    satool's own metrics, tasks, corpus readers and model loaders are plugins
+    too (names starting with 'satool.'); plugins may also add commands.
+    Third-party plugins are found through the 'satool' entry-point group; see
+    docs/plugins.md.
     """
     from satool.plugins import get_plugins
 

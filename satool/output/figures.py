@@ -142,7 +142,7 @@ def offset_profiles(profile: np.ndarray, labels: Sequence[str], path: str | Path
     attention (1) and a dotted one the locality threshold (5x). With ``step_s`` the axis is in
     milliseconds.
     """
-    from satool.analysis.locality import LOCAL_RATIO
+    from satool.results.metrics import LOCAL_RATIO
 
     max_offset = (profile.shape[-1] - 1) // 2
     offsets = np.arange(-max_offset, max_offset + 1)

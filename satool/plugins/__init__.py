@@ -32,35 +32,16 @@ import pluggy
 
 from satool.errors import PluginError, UsageError
 from satool.plugins import hookspecs
+from satool.plugins.hookspecs import HOOK_NAMES, KINDS
 
 ENTRY_POINT_GROUP = "satool"
 BUILTIN_PLUGINS = (
-    "satool.plugins.builtins.stages",
     "satool.plugins.builtins.metrics",
     "satool.plugins.builtins.tasks",
     "satool.plugins.builtins.corpora",
     "satool.plugins.builtins.models",
 )
 
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of thing plugins register: its registry, the hook that fills it, its name in messages."""
-
-    name: str  # plural, the registry's name: "metrics"
-    hook: str  # "register_metrics" (declared in satool.plugins.hookspecs)
-    singular: str  # "metric"
-
-
-# The one table of plugin kinds (a new kind: a row here, its hook in hookspecs, a property below).
-KINDS = (
-    Kind("stages", "register_stages", "stage"),
-    Kind("metrics", "register_metrics", "metric"),
-    Kind("tasks", "register_tasks", "task"),
-    Kind("corpora", "register_corpora", "corpus reader"),
-    Kind("models", "register_models", "model loader"),
-)
-HOOK_KIND = {k.hook: k.name for k in KINDS}  # which registry each hook fills
 
 T = TypeVar("T")
 
@@ -84,7 +65,7 @@ class Registry(Generic[T]):
 
     @property
     def singular(self) -> str:
-        return next((k.singular for k in KINDS if k.name == self.kind), self.kind)
+        return KINDS[self.kind].singular if self.kind in KINDS else self.kind
 
     def add(self, name: str, obj: T, plugin: str, **extra: Any) -> None:
         if not isinstance(name, str) or not name or name != name.strip():
@@ -146,7 +127,8 @@ def _env_flag(name: str) -> bool:
 
 
 class Plugins:
-    """The loaded plugins and the five registries they fill (lazily)."""
+    """The loaded plugins and the registries they fill (lazily): one per kind of
+    :data:`satool.plugins.hookspecs.KINDS`, as an attribute of the kind's name (``plugins.metrics``)."""
 
     def __init__(self, *, autoload: bool | None = None, strict: bool | None = None):
         self.strict = _env_flag("SATOOL_STRICT_PLUGINS") if strict is None else strict
@@ -202,16 +184,23 @@ class Plugins:
 
     # -- registries --------------------------------------------------------
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` ('stages', 'metrics', 'tasks', 'corpora', 'models')."""
+        """The registry of ``kind`` (a name in :data:`~satool.plugins.hookspecs.KINDS`: 'commands',
+        'metrics', 'tasks', 'corpora', 'models')."""
         if kind not in self._registries:
-            hook_name = next(h for h, k in HOOK_KIND.items() if k == kind)
-            self._registries[kind] = self._collect(hook_name, Registry(kind))
+            if kind not in KINDS:
+                raise UsageError(f"unknown kind of plugin object {kind!r} (known: {', '.join(KINDS)})")
+            spec = KINDS[kind]
+            self._registries[kind] = self._collect((spec.hook, *spec.legacy_hooks), Registry(kind))
         return self._registries[kind]
 
-    def _collect(self, hook_name: str, registry: Registry) -> Registry:
-        hook = getattr(self.pm.hook, hook_name)
+    def reject(self, plugin: str, reason: str) -> None:
+        """Report ``plugin`` as failed (``reason``: one line), as a failure while loading it is."""
+        self._fail(plugin, reason)
+
+    def _collect(self, hook_names: tuple[str, ...], registry: Registry) -> Registry:
         # In registration order: built-ins first, so a plugin cannot take a built-in's name.
-        for impl in hook.get_hookimpls():
+        impls = [impl for name in hook_names for impl in getattr(self.pm.hook, name).get_hookimpls()]
+        for impl in impls:
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             if any(f.name == plugin_name for f in self.failed):
                 continue
@@ -238,36 +227,17 @@ class Plugins:
                 registry.add(entry.name, entry.obj, entry.plugin, **entry.extra)
         return registry
 
-    @property
-    def stages(self) -> Registry:
-        return self.registry("stages")
-
-    @property
-    def metrics(self) -> Registry:
-        return self.registry("metrics")
-
-    @property
-    def tasks(self) -> Registry:
-        return self.registry("tasks")
-
-    @property
-    def corpora(self) -> Registry:
-        return self.registry("corpora")
-
-    @property
-    def models(self) -> Registry:
-        return self.registry("models")
 
     # -- description -------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """Everything `satool plugins --json` prints (fills every registry)."""
-        registries = {kind: self.registry(kind) for kind in HOOK_KIND.values()}
+        registries = {kind: self.registry(kind) for kind in KINDS}
         plugins = []
         for name, info in self.info.items():
             if any(f.name == name for f in self.failed):
                 continue
             hooks = sorted(
-                h for h in HOOK_KIND if any(
+                h for h in HOOK_NAMES if any(
                     self.pm.get_name(i.plugin) == name for i in getattr(self.pm.hook, h).get_hookimpls()
                 )
             )
@@ -288,6 +258,14 @@ class Plugins:
             result[kind] = [{"name": e.name, "plugin": e.plugin} for e in reg]
         result["failed"] = [{"name": f.name, "error": f.error} for f in self.failed]
         return result
+
+
+def _registry_property(kind: str) -> property:
+    return property(lambda self: self.registry(kind), doc=f"The registry of {KINDS[kind].singular} objects.")
+
+
+for _kind_name in KINDS:  # plugins.commands, plugins.metrics, ... : one per kind, from the one table
+    setattr(Plugins, _kind_name, _registry_property(_kind_name))
 
 
 PLUGIN_THREAD = "satool-plugin"
@@ -361,7 +339,7 @@ def _call_with_timeout(function: Callable[[], Any], seconds: float) -> Any:
 
 def _registration(kind: str, args: tuple, kwargs: dict) -> tuple[str, Any, dict]:
     """Normalise the arguments of a ``register`` callback into (name, obj, extra)."""
-    if kind == "stages":
+    if kind == "commands":
         if len(args) < 2 and "command" not in kwargs:
             raise PluginError("register(name, command, panel=None) needs a name and a command")
         name = args[0] if args else kwargs.pop("name")
@@ -370,8 +348,8 @@ def _registration(kind: str, args: tuple, kwargs: dict) -> tuple[str, Any, dict]
         if kwargs:
             raise PluginError(f"register() got unexpected arguments {sorted(kwargs)}")
         if not callable(command):
-            raise PluginError(f"stage {name!r}: command must be a function or a typer.Typer")
-        return name, command, {"panel": panel or "Plugin stages"}
+            raise PluginError(f"command {name!r}: must be a function or a typer.Typer")
+        return name, command, {"panel": panel or "Plugin commands"}
     if len(args) != 1 or kwargs:
         raise PluginError(f"register() for {kind} takes exactly one object")
     obj = args[0]

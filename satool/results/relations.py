@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from satool.errors import InputError
+from satool.heads import label
 from satool.results.files import MAX_RESULT_BYTES
 
 
@@ -144,7 +145,7 @@ class Relations:
         for i, (a, b) in enumerate(zip(self.layers, self.heads)):
             if (int(a), int(b)) == (layer, head):
                 return i
-        raise KeyError(f"L{layer}.H{head}")
+        raise KeyError(label(layer, head))
 
 
 def _extreme(values: np.ndarray, reduce) -> np.ndarray:

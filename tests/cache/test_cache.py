@@ -46,7 +46,7 @@ def test_round_trip(tmp_path, compression):
         np.testing.assert_array_equal(cache.attention(utt, layer=0), cache.attention(utt)[0])
         assert cache.attention(utt).dtype == np.float32
     meta = cache.meta("u3")
-    assert meta["speaker"] == "s1" and meta["n_steps"] == 7 and meta["downsample"] == 3
+    assert meta["speaker"] == "s1" and meta["n_steps"] == 7 and meta.frames_per_step == 3
     assert meta["frame_labels"].tolist() == (np.arange(21) % 2).tolist()
     assert meta["phone_set"] == ["AA", "sil"]
     assert cache.attrs["schema_version"] == SCHEMA_VERSION

@@ -63,7 +63,7 @@ def test_user_error_is_one_line_with_its_code(capsys):
     class Plugin:
         @staticmethod
         @hookimpl
-        def register_stages(register):
+        def register_commands(register):
             def broken_input(path: str) -> None:
                 raise InputError("not a corpus", path=path)
 
@@ -87,7 +87,7 @@ def test_bug_keeps_traceback(capsys):
     class Plugin:
         @staticmethod
         @hookimpl
-        def register_stages(register):
+        def register_commands(register):
             def bug() -> None:
                 raise ZeroDivisionError("a real bug")
 

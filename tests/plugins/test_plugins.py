@@ -82,14 +82,13 @@ def test_plugins_json_lists_example_plugin(satool_cli):
     result = satool_cli("plugins", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"plugins", "stages", "metrics", "tasks", "corpora", "models", "failed"}
+    assert set(data) == {"plugins", "commands", "metrics", "tasks", "corpora", "models", "failed"}
     phonetics = next(p for p in data["plugins"] if p["name"] == "phonetics")
     assert phonetics["version"] == "0.1.0"
     assert phonetics["hooks"] == ["register_metrics", "register_tasks"]
     assert {"name": "silence-focus", "plugin": "phonetics"} in data["metrics"]
     assert {"name": "boundary", "plugin": "phonetics"} in data["tasks"]
-    for stage in ("pretrain", "extract", "metric", "segment", "relate", "prune", "probe"):
-        assert {"name": stage, "plugin": "satool.plugins.builtins.stages"} in data["stages"]
+    assert data["commands"] == []  # satool's own commands are the command line's, not plugins'
     assert data["failed"] == []
 
 
@@ -149,22 +148,65 @@ def _with(hook_name: str, body):
     return plugins
 
 
-def test_hook_register_stages(capsys):
+def test_hook_register_commands(capsys):
     from satool.cli import run
 
-    def register_stages(register):
+    def register_commands(register):
         def hello(name: str = "world") -> None:
             """Say hello."""
             print(f"hello {name}")
 
         register("hello", hello, "Greetings")
 
-    plugins = _with("register_stages", register_stages)
+    plugins = _with("register_commands", register_commands)
     assert run(["hello", "--name", "satool"], plugins=plugins) == 0
     assert capsys.readouterr().out == "hello satool\n"
     assert run(["--help"], plugins=plugins) == 0
-    assert "Greetings" in capsys.readouterr().out
-    assert plugins.stages.entry("hello").plugin == "test-plugin"
+    help_text = capsys.readouterr().out
+    assert "Greetings" in help_text and "extract" in help_text  # beside satool's own commands
+    assert plugins.commands.entry("hello").plugin == "test-plugin"
+
+
+def test_hook_register_stages(capsys):
+    """The earlier name of register_commands: a plugin written for it keeps working."""
+    from satool.cli import run
+
+    def register_stages(register):
+        def hello() -> None:
+            """Say hello."""
+            print("hello from an older plugin")
+
+        register("hello", hello)
+
+    plugins = _with("register_stages", register_stages)
+    assert run(["hello"], plugins=plugins) == 0
+    assert capsys.readouterr().out == "hello from an older plugin\n"
+    assert plugins.commands.entry("hello").extra["panel"] == "Plugin commands"
+
+
+def test_a_plugin_command_cannot_replace_a_builtin_one(capsys):
+    from satool.cli import run
+
+    def register_commands(register):
+        register("extract", lambda: print("not the real extract"))
+
+    plugins = _with("register_commands", register_commands)
+    assert run(["extract", "--help"], plugins=plugins) == 0
+    captured = capsys.readouterr()
+    assert "not the real extract" not in captured.out and "attention maps" in captured.out
+    assert "command 'extract' is one of satool's own commands" in captured.err
+    assert plugins.failed[0].name == "test-plugin"
+
+
+def test_kinds_are_declared_once():
+    from satool.plugins import Plugins, hookspecs
+
+    assert list(hookspecs.KINDS) == ["commands", "metrics", "tasks", "corpora", "models"]
+    assert set(hookspecs.HOOK_NAMES) == {k.hook for k in hookspecs.KINDS.values()} | {"register_stages"}
+    plugins = Plugins(autoload=False)
+    for kind in hookspecs.KINDS:
+        assert getattr(plugins, kind) is plugins.registry(kind)
+    assert set(plugins.describe()) == {"plugins", "failed", *hookspecs.KINDS}
 
 
 def test_hook_register_metrics():
@@ -361,3 +403,26 @@ def test_metric_json_stays_clean_and_a_failing_metric_spares_the_others(satool_c
     assert "metric 'fragile' failed and has no values: ZeroDivisionError: division by zero in a plugin" \
         in " ".join(result.stderr.split())
     assert "hello from a metric" in result.stderr
+
+
+def test_plugin_api_names_resolve_and_load_nothing_heavy():
+    import subprocess
+    import sys
+
+    from satool.plugins import api
+
+    assert set(api.__all__) == {"hookimpl", *api._EXPORTS}
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name
+    assert api.hookimpl is hookimpl
+    code = "import sys, satool.plugins.api; print([m for m in ('torch', 'h5py', 'matplotlib') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_plugin_api_is_documented():
+    from satool.plugins import api
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    for name in api.__all__:
+        assert f"`{name}`" in doc, f"{name} (satool.plugins.api) not in docs/plugins.md"

@@ -1,35 +1,37 @@
-"""satool-phonetics: an example satool plugin (one metric, one probing task)."""
+"""satool-phonetics: an example satool plugin (one metric, one probing task).
+
+It imports from :mod:`satool.plugins.api` only: what satool promises plugins.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from satool import hookimpl
-from satool.analysis.metrics import HeadMetric
-from satool.analysis.probing.tasks import (
+from satool.plugins.api import (
     FrameClassificationTask,
+    HeadMetric,
     ProbeScore,
     ProbeSettings,
     ProbeUtterance,
+    UtteranceMeta,
+    hookimpl,
     train_and_score_classifier,
 )
 
 SILENCE = "sil"
 
 
-def step_silence_share(meta) -> np.ndarray | None:
+def step_silence_share(meta: UtteranceMeta) -> np.ndarray | None:
     """Fraction of each model step's label frames that are silence: float ``[step]``."""
-    labels = meta.get("frame_labels")
-    phone_set = list(meta.get("phone_set") or [])
+    labels, phone_set = meta.frame_labels, list(meta.phone_set)
     if labels is None or SILENCE not in phone_set:
         return None
-    r = int(meta.get("downsample", 1))
-    n_steps = int(meta["n_steps"])
+    r, n_steps = meta.frames_per_step, meta.n_steps
     frames = np.asarray(labels)[: n_steps * r].reshape(n_steps, r)
     return (frames == phone_set.index(SILENCE)).mean(axis=1)
 
 
-def silence_focus(attn: np.ndarray, meta) -> np.ndarray:
+def silence_focus(attn: np.ndarray, meta: UtteranceMeta) -> np.ndarray:
     """attention mass on silence / silence share - 1, per head ``[layer, head]``; NaN if no silence."""
     share = step_silence_share(meta)
     if share is None or share.sum() == 0:

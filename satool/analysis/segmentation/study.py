@@ -38,6 +38,7 @@ from satool.analysis.segmentation import (
     upsample_frames,
 )
 from satool.errors import InputError, UsageError
+from satool.heads import label as head_label
 from satool.results.segment import SegmentationExample, SourceResult
 from satool.timebase import FRAME_S, SAMPLE_RATE
 
@@ -51,7 +52,7 @@ class FeatureSource:
     @property
     def label(self) -> str:
         if self.kind == "attn":
-            return f"attn:L{self.layer}.H{self.head}"
+            return f"attn:{head_label(self.layer, self.head)}"
         if self.kind == "hidden":
             return f"hidden:{self.layer}"
         return self.kind
