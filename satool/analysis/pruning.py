@@ -6,9 +6,14 @@ all heads; after each level the probing tasks are trained and scored on the
 pruned model's representations. ``random`` orders (several seeds) give the
 baseline. Span pruning zeroes every weight with |q - k| > r instead.
 
-Work is shared: one representation pass per distinct configuration (the
-unpruned model and the fully pruned one are the same for every order) feeds
-every task.
+Work is shared: every distinct configuration (the unpruned model and the fully
+pruned one are the same for every order) is represented once, pruned
+configurations run side by side in one batch, and the probes of one task on
+every configuration train together as one group
+(:func:`~satool.analysis.probing.tasks.evaluate_grouped`). The scores are those
+of representing and training one configuration at a time (the tests check it).
+Memory is bounded: configurations are taken in chunks whose hidden states fit
+``memory_bytes``.
 """
 
 from __future__ import annotations
@@ -19,13 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from satool.analysis.probing.passes import Configuration, ProbeData
-from satool.analysis.probing.tasks import (
-    ProbeScore,
-    ProbeSettings,
-    ProbeSplit,
-    ProbeTask,
-    evaluate_tasks,
-)
+from satool.analysis.probing.tasks import ProbeScore, ProbeSettings, ProbeTask, evaluate_grouped
 from satool.errors import UsageError
 from satool.results.prune import RANDOM, PruneRow, PruneSweep, SpanRow, SpanSweep
 
@@ -77,66 +76,63 @@ def plan(by: Sequence[str], scores, n_layers: int, n_heads: int, *, step: int | 
     return SweepPlan(orders, levels(n_layers * n_heads, step), seeds)
 
 
-class RepresentationStore:
-    """Representation passes over a train and a test :class:`ProbeData`, one per distinct configuration.
-
-    The unpruned and the fully pruned configurations (the same for every order)
-    are kept; others are recomputed if asked again after ``keep`` newer ones.
-    """
-
-    def __init__(self, train: ProbeData, test: ProbeData, *, keep: int = 2):
-        self.train, self.test = train, test
-        self._kept: dict[str, tuple[ProbeSplit, ProbeSplit]] = {}
-        self._recent: dict[str, tuple[ProbeSplit, ProbeSplit]] = {}
-        self.keep = keep
-        self.passes = 0
-
-    def get(self, configuration: Configuration, *, permanent: bool = False) -> tuple[ProbeSplit, ProbeSplit]:
-        key = configuration.key
-        for store in (self._kept, self._recent):
-            if key in store:
-                return store[key]
-        pair = (self.train.represent(configuration), self.test.represent(configuration))
-        self.passes += 1
-        target = self._kept if permanent else self._recent
-        if not permanent and len(self._recent) >= self.keep:
-            self._recent.pop(next(iter(self._recent)))
-        target[key] = pair
-        return pair
+def distinct(configurations: Sequence[Configuration]) -> list[Configuration]:
+    """Each configuration once, in the order first met."""
+    return list({c.key: c for c in configurations}.values())
 
 
-def sweep_heads(store: RepresentationStore, sweep: SweepPlan, tasks: Sequence[ProbeTask], *, seed: int = 0,
+def score_configurations(data: tuple[ProbeData, ProbeData], configurations: Sequence[Configuration],
+                         tasks: Sequence[ProbeTask], *, seed: int, settings: ProbeSettings, device: str = "cpu",
+                         memory_bytes: int = 4 << 30, progress: Callable[[int], None] | None = None
+                         ) -> dict[str, list[ProbeScore]]:
+    """Every task's score on every configuration (keyed by :attr:`Configuration.key`): chunks of
+    configurations are represented together and their probes trained together. ``progress(1)`` per
+    probe finished and per configuration represented."""
+    train, test = data
+    unique = distinct(configurations)
+    per_configuration = max(1, train.hidden_bytes() + test.hidden_bytes())
+    chunk = max(1, memory_bytes // per_configuration)
+    scored: dict[str, list[ProbeScore]] = {}
+    for start in range(0, len(unique), chunk):
+        part = unique[start:start + chunk]
+        pairs = list(zip(train.represent_many(part), test.represent_many(part)))
+        if progress is not None:
+            progress(len(part))
+        for config, scores in zip(part, evaluate_grouped(tasks, pairs, seed=seed, settings=settings, device=device,
+                                                         progress=progress)):
+            scored[config.key] = scores
+        del pairs
+    return scored
+
+
+def sweep_heads(data: tuple[ProbeData, ProbeData], sweep: SweepPlan, tasks: Sequence[ProbeTask], *, seed: int = 0,
                 settings: ProbeSettings | None = None, state: int = -1, device: str = "cpu",
-                on_level: Callable[[str, int], None] | None = None) -> PruneSweep:
-    """A probe score for every order, level and task."""
+                memory_bytes: int = 4 << 30, progress: Callable[[int], None] | None = None) -> PruneSweep:
+    """A probe score for every order, level and task (``data``: the train and test ProbeData)."""
     settings = settings or ProbeSettings()
-    n_layers, n_heads = store.train.model.num_layers, store.train.model.num_heads
+    n_layers, n_heads = data[0].model.num_layers, data[0].model.num_heads
     total = n_layers * n_heads
-    rows: list[PruneRow] = []
-    scored: dict[str, list[ProbeScore]] = {}  # identical configurations are scored once
-    for name, orders in sweep.orders.items():
-        for order_seed, order in zip(sweep.seeds[name], orders):
-            for level_index, level in enumerate(sweep.levels):
-                config = Configuration.pruned(n_layers, n_heads, order[:level], state)
-                if config.key not in scored:
-                    train, test = store.get(config, permanent=level in (0, total))
-                    scored[config.key] = evaluate_tasks(tasks, train, test, seed=seed, settings=settings,
-                                                        device=device)
-                rows += [PruneRow(name, order_seed, level_index, level, level / total, score)
-                         for score in scored[config.key]]
-                if on_level is not None:
-                    on_level(name, level)
-    return PruneSweep(rows)
+    points = [(name, order_seed, level_index, level, Configuration.pruned(n_layers, n_heads, order[:level], state))
+              for name, orders in sweep.orders.items() for order_seed, order in zip(sweep.seeds[name], orders)
+              for level_index, level in enumerate(sweep.levels)]
+    scored = score_configurations(data, [p[-1] for p in points], tasks, seed=seed, settings=settings, device=device,
+                                  memory_bytes=memory_bytes, progress=progress)
+    return PruneSweep([PruneRow(name, order_seed, level_index, level, level / total, score)
+                       for name, order_seed, level_index, level, config in points for score in scored[config.key]])
 
 
-def sweep_spans(store: RepresentationStore, spans: Sequence[int | None], tasks: Sequence[ProbeTask], *,
-                seed: int = 0, settings: ProbeSettings | None = None, state: int = -1,
-                device: str = "cpu") -> SpanSweep:
+def sweep_spans(data: tuple[ProbeData, ProbeData], spans: Sequence[int | None], tasks: Sequence[ProbeTask], *,
+                seed: int = 0, settings: ProbeSettings | None = None, state: int = -1, device: str = "cpu",
+                memory_bytes: int = 4 << 30, progress: Callable[[int], None] | None = None) -> SpanSweep:
     """A probe score for each attention span r (None = no limit) and task."""
     settings = settings or ProbeSettings()
-    rows = []
-    for span in spans:
-        train, test = store.get(Configuration(None, span, state))
-        rows += [SpanRow(span, score) for score in evaluate_tasks(tasks, train, test, seed=seed, settings=settings,
-                                                                  device=device)]
-    return SpanSweep(rows)
+    configs = [Configuration(None, span, state) for span in spans]
+    scored = score_configurations(data, configs, tasks, seed=seed, settings=settings, device=device,
+                                  memory_bytes=memory_bytes, progress=progress)
+    return SpanSweep([SpanRow(span, score) for span, config in zip(spans, configs) for score in scored[config.key]])
+
+
+def work_count(data: tuple[ProbeData, ProbeData], configurations: Sequence[Configuration],
+               tasks: Sequence[ProbeTask]) -> int:
+    """How many progress units :func:`score_configurations` reports (configurations + probes)."""
+    return len(distinct(configurations)) * (1 + len(tasks))

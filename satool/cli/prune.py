@@ -77,7 +77,7 @@ def prune(
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
     _print(outputs.sweep, spans is not None)
-    say(f"{outputs.passes} representation passes; wrote {', '.join(str(p) for p in outputs.paths.values())}")
+    say(f"{outputs.configurations} pruned models represented and probed; wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 
 def _print(sweep, spans: bool) -> None:

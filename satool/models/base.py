@@ -84,12 +84,16 @@ class Representation:
 
     hidden: np.ndarray  # float32 [step, hidden]
     reconstruction: Reconstruction | None
+    states: dict[int, np.ndarray] | None = None  # hidden state index -> [step, hidden], when several were asked
 
 
 class AttentionModel(ABC):
     """A loaded transformer whose attention satool can read and mask."""
 
     name: str = "model"
+    # True when ``represent``/``encode`` accept one head mask per utterance (``[batch, layer, head]``),
+    # so several pruned versions of the model run as one batch
+    masks_per_utterance: bool = False
     num_layers: int
     num_heads: int
     hidden_size: int
@@ -147,15 +151,22 @@ class AttentionModel(ABC):
         return ProbeInput(self.input_features(wave), None)
 
     def represent(self, inputs: list[ProbeInput], *, state: int = -1, head_mask=None,
-                  attention_span=None) -> list[Representation]:
+                  attention_span=None, states=None) -> list[Representation]:
         """One batched forward pass for probing: hidden state ``state`` (index into
         ``hidden_state_names``; -1 = last) as float32 ``[step, hidden]`` per utterance and,
-        where the input carries a target and the model has a pre-training head, its L1."""
+        where the input carries a target and the model has a pre-training head, its L1. With
+        ``states`` (indices), every one of those hidden states too (``Representation.states``)."""
         import torch
 
         encoded = self.encode([i.features for i in inputs], head_mask=head_mask, attention_span=attention_span,
                               want_attentions=False, want_hidden=True)
-        return [Representation(e.hidden_states[state].to(torch.float32).cpu().numpy(), None) for e in encoded]
+
+        def state_array(e, index):
+            return e.hidden_states[index].to(torch.float32).cpu().numpy()
+
+        return [Representation(state_array(e, state), None,
+                               None if states is None else {s: state_array(e, s) for s in states})
+                for e in encoded]
 
     @abstractmethod
     def provenance(self) -> dict[str, Any]:

@@ -31,13 +31,14 @@ class Settings:
 class Outputs:
     sweep: Any  # satool.results.prune.PruneSweep (or SpanSweep with ``spans``)
     paths: dict[str, Path]
-    passes: int
+    configurations: int  # distinct pruned models represented
     skipped: list[tuple[str, str]]
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.analysis.probing.passes import ProbeData
-    from satool.analysis.pruning import RepresentationStore, plan, sweep_heads, sweep_spans
+    from satool.analysis.probing.passes import Configuration
+    from satool.analysis.pruning import distinct, plan, sweep_heads, sweep_spans, work_count
     from satool.output import prune as figures
     from satool.plugins import get_plugins
     from satool.results.metrics import HeadScores
@@ -60,26 +61,33 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     progress.total(len(train) + len(test), 0)
     data = [ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=settings.data.max_frames,
                       progress=progress.advance) for utts in (train, test)]
-    store = RepresentationStore(*data)
+    pair = (data[0], data[1])
     device = str(getattr(model, "device", "cpu"))
     if settings.spans is not None:
         spans = [None, *settings.spans]
-        progress.total(len(spans), 0)
-        sweep = sweep_spans(store, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device)
+        configurations = [Configuration(None, span, state) for span in spans]
+        progress.total(work_count(pair, configurations, tasks), 0)
+        progress.info(f"{len(configurations)} spans x {len(tasks)} probes")
+        sweep = sweep_spans(pair, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device,
+                            progress=progress.advance)
         paths = {**sweep.save(settings.out), **figures.draw_spans(sweep, settings.out)}
     else:
         orders = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
                       random_seeds=range(settings.random_seeds))
-        progress.total(sum(len(o) for o in orders.orders.values()) * len(orders.levels), 0)
-        sweep = sweep_heads(store, orders, tasks, seed=settings.seed, settings=probe, state=state, device=device,
-                            on_level=lambda name, level: progress.advance())
+        configurations = distinct([Configuration.pruned(model.num_layers, model.num_heads, order[:level], state)
+                                   for many in orders.orders.values() for order in many for level in orders.levels])
+        points = sum(len(o) for o in orders.orders.values()) * len(orders.levels)
+        progress.total(work_count(pair, configurations, tasks), 0)
+        progress.info(f"{points} points, {len(configurations)} pruned models x {len(tasks)} probes")
+        sweep = sweep_heads(pair, orders, tasks, seed=settings.seed, settings=probe, state=state, device=device,
+                            progress=progress.advance)
         first = orders.levels[1] if len(orders.levels) > 1 else 1
         paths = {**sweep.save(settings.out),
                  **figures.draw_sweep(sweep, settings.out, total_heads=total, scores=scores, first=first)}
     skipped = data[0].skipped + data[1].skipped
     for utt, reason in skipped[:5]:
         log(f"{utt}: {reason}", "skipped")
-    return Outputs(sweep, paths, store.passes, skipped)
+    return Outputs(sweep, paths, len(configurations), skipped)
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

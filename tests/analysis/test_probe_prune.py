@@ -66,8 +66,8 @@ def test_exactly_prune_by_globalness_task_speaker(workspace, satool_cli):
         assert (workspace / "results" / "prune" / name).stat().st_size > 0
     fig6 = _rows(workspace / "results" / "prune" / "globalness_vs_weight.csv")
     assert sorted(int(r["position_by_globalness"]) for r in fig6) == [1, 2, 3, 4]
-    assert "4 representation passes" in " ".join(result.stderr.split()) or "5 representation passes" in \
-        " ".join(result.stderr.split())
+    said = " ".join(result.stderr.split())
+    assert "5 points, 5 pruned models x 1 probes" in said and "5 pruned models represented and probed" in said
 
 
 def test_plugin_metric_and_task_work_in_prune(workspace, satool_cli):
@@ -130,3 +130,32 @@ def test_all_heads_pruned_removes_context(workspace):
     c = model.represent([ProbeInput(changed)])[0].hidden
     d = model.represent([ProbeInput(features)])[0].hidden
     assert np.abs(d[:10] - c[:10]).max() > 1e-3  # with attention, the change reaches the first steps
+
+
+def test_grouped_sweep_equals_one_configuration_at_a_time(workspace):
+    """The sweep represents pruned models side by side and trains their probes as groups; every score
+    equals representing each configuration alone and training each probe alone (bit for bit)."""
+    from satool.analysis.probing.passes import Configuration, ProbeData
+    from satool.analysis.probing.tasks import BUILTIN_TASKS, ProbeSettings
+    from satool.analysis.pruning import plan, sweep_heads
+    from satool.data.corpus import open_corpus
+    from satool.models.loading import load_model
+
+    model = load_model(workspace / "m.ckpt")
+    corpus = open_corpus(workspace / "LS")
+    data = (ProbeData(model, corpus, corpus.select("train")), ProbeData(model, corpus, corpus.select("test")))
+    tasks = [t for t in BUILTIN_TASKS if t.name in ("phone", "speaker-utt")]
+    settings = ProbeSettings(steps=120, eval_every=20, patience=2)
+    orders = plan(["random"], None, model.num_layers, model.num_heads, step=1, random_seeds=range(3))
+    counted = []
+    sweep = sweep_heads(data, orders, tasks, settings=settings, progress=counted.append)
+    assert len(sweep.rows) == 3 * 5 * 2
+    keys = set()
+    for row in sweep.rows:
+        order = orders.orders["random"][row.order_seed]
+        config = Configuration.pruned(model.num_layers, model.num_heads, order[:row.pruned])
+        keys.add(config.key)
+        train, test = data[0].represent(config), data[1].represent(config)  # alone, one forward each
+        task = next(t for t in tasks if t.name == row.task)
+        assert row.score.score == task.evaluate(train, test, settings=settings).score
+    assert sum(counted) == len(keys) * (1 + len(tasks))  # each distinct pruned model represented and probed once

@@ -106,27 +106,68 @@ class ProbeData:
         loaded = self.corpus.load(item.utterance, max_seconds=self.max_seconds)
         return self.model.probe_input(loaded.wave, reconstruction=self.reconstruction)
 
+    def hidden_bytes(self) -> int:
+        """Bytes of one configuration's hidden states over this split (float32)."""
+        return 4 * self.model.hidden_size * sum(item.n_steps for item in self.items)
+
     def represent(self, configuration: Configuration, progress: Callable[[int], None] | None = None) -> ProbeSplit:
         """Run the model under ``configuration`` over the split (batched by length)."""
+        return self.represent_many([configuration], progress)[0]
+
+    def represent_many(self, configurations: Sequence[Configuration], progress: Callable[[int], None] | None = None,
+                       *, max_sequences: int = 64) -> list[ProbeSplit]:
+        """One :class:`ProbeSplit` per configuration, with as few forward passes as possible: the
+        configurations that differ only in the hidden state kept share one pass, and pruned ones that
+        share an attention span run side by side in one batch (up to ``max_sequences`` utterances per
+        forward) when the model takes a head mask per utterance. The hidden states are exactly those of
+        separate passes. ``progress(n)`` counts utterances of every pass."""
+        jobs: dict[tuple, list[int]] = {}  # (head mask, span) -> hidden states wanted
+        for c in configurations:
+            states = jobs.setdefault((c.head_mask, c.attention_span), [])
+            if c.state not in states:
+                states.append(c.state)
+        keys = list(jobs)
+        hidden: dict[tuple[int, int], dict[int, np.ndarray]] = {}  # (job, state) -> utterance -> [step, dim]
+        recon: dict[int, dict[int, object]] = {}  # job -> utterance -> Reconstruction
         order = sorted(range(len(self.items)), key=lambda i: self.items[i].n_steps)
-        hidden: dict[int, object] = {}
-        mask = configuration.mask_tensor()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            reps = self.model.represent([self._input(self.items[i]) for i in batch], state=configuration.state,
-                                        head_mask=mask, attention_span=configuration.attention_span)
-            hidden.update(zip(batch, reps))
-            if progress is not None:
-                progress(len(batch))
+        batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        side_by_side = max(1, max_sequences // self.batch_size) if self.model.masks_per_utterance else 1
+        groups: list[list[int]] = []  # jobs run together
+        for span in dict.fromkeys(k[1] for k in keys):
+            masked = [j for j, k in enumerate(keys) if k[1] == span and k[0] is not None]
+            groups += [[j] for j, k in enumerate(keys) if k[1] == span and k[0] is None]  # the fused path, alone
+            groups += [masked[s:s + side_by_side] for s in range(0, len(masked), side_by_side)]
+        for group in groups:
+            states = sorted({s for j in group for s in jobs[keys[j]]})
+            if len(group) == 1:
+                mask = Configuration(keys[group[0]][0]).mask_tensor()
+            for batch in batches:
+                inputs = [self._input(self.items[i]) for i in batch]
+                if len(group) > 1:
+                    import torch
+
+                    mask = torch.stack([Configuration(keys[j][0]).mask_tensor() for j in group]).repeat_interleave(
+                        len(batch), dim=0)
+                reps = self.model.represent(inputs * len(group), state=states[0], head_mask=mask,
+                                            attention_span=keys[group[0]][1], states=states)
+                for g, j in enumerate(group):
+                    for i, rep in zip(batch, reps[g * len(batch):(g + 1) * len(batch)]):
+                        for state in jobs[keys[j]]:
+                            hidden.setdefault((j, state), {})[i] = rep.states[state]
+                        recon.setdefault(j, {})[i] = rep.reconstruction
+                if progress is not None:
+                    progress(len(batch) * len(group))
         out = []
-        for i, item in enumerate(self.items):
-            rep = hidden[i]
-            recon = rep.reconstruction
-            out.append(ProbeUtterance(
-                item.utterance.id, item.utterance.speaker, rep.hidden, self.model.frames_per_step, item.frame_labels,
-                recon.l1 if recon else None, recon.n_values if recon else 0, recon.mean_frame_l1 if recon else None,
-            ))
-        return ProbeSplit(out, self.phone_set)
+        for c in configurations:
+            j = keys.index((c.head_mask, c.attention_span))
+            splits = []
+            for i, item in enumerate(self.items):
+                r = recon[j][i]
+                splits.append(ProbeUtterance(
+                    item.utterance.id, item.utterance.speaker, hidden[(j, c.state)][i], self.model.frames_per_step,
+                    item.frame_labels, r.l1 if r else None, r.n_values if r else 0, r.mean_frame_l1 if r else None))
+            out.append(ProbeSplit(splits, self.phone_set))
+        return out
 
 
 INPUT_FEATURES = ("log-Mel", "MFCC")

@@ -26,6 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from satool.analysis.probing.classifiers import (  # noqa: F401  (converged, validation_split: the stopping rule)
+    ClassifierProblem,
+    ClassifierResult,
+    converged,
+    train_classifiers,
+    validation_split,
+)
 from satool.results.probe import ProbeScore  # noqa: F401  (what a task returns; re-exported for tasks)
 
 
@@ -117,23 +124,57 @@ class ProbeTask:
         self, train: ProbeSplit, test: ProbeSplit, *, seed: int = 0, device: str = "cpu",
         settings: ProbeSettings | None = None,
     ) -> ProbeScore:
-        raise NotImplementedError
+        """Train on ``train``, score on ``test``. The default trains the classifier :meth:`prepare`
+        describes; a task without one overrides this."""
+        settings = settings or ProbeSettings()
+        prepared = self.prepare(train, test, seed=seed, settings=settings)
+        if prepared is None:
+            raise NotImplementedError(f"task {self.name!r} implements neither evaluate() nor prepare()")
+        return prepared.finish(train_classifiers([prepared.problem], seed=seed, settings=settings,
+                                                 device=device)[0])
+
+    def prepare(self, train: ProbeSplit, test: ProbeSplit, *, seed: int = 0,
+                settings: ProbeSettings | None = None) -> PreparedProbe | None:
+        """The classifier this task trains on these splits, when it trains one (None: the task scores
+        itself in :meth:`evaluate`). Tasks that return one can be trained many at a time (a pruning
+        sweep trains every configuration's probe together; results are identical)."""
+        return None
+
+
+@dataclass
+class PreparedProbe:
+    """A task's classifier to train (``problem``) and how its result becomes the task's score."""
+
+    problem: ClassifierProblem
+    finish: Callable[[ClassifierResult], ProbeScore]
+
+
+def evaluate_grouped(tasks: Sequence[ProbeTask], splits: Sequence[tuple[ProbeSplit, ProbeSplit]], *, seed: int,
+                     settings: ProbeSettings, device: str = "cpu",
+                     progress: Callable[[int], None] | None = None) -> list[list[ProbeScore]]:
+    """Every task on every (train, test) pair of ``splits`` (one pair per representation, e.g. per
+    pruned configuration or per layer): ``scores[pair][task]``. Probes of a task that share their
+    labels and rows train together (:func:`~satool.analysis.probing.classifiers.train_classifiers`);
+    the scores are those of training each alone. ``progress(1)`` per probe finished."""
+    scores: list[list[ProbeScore | None]] = [[None] * len(tasks) for _ in splits]
+    for t, task in enumerate(tasks):
+        prepared = [task.prepare(train, test, seed=seed, settings=settings) for train, test in splits]
+        alone = [i for i, p in enumerate(prepared) if p is None]
+        together = [i for i, p in enumerate(prepared) if p is not None]
+        results = train_classifiers([prepared[i].problem for i in together], seed=seed, settings=settings,
+                                    device=device, progress=progress)
+        for i, result in zip(together, results):
+            scores[i][t] = prepared[i].finish(result)
+            prepared[i] = None  # free the inputs as soon as they are scored
+        for i in alone:
+            scores[i][t] = task.evaluate(*splits[i], seed=seed, device=device, settings=settings)
+            if progress is not None:
+                progress(1)
+    return scores  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------
-# Classifier training shared by the classification tasks.
-
-
-def _make_classifier(kind: str, in_dim: int, n_classes: int, hidden_units: int):
-    import torch
-
-    if kind == "linear":
-        return torch.nn.Linear(in_dim, n_classes)
-    if kind == "mlp":
-        return torch.nn.Sequential(
-            torch.nn.Linear(in_dim, hidden_units), torch.nn.ReLU(), torch.nn.Linear(hidden_units, n_classes)
-        )
-    raise ValueError(f"unknown classifier {kind!r} (use 'linear' or 'mlp')")
+# Classifier training shared by the classification tasks (satool.analysis.probing.classifiers).
 
 
 def train_and_score_classifier(
@@ -160,110 +201,13 @@ def train_and_score_classifier(
     scored. Inputs are standardised with the fitted rows' mean/std. Deterministic for a seed.
     ``report`` (a dict) receives the convergence check (:func:`converged`) and ``steps_run``,
     ``best_step``, ``validation_error``, ``train_loss`` (mean training loss over the last
-    ``eval_every`` steps).
+    ``eval_every`` steps). Many probes at once: :func:`~satool.analysis.probing.classifiers.train_classifiers`.
     """
-    import torch
-
-    fit, held = validation_split(len(y_train), groups, settings.validation_fraction, seed)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    mean = x_train[fit].mean(axis=0, keepdims=True)
-    std = x_train[fit].std(axis=0, keepdims=True) + 1e-5
-
-    def tensor(x: np.ndarray):
-        return torch.from_numpy(((x - mean) / std).astype(np.float32)).to(device)
-
-    xt, yt = tensor(x_train[fit]), torch.from_numpy(y_train[fit].astype(np.int64)).to(device)
-    xv, yv = tensor(x_train[held]), torch.from_numpy(y_train[held].astype(np.int64)).to(device)
-    model = _make_classifier(kind, xt.shape[1], n_classes, settings.hidden_units).to(device)
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    n = xt.shape[0]
-    batch = min(settings.batch_size, n)
-    errors: list[float] = []
-    losses: list[float] = []
-    best, best_step, best_state = float("inf"), 0, None
-    recent = torch.zeros(settings.eval_every)
-    step = 0
-    model.train()
-    while step < settings.steps:
-        index = torch.randint(0, n, (batch,), generator=generator).to(device)
-        loss = torch.nn.functional.cross_entropy(model(xt[index]), yt[index])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        recent[step % settings.eval_every] = loss.detach()
-        step += 1
-        if len(yv) == 0 or step % settings.eval_every:
-            continue
-        model.eval()
-        with torch.no_grad():
-            logits = model(xv)
-            errors.append(float((logits.argmax(-1) != yv).float().mean()))
-            losses.append(float(torch.nn.functional.cross_entropy(logits, yv)))
-        model.train()
-        if errors[-1] < best * (1 - IMPROVEMENT):
-            best, best_step = errors[-1], step
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if converged(errors, losses, settings.patience)["converged"]:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    problem = ClassifierProblem.of_rows(x_train, y_train, x_test, y_test, n_classes, kind, groups)
+    result = train_classifiers([problem], seed=seed, settings=settings, device=device)[0]
     if report is not None:
-        report.update(converged(errors, losses, settings.patience))
-        report.update(steps_run=step, best_step=best_step if best_state is not None else step,
-                      validation_error=best if best_state is not None else float("nan"),
-                      train_loss=float(recent[: min(step, settings.eval_every)].mean()))
-    model.eval()
-    with torch.no_grad():
-        xs = tensor(x_test)
-        predictions = torch.cat([model(chunk).argmax(-1) for chunk in xs.split(65536)]).cpu().numpy()
-    accuracy = float((predictions == y_test).mean()) if len(y_test) else float("nan")
-    return accuracy, predictions
-
-
-IMPROVEMENT = 1e-3  # a held-out error counts as better when it is 0.1 % (relative) below the best so far
-
-
-def validation_split(n: int, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to fit, rows to validate on): ``fraction`` of the groups (utterances) when there are at
-    least 5 of them, else of the rows when there are at least 20, else nothing held out."""
-    rng = np.random.default_rng(seed + 7919)
-    rows = np.arange(n)
-    if groups is not None and len(np.unique(groups)) >= 5:
-        names = np.unique(groups)
-        held_groups = rng.choice(names, size=max(1, round(fraction * len(names))), replace=False)
-        held = np.isin(groups, held_groups)
-        return rows[~held], rows[held]
-    if n >= 20:
-        held = np.zeros(n, bool)
-        held[rng.choice(n, size=max(1, round(fraction * n)), replace=False)] = True
-        return rows[~held], rows[held]
-    return rows, rows[:0]
-
-
-def converged(validation_errors: Sequence[float], validation_losses: Sequence[float], patience: int) -> dict[str, Any]:
-    """Has training levelled off? Converged when neither the held-out error nor the held-out loss
-    improved (by :data:`IMPROVEMENT`, relative) over the last ``patience`` measurements: the error
-    alone stalls at chance for a probe that learns slowly, the loss alone rises for an over-confident
-    probe whose accuracy still improves. Not judged (None) with fewer than ``patience + 1``
-    measurements. ``loss_change``: relative change of the held-out error over the last ``patience``."""
-    errors = np.asarray(validation_errors, float)
-    if len(errors) < patience + 1:
-        return {"converged": None, "loss_change": float("nan")}
-
-    def last_improvement(values) -> int:
-        best_value, best = float("inf"), 0
-        for i, value in enumerate(values):
-            if value < best_value * (1 - IMPROVEMENT):
-                best_value, best = value, i
-        return best
-
-    stalled = all(last_improvement(v) < len(errors) - patience for v in (errors, validation_losses))
-    before = errors[-patience - 1]
-    change = float((errors[-1] - before) / before) if before > 0 else 0.0
-    return {"converged": stalled, "loss_change": change}
+        report.update(result.report)
+    return result.accuracy, result.predictions
 
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
@@ -301,37 +245,45 @@ class FrameClassificationTask(ProbeTask):
         self.classifier = classifier
         self.class_names = class_names
 
-    def _gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(frames ``[frame, dim]``, labels ``[frame]``) of the utterances that have labels."""
-        x, y, _, _ = self.gather(split, classes)
-        return x, y
-
     def gather(self, split: ProbeSplit, classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """(frames, labels, utterance index of each frame, number of utterances left out for want of labels)."""
-        xs, ys, groups = [], [], []
-        skipped = 0
+        """(frames ``[frame, dim]``: the up-sampled hidden states of every labelled frame, their labels,
+        the utterance index of each frame, the number of utterances left out for want of labels)."""
+        items, rows, y, groups, skipped = self.gather_items(split, classes)
+        return items[rows], y, groups, skipped
+
+    def gather_items(self, split: ProbeSplit, classes: dict[str, int]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """(items ``[item, dim]``: every utterance's hidden states, one row per model step; the item of
+        each labelled frame; the frames' labels; the utterance index of each frame; the number of
+        utterances left out for want of labels). Frame ``f`` of an utterance reads its step ``f // R``
+        (the up-sampling of docs/science.md §4, without materialising the repeated rows)."""
+        items, rows, ys, groups = [], [], [], []
+        skipped = offset = 0
         for i, utt in enumerate(split.utterances):
             y = self.labels(utt, classes)
             if y is None:
                 skipped += 1
                 continue
-            x = utt.frame_hidden()
-            n = min(len(x), len(y))
-            keep = y[:n] >= 0
-            xs.append(x[:n][keep])
+            n = min(len(utt.hidden) * utt.downsample, len(y))
+            keep = np.flatnonzero(y[:n] >= 0)
+            items.append(utt.hidden)
+            rows.append(offset + keep // utt.downsample)
             ys.append(y[:n][keep])
-            groups.append(np.full(int(keep.sum()), i))
-        if not xs:
-            return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), skipped
-        return np.concatenate(xs), np.concatenate(ys).astype(np.int64), np.concatenate(groups), skipped
+            groups.append(np.full(len(keep), i))
+            offset += len(utt.hidden)
+        if not items:
+            empty = np.zeros(0, np.int64)
+            return np.zeros((0, 0), np.float32), empty, empty, empty, skipped
+        return (np.concatenate(items), np.concatenate(rows).astype(np.int64), np.concatenate(ys).astype(np.int64),
+                np.concatenate(groups), skipped)
 
-    def evaluate(self, train, test, *, seed=0, device="cpu", settings=None):
+    def prepare(self, train, test, *, seed=0, settings=None):
         settings = settings or ProbeSettings()
         classes: dict[str, int] = {}
         if self.class_names is not None:
             classes = {c: i for i, c in enumerate(self.class_names(train, test))}
-        x_train, y_train, groups, _ = self.gather(train, classes)
-        x_test, y_test, _, skipped = self.gather(test, classes)
+        x_train, rows_train, y_train, groups, _ = self.gather_items(train, classes)
+        x_test, rows_test, y_test, _, skipped = self.gather_items(test, classes)
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
@@ -339,15 +291,15 @@ class FrameClassificationTask(ProbeTask):
         n_classes = max(int(y_train.max()), int(y_test.max())) + 1
         tr = _subsample(len(y_train), settings.max_train_frames, seed)
         te = _subsample(len(y_test), settings.max_test_frames, seed + 1)
-        report: dict[str, Any] = {}
-        accuracy, _ = train_and_score_classifier(
-            x_train[tr], y_train[tr], x_test[te], y_test[te], n_classes,
-            kind=self.classifier, seed=seed, settings=settings, device=device, report=report, groups=groups[tr],
-        )
-        return ProbeScore(
-            self.name, accuracy, majority_chance(y_train[tr], y_test[te]), self.score_name,
-            True, len(tr), len(te), {"classes": n_classes, "test_utterances_left_out": skipped, **report},
-        )
+        problem = ClassifierProblem(x_train, rows_train[tr], y_train[tr], x_test, rows_test[te], y_test[te],
+                                    n_classes, self.classifier, groups[tr])
+        chance = majority_chance(y_train[tr], y_test[te])
+
+        def finish(result: ClassifierResult) -> ProbeScore:
+            return ProbeScore(self.name, result.accuracy, chance, self.score_name, True, len(tr), len(te),
+                              {"classes": n_classes, "test_utterances_left_out": skipped, **result.report})
+
+        return PreparedProbe(problem, finish)
 
 
 class UtteranceClassificationTask(ProbeTask):
@@ -362,8 +314,7 @@ class UtteranceClassificationTask(ProbeTask):
         self.label = label
         self.classifier = classifier
 
-    def evaluate(self, train, test, *, seed=0, device="cpu", settings=None):
-        settings = settings or ProbeSettings()
+    def prepare(self, train, test, *, seed=0, settings=None):
         train_labels = [self.label(u) for u in train.utterances]
         classes = {c: i for i, c in enumerate(sorted({c for c in train_labels if c is not None}))}
 
@@ -380,16 +331,15 @@ class UtteranceClassificationTask(ProbeTask):
             from satool.errors import InputError
 
             raise InputError(f"task {self.name!r}: no utterances with a label seen in training")
-        report: dict[str, Any] = {}
-        accuracy, _ = train_and_score_classifier(
-            x_train, y_train, x_test, y_test, len(classes),
-            kind=self.classifier, seed=seed, settings=settings, device=device, report=report,
-        )
-        return ProbeScore(
-            self.name, accuracy, majority_chance(y_train, y_test), self.score_name, True,
-            len(y_train), len(y_test),
-            {"classes": len(classes), "test_utterances_left_out": len(test.utterances) - len(y_test), **report},
-        )
+        problem = ClassifierProblem.of_rows(x_train, y_train, x_test, y_test, len(classes), self.classifier)
+        chance = majority_chance(y_train, y_test)
+        left_out = len(test.utterances) - len(y_test)
+
+        def finish(result: ClassifierResult) -> ProbeScore:
+            return ProbeScore(self.name, result.accuracy, chance, self.score_name, True, len(y_train), len(y_test),
+                              {"classes": len(classes), "test_utterances_left_out": left_out, **result.report})
+
+        return PreparedProbe(problem, finish)
 
 
 class ReconstructionTask(ProbeTask):

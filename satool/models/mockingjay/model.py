@@ -29,6 +29,7 @@ class MockingjayModel(AttentionModel):
     """A loaded Mockingjay encoder (+ prediction head) with its feature front end."""
 
     name = "mockingjay"
+    masks_per_utterance = True
 
     def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
         self.checkpoint = checkpoint
@@ -89,8 +90,9 @@ class MockingjayModel(AttentionModel):
         return ProbeInput(self.input_features(wave), None)
 
     @torch.no_grad()
-    def represent(self, inputs, *, state=-1, head_mask=None, attention_span=None) -> list[Representation]:
-        """Hidden state ``state`` and the head's L1 against the un-masked target, one batched forward."""
+    def represent(self, inputs, *, state=-1, head_mask=None, attention_span=None, states=None) -> list[Representation]:
+        """Hidden state ``state`` (and every state in ``states``) and the head's L1 against the
+        un-masked target, one batched forward (``head_mask``: ``[layer, head]`` or one per input)."""
         lengths = torch.tensor([i.features.shape[0] for i in inputs])
         batch = torch.nn.utils.rnn.pad_sequence([i.features for i in inputs], batch_first=True).to(self.device)
         output = self.checkpoint.encode(batch, lengths if len(inputs) > 1 else None, head_mask=head_mask,
@@ -100,6 +102,7 @@ class MockingjayModel(AttentionModel):
         results = []
         for b, (item, n) in enumerate(zip(inputs, lengths.tolist())):
             hidden = output.hidden_states[state][b, :n].float().cpu().numpy()
+            more = None if states is None else {s: output.hidden_states[s][b, :n].float().cpu().numpy() for s in states}
             recon = None
             if predictions is not None and item.target is not None:
                 target = item.target.to(self.device)
@@ -108,7 +111,7 @@ class MockingjayModel(AttentionModel):
                     error = (prediction - target).abs()
                     baseline = (target - target.mean(dim=0, keepdim=True)).abs()
                     recon = Reconstruction(float(error.mean()), float(baseline.mean()), int(error.numel()))
-            results.append(Representation(hidden, recon))
+            results.append(Representation(hidden, recon, more))
         return results
 
     def provenance(self) -> dict[str, Any]:

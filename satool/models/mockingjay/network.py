@@ -527,7 +527,8 @@ class MockingjayEncoder(nn.Module):
 
         - ``lengths[batch]``: valid steps per utterance; later steps are padding
           (as in s3prl, -10000 is added to their attention scores).
-        - ``head_mask[layer, head]`` (or ``[head]`` for every layer): each
+        - ``head_mask[layer, head]`` (or ``[head]`` for every layer, or ``[batch, layer, head]``
+          for one mask per utterance, so several pruned models run as one batch): each
           head's attention weights are multiplied by it -- 0 prunes the head
           (it contributes nothing before the output projection), 1 keeps it.
         - ``attention_span`` r: weights with ``|query - key| > r`` are set to 0
@@ -571,12 +572,15 @@ class MockingjayEncoder(nn.Module):
             head_mask = torch.as_tensor(head_mask, device=device, dtype=dtype)
             if head_mask.shape == (config.num_heads,):
                 head_mask = head_mask.expand(config.num_layers, -1)
-            if head_mask.shape != (config.num_layers, config.num_heads):
+            if head_mask.shape == (batch, config.num_layers, config.num_heads):  # one mask per utterance
+                layer_masks = list(head_mask.permute(1, 0, 2)[:, :, :, None, None])  # each [batch, head, 1, 1]
+            elif head_mask.shape != (config.num_layers, config.num_heads):
                 raise ValueError(
-                    f"head_mask must be [layer={config.num_layers}, head={config.num_heads}], "
-                    f"got {list(head_mask.shape)}"
+                    f"head_mask must be [layer={config.num_layers}, head={config.num_heads}] or [batch={batch}, "
+                    f"layer, head], got {list(head_mask.shape)}"
                 )
-            layer_masks = list(head_mask[:, None, :, None, None])  # each [1, head, 1, 1]
+            else:
+                layer_masks = list(head_mask[:, None, :, None, None])  # each [1, head, 1, 1]
 
         span = None
         if attention_span is not None:
