@@ -36,8 +36,7 @@ class Outputs:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.analysis.probing.passes import ProbeData
-    from satool.analysis.probing.passes import Configuration
+    from satool.analysis.probing.passes import Configuration, ProbeData
     from satool.analysis.pruning import distinct, plan, sweep_heads, sweep_spans, work_count
     from satool.output import prune as figures
     from satool.plugins import get_plugins

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_probe import reference_train_and_score
 
 from satool.analysis.probing.classifiers import ClassifierProblem, train_classifiers
 from satool.analysis.probing.tasks import (
@@ -15,7 +16,6 @@ from satool.analysis.probing.tasks import (
     evaluate_grouped,
     train_and_score_classifier,
 )
-from reference_probe import reference_train_and_score
 
 SETTINGS = ProbeSettings(steps=600, eval_every=20, patience=4, batch_size=64, hidden_units=32)
 
