@@ -44,7 +44,7 @@ def test_quick_demo_is_inconclusive_throughout(demo_dir):
 
     doc = json.loads((demo_dir / "results" / "verdicts.json").read_text())
     assert doc["healthy"] is False
-    learned = next(c for c in doc["health"] if c["name"] == "learned")
+    learned = next(c for checks in doc["health"].values() for c in checks if c["name"] == "learned")
     assert learned["passed"] is False
     assert len(doc["verdicts"]) >= 6
     assert {v["verdict"] for v in doc["verdicts"]} == {"inconclusive"}

@@ -183,7 +183,9 @@ def test_health_command_writes_what_the_report_reads(corpus, tmp_path, satool_cl
     assert json.loads((tmp_path / "results" / "health" / "health.json").read_text()) == document
     from satool.analysis import verdicts
 
-    checks = {c.name: c for c in verdicts.health(document, None, None).checks}
+    from satool.results.health import HealthCheck
+
+    checks = {c.name: c for c in verdicts.health(HealthCheck.load(tmp_path / "results" / "health"), None, None).checks}
     best = min(document[f"{name}_l1"] for name in ("zeros", "median", "nearest", "interpolation"))
     assert checks["learned"].passed is (document["heldout_l1"] < best)
     missing = satool_cli("health", tmp_path / "m.ckpt", corpus, "--split", "nope", cwd=tmp_path)
