@@ -24,14 +24,33 @@ def data_settings(workspace, *, checkpoint, corpus, alignments, max_utts, **opti
                 test_utts=max_utts, **options)
 
 
+def parse_layers(text: str) -> list[int]:
+    """'all' -> every hidden state; '0,2,-1' -> [0, 2, -1]."""
+    from satool.errors import UsageError
+    from satool.stages.probe import ALL_LAYERS
+
+    parts = parse_csv(text)
+    if parts == ["all"]:
+        return [ALL_LAYERS]
+    try:
+        layers = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--layer {text!r}: give layer numbers (0 = embedding, -1 = last) or 'all'") from None
+    if not layers or any(layer < -1 for layer in layers):
+        raise UsageError(f"--layer {text!r}: give layer numbers (0 = embedding, -1 = last) or 'all'")
+    return layers
+
+
 def probe(
     checkpoint: Path | None = typer.Argument(None, help="Model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus with train and test splits (default: the workspace's)."),
     tasks: str | None = typer.Option(default(stage.Settings, "tasks"), "--task", "-t", help="Tasks, comma-separated "
                                      "(see 'satool plugins'; plugins' tasks too). Default: phone, speaker, "
                                      "speaker-utt, and reconstruction when the model has a pre-training head."),
-    layer: int = typer.Option(default(stage.Settings, "layer"), "--layer", help="Hidden state to probe: 0 = "
-                              "embedding output, L = layer L, -1 = last."),
+    layers: str = typer.Option(default_csv(stage.Settings, "layers"), "--layer", help="Hidden states to probe, "
+                               "comma-separated: 0 = embedding output, L = layer L, -1 = last, or 'all' (every "
+                               "layer: which one knows most, and does any beat the input features?). All "
+                               "layers come from one forward pass and their probes train together."),
     head_mask: str | None = typer.Option(default_csv(stage.Settings, "head_mask"), "--head-mask", help="Heads to prune first, comma-separated, "
                                          "e.g. L1.H3,L2.H7 (layer and head counted from 1)."),
     span: int | None = typer.Option(default(stage.Settings, "span"), min=0, help="Attention span r: zero weights "
@@ -79,7 +98,8 @@ def probe(
     data = data_settings(workspace, checkpoint=checkpoint, corpus=corpus, alignments=alignments, max_utts=max_utts,
                          splits=splits, phone_set=phone_set, train_split=train_split, test_split=test_split,
                          max_frames=max_frames, device=device)
-    settings = stage.Settings(data=data, tasks=parse_csv(tasks) or None, layer=layer, head_mask=parse_list(head_mask),
+    settings = stage.Settings(data=data, tasks=parse_csv(tasks) or None, layers=parse_layers(layers),
+                              head_mask=parse_list(head_mask),
                               span=span, probing=ProbeSettings(steps=steps), seed=seed, inputs=inputs, out=out)
     with progress_bar(None, "representations and probes") as bar:
         outputs = stage.run(settings, bar, log)
@@ -92,7 +112,8 @@ def probe(
     table = Table("task", "representation", "score", "chance", "measure", "train", "test")
     for r in outputs.results.rows:
         s = r.score
-        table.add_row(s.task, r.representation, f"{s.score:.4f}", f"{s.chance:.4f}",
+        where = r.representation if not r.is_model or r.layer == -1 else f"model, layer {r.layer}"
+        table.add_row(s.task, where, f"{s.score:.4f}", f"{s.chance:.4f}",
                       s.score_name + (" (lower is better)" if not s.higher_is_better else ""), str(s.n_train),
                       str(s.n_test))
     results_console().print(table)

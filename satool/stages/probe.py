@@ -32,7 +32,7 @@ class Data:
 class Settings:
     data: Data
     tasks: list[str] | None = None  # default: phone, speaker, speaker-utt (+ reconstruction with a head)
-    layer: int = -1  # hidden state: 0 = embedding, L = layer L, -1 = last
+    layers: list[int] = field(default_factory=lambda: [-1])  # hidden states: 0 = embedding, L = layer L, -1 = last
     head_mask: list[tuple[int, int]] = field(default_factory=list)  # heads pruned first (1-based)
     span: int | None = None
     probing: ProbeSettings = field(default_factory=ProbeSettings)  # training budget (at most steps; early stop)
@@ -82,6 +82,14 @@ def resolve_tasks(names: list[str] | None, model) -> list:
     return tasks
 
 
+ALL_LAYERS = -2  # in ``Settings.layers``: every hidden state of the model (--layer all)
+
+
+def every_layer(model) -> list[int]:
+    """Every hidden state's layer number, input side first (0 = embedding output when the model has it)."""
+    return [0 if name == "embedding" else int(name.split()[-1]) for name in model.hidden_state_names]
+
+
 def state_index(model, layer: int) -> int:
     """Hidden-state number (0 = embedding when present, L = layer L, -1 = last) -> array index."""
     from satool.errors import UsageError
@@ -105,16 +113,16 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     model, corpus, train, test = open_data(settings.data)
     tasks = resolve_tasks(settings.tasks, model)
     check(settings.head_mask, range(1, model.num_layers + 1), range(1, model.num_heads + 1))
-    state = state_index(model, settings.layer)
-    config = Configuration.pruned(model.num_layers, model.num_heads, settings.head_mask, state, settings.span)
+    layers = every_layer(model) if ALL_LAYERS in settings.layers else list(dict.fromkeys(settings.layers))
+    states = [state_index(model, layer) for layer in layers]
+    config = Configuration.pruned(model.num_layers, model.num_heads, settings.head_mask, states[0], settings.span)
     progress.total(len(train) + len(test), 0)
-    rows, skipped = probe_rows(model, corpus, train, test, tasks, configuration=config,
+    rows, skipped = probe_rows(model, corpus, train, test, tasks, configuration=config, states=states, layers=layers,
                                settings=settings.probing, seed=settings.seed,
                                input_features=settings.inputs, max_frames=settings.data.max_frames,
                                progress=progress.advance)
     for r in rows:
-        r.layer, r.head_mask, r.span, r.seed = (settings.layer, ",".join(label(*h) for h in settings.head_mask),
-                                                settings.span, settings.seed)
+        r.head_mask, r.span, r.seed = ",".join(label(*h) for h in settings.head_mask), settings.span, settings.seed
         r.train_split, r.test_split = settings.data.train_split, settings.data.test_split
     results = ProbeResults(rows)
     paths = results.save(settings.out)

@@ -159,3 +159,26 @@ def test_grouped_sweep_equals_one_configuration_at_a_time(workspace):
         task = next(t for t in tasks if t.name == row.task)
         assert row.score.score == task.evaluate(train, test, settings=settings).score
     assert sum(counted) == len(keys) * (1 + len(tasks))  # each distinct pruned model represented and probed once
+
+
+def test_probe_every_layer_in_one_run(workspace, satool_cli):
+    """--layer all probes every hidden state (one representation pass, probes trained as one group):
+    each layer's scores equal probing that layer alone, the rows name their layer, and the report
+    can say which layer is best."""
+    from satool.results.probe import ProbeResults
+
+    every = satool_cli("probe", "--layer", "all", "--task", "phone,speaker-utt,reconstruction", "--steps", "60",
+                       "--no-inputs", "--out", "layers", cwd=workspace)
+    assert every.returncode == 0, every.stderr
+    results = ProbeResults.load(workspace / "layers")
+    assert results.layers == [0, 1, 2]  # tiny model: embedding output and two layers
+    assert [r.task for r in results.rows if r.task == "reconstruction"] == ["reconstruction"]  # scored once
+    one = satool_cli("probe", "--layer", "1", "--task", "phone,speaker-utt", "--steps", "60", "--no-inputs",
+                     "--out", "layer1", cwd=workspace)
+    assert one.returncode == 0, one.stderr
+    alone = {r.task: r.score.score for r in ProbeResults.load(workspace / "layer1").rows}
+    assert {r.task: r.score.score for r in results.rows if r.layer == 1 and r.task != "reconstruction"} == alone
+    best = {b["task"]: b for b in results.best_layers()}
+    assert set(best) == {"phone", "speaker-utt"} and best["phone"]["best_layer"] in (0, 1, 2)
+    bad = satool_cli("probe", "--layer", "x", cwd=workspace)
+    assert bad.returncode == 2 and "--layer 'x'" in bad.stderr
