@@ -58,7 +58,7 @@ def test_default_reads_fields_nested_fields_and_refuses_required_ones():
     from satool.stages import pretrain, probe
     from satool.training.settings import PretrainSettings
 
-    assert default(probe.Settings, "layer") == -1
+    assert default(probe.Settings, "layers") == [-1]
     assert default(probe.Settings, "data.train_split") == "train"  # a required nested field: from its class
     assert default(pretrain.Settings, "training.steps") == PretrainSettings().steps
     assert default_csv(probe.Settings, "head_mask") is None
