@@ -10,6 +10,7 @@ assigns categories (docs/science.md §3) and saves itself.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from satool.prefetch import prefetched
 from satool.results.metrics import HeadScores
 from satool.timebase import frames_to_seconds
 from satool.utterance import UtteranceMeta
+
+BOOTSTRAP_REPLICATES = 200  # bootstrap replicates over utterances accumulated by every metric pass
 
 
 class _Accumulator:
@@ -62,30 +65,51 @@ def score_heads(
     *,
     progress: Callable[[int], None] | None = None,
     source: dict[str, Any] | None = None,
+    replicates: int = BOOTSTRAP_REPLICATES,
 ) -> HeadScores:
-    """Accumulate ``metrics`` over a stream of ``(attn[layer, head, query, key], meta)``."""
+    """Accumulate ``metrics`` over a stream of ``(attn[layer, head, query, key], meta)``.
+
+    Besides the corpus means, ``replicates`` bootstrap replicates over utterances are accumulated in
+    the same pass (the Poisson bootstrap: replicate b weighs utterance u by a Poisson(1) count drawn
+    from a generator seeded by the utterance id, so the replicates do not depend on the order or the
+    sharding of the corpus): every mean metric and the offset profile, per replicate. They are what
+    the noise of rank-based categories and of favourite offsets is measured with."""
     from satool.analysis.locality import offset_sums, profile, uniform_diagonality
 
     shape = (len(layers), len(heads))
     accumulators = [_Accumulator(m, shape) for m in metrics]
     n = 0
     offset_totals, offset_queries, uniform_d = 0.0, 0.0, 0.0
+    boot_sums = {m.name: np.zeros((replicates, *shape)) for m in metrics if m.reduce == "mean"}
+    boot_weights = {name: np.zeros((replicates, *shape)) for name in boot_sums}
+    boot_offsets: np.ndarray | float = 0.0
+    boot_queries: np.ndarray | float = 0.0
     # one BLAS thread: the metric kernels are single BLAS calls, and a second BLAS
     # thread would compete with the thread reading the cache (docs/performance.md)
     failed: dict[str, str] = {}
     with threadpool_limits(limits=1, user_api="blas"):
         for attn, meta in stream:
+            weights = bootstrap_weights(_utterance_id(meta, n), replicates)
             for acc in accumulators:
                 if acc.metric.name in failed or (acc.metric.needs_labels and meta.get("frame_labels") is None):
                     continue
                 try:
-                    acc.add(acc.metric.per_utterance(attn, meta))
+                    values = np.asarray(acc.metric.per_utterance(attn, meta), dtype=np.float64)
+                    acc.add(values)
                 except Exception as exc:  # a (plugin) metric that fails is reported; the others finish
                     where = meta.get("id", f"utterance {n + 1}") if hasattr(meta, "get") else f"utterance {n + 1}"
                     failed[acc.metric.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]} (on {where})"
                     acc.count[:] = 0
+                    continue
+                if acc.metric.name in boot_sums:
+                    w = weights[:, None, None]
+                    finite = np.isfinite(values)
+                    boot_sums[acc.metric.name] += w * np.where(finite, values, 0.0)
+                    boot_weights[acc.metric.name] += w * finite
             sums, queries = offset_sums(attn)
             offset_totals, offset_queries = offset_totals + sums, offset_queries + queries
+            boot_offsets = boot_offsets + weights[:, None, None, None] * sums
+            boot_queries = boot_queries + weights[:, None] * queries
             uniform_d += uniform_diagonality(attn.shape[-1])
             n += 1
             if progress is not None:
@@ -98,7 +122,30 @@ def score_heads(
         {m.name: m.prune_first for m in metrics}, source or {},
         offset_profile=profile(offset_totals, offset_queries), uniform_diagonality=uniform_d / n,
         failed=failed,
+        bootstrap=({name: _ratio(boot_sums[name], boot_weights[name]) for name in boot_sums
+                    if name not in failed} if replicates else None),
+        bootstrap_offset_profile=profile(boot_offsets, boot_queries[:, None, None, :]) if replicates else None,
     )
+
+
+
+def bootstrap_weights(utterance_id: str, replicates: int) -> np.ndarray:
+    """float64 ``[replicate]``: how often utterance ``utterance_id`` is drawn in each bootstrap replicate
+    (Poisson(1), seeded by the id: the same in every pass, shard and order)."""
+    seed = int.from_bytes(hashlib.sha256(utterance_id.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).poisson(1.0, replicates).astype(np.float64)
+
+
+def _utterance_id(meta, n: int) -> str:
+    found = getattr(meta, "id", None)
+    if found is None and hasattr(meta, "get"):
+        found = meta.get("id")
+    return str(found) if found is not None else f"#{n}"
+
+
+def _ratio(sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weights > 0, sums / np.where(weights > 0, weights, 1.0), np.nan)
 
 
 def cache_stream(cache, utterance_ids: Sequence[str] | None = None, *,
@@ -127,6 +174,10 @@ class LazyMeta(Mapping):
 
     def __init__(self, cache, utt_id: str):
         self._cache, self._id, self._meta = cache, utt_id, None
+
+    @property
+    def id(self) -> str:
+        return self._id
 
     def _load(self) -> dict[str, Any]:
         if self._meta is None:

@@ -16,7 +16,14 @@ import numpy as np
 
 from satool.errors import InputError
 from satool.heads import label as head_label  # results name heads 'L3.H7'
-from satool.results.files import Document, finite_or_none, read_json, write_csv, write_json
+from satool.results.files import (
+    MAX_RESULT_BYTES,
+    Document,
+    finite_or_none,
+    read_json,
+    write_csv,
+    write_json,
+)
 
 CATEGORY_METRICS = ("globalness", "verticality", "diagonality")
 CATEGORY_NAMES = {"globalness": "global", "verticality": "vertical", "diagonality": "diagonal"}
@@ -56,9 +63,14 @@ class HeadScores:
     uniform_diagonality: float | None = None  # mean over utterances of D under uniform attention
     failed: dict[str, str] = field(default_factory=dict)  # metric name -> why it stopped (its values are NaN)
     example: str | None = None  # the utterance whose maps the metric figures draw
+    # bootstrap replicates over utterances: metric name -> [replicate, layer, head] means (mean metrics
+    # only), and the offset profile [replicate, layer, head, offset]; None when not measured
+    bootstrap: dict[str, np.ndarray] | None = None
+    bootstrap_offset_profile: np.ndarray | None = None
 
     CSV: ClassVar[str] = "metrics.csv"
     JSON: ClassVar[str] = "metrics.json"
+    BOOTSTRAP: ClassVar[str] = "metrics_bootstrap.npz"
 
     def locality(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(weight at the favourite offset / uniform weight, favourite offset in steps), ``[layer, head]``."""
@@ -75,25 +87,20 @@ class HeadScores:
 
     def rank(self, name: str) -> np.ndarray:
         """int ``[layer, head]``: 1 = highest value of ``name`` (NaN last; ties by head order)."""
-        flat = self.values[name].ravel()
-        key = np.where(np.isnan(flat), -np.inf, flat)
-        order = np.argsort(-key, kind="stable")
-        ranks = np.empty(len(flat), dtype=int)
-        ranks[order] = np.arange(1, len(flat) + 1)
-        return ranks.reshape(self.values[name].shape)
+        return rank_of(self.values[name])
 
     def categories(self) -> np.ndarray:
         """str ``[layer, head]``: global / vertical / diagonal by best rank (ties: that order);
         '' for a head without a value in one of the three (NaN is never ranked into a category)."""
-        names = [n for n in CATEGORY_METRICS if n in self.values]
-        if len(names) < len(CATEGORY_METRICS):
-            return np.full((len(self.layers), len(self.heads)), "", dtype=object)
-        ranks = np.stack([self.rank(n) for n in names])  # [metric, layer, head]
-        best = np.argmin(ranks, axis=0)
-        out = np.array([CATEGORY_NAMES[n] for n in names], dtype=object)[best]
-        missing = np.any(np.stack([np.isnan(self.values[n]) for n in names]), axis=0)
-        out[missing] = ""
-        return out
+        return categories_of(self.values, (len(self.layers), len(self.heads)))
+
+    def replicate_categories(self) -> list[np.ndarray] | None:
+        """The categories of every bootstrap replicate (None without replicates of G, V and D)."""
+        if not self.bootstrap or not all(n in self.bootstrap for n in CATEGORY_METRICS):
+            return None
+        count = len(self.bootstrap[CATEGORY_METRICS[0]])
+        return [categories_of({n: self.bootstrap[n][b] for n in CATEGORY_METRICS}, (len(self.layers), len(self.heads)))
+                for b in range(count)]
 
     def to_frame(self):
         """The per-head table (:meth:`records`) as a pandas DataFrame indexed by head label
@@ -133,8 +140,11 @@ class HeadScores:
         prune_first = {**previous.prune_first, **self.prune_first}
         failed = {n: r for n, r in previous.failed.items() if n not in self.values}
         failed.update(self.failed)
+        boot = {**{n: v for n, v in (previous.bootstrap or {}).items() if n not in self.values},
+                **(self.bootstrap or {})}
         return HeadScores(self.layers, self.heads, values, counts, self.utterances, prune_first, self.source,
-                          self.offset_profile, self.uniform_diagonality, failed, self.example)
+                          self.offset_profile, self.uniform_diagonality, failed, self.example, boot or None,
+                          self.bootstrap_offset_profile)
 
     def pruning_order(self, name: str) -> list[tuple[int, int]]:
         """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
@@ -211,7 +221,14 @@ class HeadScores:
         if self.example is not None:
             document["example_utterance"] = self.example
         write_json(out / self.JSON, document)  # NaN as null
-        return {"csv": out / self.CSV, "json": out / self.JSON}
+        paths = {"csv": out / self.CSV, "json": out / self.JSON}
+        if self.bootstrap is not None and self.bootstrap_offset_profile is not None:
+            np.savez_compressed(out / self.BOOTSTRAP, offset_profile=self.bootstrap_offset_profile,
+                                **{f"metric/{n}": v for n, v in self.bootstrap.items()})
+            paths["bootstrap"] = out / self.BOOTSTRAP
+        elif (out / self.BOOTSTRAP).exists():
+            (out / self.BOOTSTRAP).unlink()  # replicates of other values must not be read beside these
+        return paths
 
     @classmethod
     def exists(cls, directory: str | Path | None) -> bool:
@@ -252,11 +269,67 @@ class HeadScores:
         failed = doc.child("failed").value if doc.has("failed") else {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in failed.items()):
             doc.fail("field 'failed' must map metric names to reasons")
+        boot, boot_profile = _load_bootstrap(file.parent / cls.BOOTSTRAP, shape, profile, values)
         return cls(layers=layers, heads=heads, values=values, counts=counts,
                    utterances=doc.integer("utterances", minimum=0), prune_first=prune_first,
                    source=doc.child("source").value if doc.has("source") else {},
                    offset_profile=profile, uniform_diagonality=uniform, failed=dict(failed),
-                   example=doc.text("example_utterance", None))
+                   example=doc.text("example_utterance", None), bootstrap=boot, bootstrap_offset_profile=boot_profile)
+
+
+def rank_of(values: np.ndarray) -> np.ndarray:
+    """int ranks of ``values[layer, head]``: 1 = highest (NaN last; ties by head order)."""
+    flat = values.ravel()
+    key = np.where(np.isnan(flat), -np.inf, flat)
+    order = np.argsort(-key, kind="stable")
+    ranks = np.empty(len(flat), dtype=int)
+    ranks[order] = np.arange(1, len(flat) + 1)
+    return ranks.reshape(values.shape)
+
+
+def categories_of(values: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """str ``[layer, head]`` categories from G, V and D values (docs/science.md §3): the metric in
+    whose ranking a head ranks best; '' where a value is missing."""
+    names = [n for n in CATEGORY_METRICS if n in values]
+    if len(names) < len(CATEGORY_METRICS):
+        return np.full(shape, "", dtype=object)
+    ranks = np.stack([rank_of(values[n]) for n in names])  # [metric, layer, head]
+    out = np.array([CATEGORY_NAMES[n] for n in names], dtype=object)[np.argmin(ranks, axis=0)]
+    out[np.any(np.stack([np.isnan(values[n]) for n in names]), axis=0)] = ""
+    return out
+
+
+def _load_bootstrap(file: Path, shape: tuple[int, int], profile: np.ndarray | None, values: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+    """The bootstrap replicates beside metrics.json (None, None when absent), every array checked."""
+    import zipfile
+
+    if not file.is_file():
+        return None, None
+    if file.stat().st_size > MAX_RESULT_BYTES:
+        raise InputError(f"larger than {MAX_RESULT_BYTES // 2**20} MB: not a satool result file", path=file)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"not a satool bootstrap file ({' '.join(str(exc).split())[:160]})", path=file) from None
+    boot_profile = arrays.pop("offset_profile", None)
+    if boot_profile is None or profile is None or boot_profile.ndim != 4 or boot_profile.shape[1:] != profile.shape \
+            or boot_profile.dtype.kind != "f" or not 1 <= len(boot_profile) <= 10_000:
+        raise InputError("offset_profile must be [replicate, layer, head, offset] like the metric results'", path=file)
+    boot = {}
+    for key, array in arrays.items():
+        name = key.removeprefix("metric/")
+        if not key.startswith("metric/") or name not in values:
+            raise InputError(f"{key!r} is not a metric of these results", path=file)
+        if array.shape != (len(boot_profile), *shape) or array.dtype.kind != "f":
+            raise InputError(f"{key} must be [replicate, layer, head] = {[len(boot_profile), *shape]}", path=file)
+        if np.isinf(array).any():
+            raise InputError(f"{key} holds infinite values", path=file)
+        boot[name] = array.astype(np.float64)
+    if np.isinf(boot_profile).any():
+        raise InputError("offset_profile holds infinite values", path=file)
+    return boot, boot_profile.astype(np.float64)
 
 
 def _numbers(doc: Document, key: str) -> list[int]:

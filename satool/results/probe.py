@@ -35,6 +35,9 @@ class ProbeScore:
     n_train: int
     n_test: int
     details: dict[str, Any] = field(default_factory=dict)
+    # [test utterance] -> (correct, scored): what paired bootstraps over test utterances resample (saved
+    # in the JSON rows only); None for tasks that do not count per utterance
+    per_utterance: list[tuple[int, int]] | None = None
 
     @property
     def converged(self) -> bool | None:
@@ -63,16 +66,24 @@ class ProbeScore:
     @classmethod
     def from_document(cls, doc: Document, skip: Iterable[str] = ()) -> ProbeScore:
         """A score read from a result row; keys in ``skip`` belong to the row, not to the score."""
-        base = ("task", "score", "chance", "score_name", "higher_is_better", "n_train", "n_test")
+        base = ("task", "score", "chance", "score_name", "higher_is_better", "n_train", "n_test", "per_utterance")
         details = {k: v for k, v in doc.value.items() if k not in base and k not in set(skip)}
         for key, value in details.items():
             if not isinstance(value, (str, int, float, bool, type(None))):
                 doc.fail(f"field {doc.where}.{key} must be a plain value, found {type(value).__name__}")
         if "converged" in details and details["converged"] is not None and not isinstance(details["converged"], bool):
             doc.fail(f"field {doc.where}.converged must be true, false or null")
+        per_utterance = None
+        if doc.has("per_utterance"):
+            per_utterance = []
+            for pair in doc.items("per_utterance"):
+                if (not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                             and v >= 0 for v in pair) or pair[0] > pair[1]):
+                    doc.fail(f"field {doc.where}.per_utterance must list [correct, scored] pairs of counts")
+                per_utterance.append((pair[0], pair[1]))
         return cls(doc.text("task"), doc.number("score"), doc.number("chance"), doc.text("score_name"),
                    doc.flag("higher_is_better"), doc.integer("n_train", minimum=0),
-                   doc.integer("n_test", minimum=0), details)
+                   doc.integer("n_test", minimum=0), details, per_utterance)
 
 
 @dataclass
@@ -129,9 +140,7 @@ class ProbeResults:
     JSON: ClassVar[str] = "probe_results.json"
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        out = Path(out_dir)
-        rows = [r.as_dict() for r in self.rows]
-        return {"csv": write_csv(out / self.CSV, rows), "json": write_json(out / self.JSON, rows)}
+        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
 
     @classmethod
     def exists(cls, directory: str | Path | None) -> bool:
@@ -202,6 +211,16 @@ class ProbeResults:
                         "input_score": top_input.score.score if top_input else None,
                         "layers": {r.layer: r.score.score for r in rows}})
         return out
+
+
+def save_rows(rows, out: Path, csv_name: str, json_name: str) -> dict[str, Path]:
+    """Result rows as CSV (one line each, without the per-utterance counts) and JSON (everything)."""
+    documents = [r.as_dict() for r in rows]
+    for document, row in zip(documents, rows):
+        if row.score.per_utterance is not None:
+            document["per_utterance"] = [list(pair) for pair in row.score.per_utterance]
+    flat = [{k: v for k, v in d.items() if k != "per_utterance"} for d in documents]
+    return {"csv": write_csv(out / csv_name, flat), "json": write_json(out / json_name, documents)}
 
 
 def rows_from_scores(scores: Sequence[ProbeScore], representation: str = MODEL, **context: Any) -> list[ProbeRow]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from satool.results.files import Document, read_json, write_csv, write_json
-from satool.results.probe import ProbeScore
+from satool.results.files import Document, read_json
+from satool.results.probe import ProbeScore, save_rows
 
 RANDOM = "random"  # the order name of random pruning orders (one per seed)
 
@@ -91,9 +91,7 @@ class PruneSweep:
     JSON: ClassVar[str] = "prune_results.json"
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        out = Path(out_dir)
-        rows = [r.as_dict() for r in self.rows]
-        return {"csv": write_csv(out / self.CSV, rows), "json": write_json(out / self.JSON, rows)}
+        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
 
     @classmethod
     def exists(cls, directory: str | Path | None) -> bool:
@@ -144,9 +142,7 @@ class SpanSweep:
     JSON: ClassVar[str] = "span_results.json"
 
     def save(self, out_dir: str | Path) -> dict[str, Path]:
-        out = Path(out_dir)
-        rows = [r.as_dict() for r in self.rows]
-        return {"csv": write_csv(out / self.CSV, rows), "json": write_json(out / self.JSON, rows)}
+        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
 
     @classmethod
     def exists(cls, directory: str | Path | None) -> bool:

@@ -78,3 +78,39 @@ def test_scores_record_profile_locality_and_relative_diagonality(tmp_path):
     rows = {r["label"]: r for r in back.records()}
     assert rows["L1.H1"]["favourite_offset"] == -1 and rows["L1.H1"]["locality"] == pytest.approx(steps)
     assert rows["L1.H2"]["diagonality_vs_uniform"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_bootstrap_replicates_are_those_of_resampled_utterances(tmp_path):
+    """The Poisson bootstrap accumulated in the metric pass: replicate b equals the weighted mean over
+    utterances with weights drawn from each utterance's id, whatever the order of the corpus; the
+    replicates survive save and load."""
+    from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.scoring import bootstrap_weights, score_heads
+    from satool.results.metrics import HeadScores
+
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(12):
+        steps = int(rng.integers(6, 14))
+        attn = rng.random((2, 3, steps, steps)).astype(np.float32)
+        utts.append((attn / attn.sum(-1, keepdims=True), {"id": f"u{i}"}))
+    metrics = [m for m in BUILTIN_METRICS if m.name in ("globalness", "diagonality")]
+    scores = score_heads(iter(utts), metrics, [1, 2], [1, 2, 3], replicates=7)
+    shuffled = score_heads(iter(utts[::-1]), metrics, [1, 2], [1, 2, 3], replicates=7)
+    g = next(m for m in metrics if m.name == "globalness")
+    w = np.stack([bootstrap_weights(meta["id"], 7) for _, meta in utts])  # [utt, replicate]
+    values = np.stack([g.per_utterance(a, m) for a, m in utts])  # [utt, layer, head]
+    expected = np.einsum("ub,ulh->blh", w, values) / w.sum(0)[:, None, None]
+    np.testing.assert_allclose(scores.bootstrap["globalness"], expected, rtol=1e-10)
+    np.testing.assert_allclose(shuffled.bootstrap["globalness"], expected, rtol=1e-10)
+    assert scores.bootstrap_offset_profile.shape == (7, 2, 3, scores.offset_profile.shape[-1])
+    assert scores.replicate_categories() is None  # categories need G, V and D
+    scores.save(tmp_path)
+    back = HeadScores.load(tmp_path)
+    np.testing.assert_array_equal(back.bootstrap["diagonality"], scores.bootstrap["diagonality"])
+    np.testing.assert_array_equal(back.bootstrap_offset_profile, scores.bootstrap_offset_profile)
+    np.savez(tmp_path / "metrics_bootstrap.npz", offset_profile=np.zeros((2, 1, 1, 3)))  # wrong shape
+    from satool.errors import InputError
+
+    with pytest.raises(InputError, match="offset_profile must be"):
+        HeadScores.load(tmp_path)

@@ -216,6 +216,14 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
+def per_utterance_counts(correct: np.ndarray, utterance: np.ndarray, n_utterances: int) -> list[tuple[int, int]]:
+    """(correct, scored) of every test utterance, in the split's order (what a paired bootstrap over
+    test utterances resamples)."""
+    right = np.bincount(utterance, weights=correct.astype(np.float64), minlength=n_utterances)
+    scored = np.bincount(utterance, minlength=n_utterances)
+    return [(int(a), int(b)) for a, b in zip(np.rint(right), scored)]
+
+
 def majority_chance(y_train: np.ndarray, y_test: np.ndarray) -> float:
     """Accuracy of always answering the most frequent training class."""
     if len(y_test) == 0 or len(y_train) == 0:
@@ -283,7 +291,7 @@ class FrameClassificationTask(ProbeTask):
         if self.class_names is not None:
             classes = {c: i for i, c in enumerate(self.class_names(train, test))}
         x_train, rows_train, y_train, groups, _ = self.gather_items(train, classes)
-        x_test, rows_test, y_test, _, skipped = self.gather_items(test, classes)
+        x_test, rows_test, y_test, test_groups, skipped = self.gather_items(test, classes)
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
@@ -297,7 +305,9 @@ class FrameClassificationTask(ProbeTask):
 
         def finish(result: ClassifierResult) -> ProbeScore:
             return ProbeScore(self.name, result.accuracy, chance, self.score_name, True, len(tr), len(te),
-                              {"classes": n_classes, "test_utterances_left_out": skipped, **result.report})
+                              {"classes": n_classes, "test_utterances_left_out": skipped, **result.report},
+                              per_utterance_counts(result.predictions == y_test[te], test_groups[te],
+                                                   len(test.utterances)))
 
         return PreparedProbe(problem, finish)
 
@@ -319,14 +329,14 @@ class UtteranceClassificationTask(ProbeTask):
         classes = {c: i for i, c in enumerate(sorted({c for c in train_labels if c is not None}))}
 
         def gather(split: ProbeSplit, labels: Sequence[str | None]):
-            pairs = [(u.pooled(), classes[c]) for u, c in zip(split.utterances, labels)
+            pairs = [(u.pooled(), classes[c], i) for i, (u, c) in enumerate(zip(split.utterances, labels))
                      if c is not None and c in classes]
             if not pairs:
-                return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-            return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+                return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs]), np.array([p[2] for p in pairs])
 
-        x_train, y_train = gather(train, train_labels)
-        x_test, y_test = gather(test, [self.label(u) for u in test.utterances])
+        x_train, y_train, _ = gather(train, train_labels)
+        x_test, y_test, test_index = gather(test, [self.label(u) for u in test.utterances])
         if len(y_train) == 0 or len(y_test) == 0:
             from satool.errors import InputError
 
@@ -337,7 +347,8 @@ class UtteranceClassificationTask(ProbeTask):
 
         def finish(result: ClassifierResult) -> ProbeScore:
             return ProbeScore(self.name, result.accuracy, chance, self.score_name, True, len(y_train), len(y_test),
-                              {"classes": len(classes), "test_utterances_left_out": left_out, **result.report})
+                              {"classes": len(classes), "test_utterances_left_out": left_out, **result.report},
+                              per_utterance_counts(result.predictions == y_test, test_index, len(test.utterances)))
 
         return PreparedProbe(problem, finish)
 
