@@ -44,15 +44,25 @@ def _band(steps: int, max_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return arrays
 
 
-def offset_sums(attn: np.ndarray, max_offset: int = MAX_OFFSET) -> tuple[np.ndarray, np.ndarray]:
+def offset_sums(attn: np.ndarray, max_offset: int = MAX_OFFSET, *,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For ``attn[..., query, key]`` of one utterance: ``(sums[..., offset], queries[offset])``.
 
     ``sums[..., i]`` is ``T * sum_q attn[..., q, q + d]`` for ``d = i - max_offset`` (weights in
     units of uniform attention, summed over queries) and ``queries[i]`` the number of queries
     that have a key at offset d (0 where ``|d| >= T``). One gather of the band, then one sum per
     offset (about a quarter of the cost of the head metrics together; docs/performance.md).
+    ``rows`` (bool ``[query]``): only those queries count (in the sums and in ``queries``).
     """
     steps = attn.shape[-1]
+    if rows is not None:
+        rows = np.asarray(rows, bool)
+        attn = attn * rows[:, None]
+        offsets = np.arange(-max_offset, max_offset + 1)
+        q = np.flatnonzero(rows)
+        valid = (q[None, :] + offsets[:, None] >= 0) & (q[None, :] + offsets[:, None] < steps)
+        sums, _ = offset_sums(attn, max_offset)
+        return sums, valid.sum(axis=1).astype(np.float64)
     indices, starts, present, queries = _band(steps, max_offset)
     maps = attn.reshape(-1, steps * steps)
     sums = np.zeros((maps.shape[0], 2 * max_offset + 1))

@@ -9,7 +9,7 @@ inside the checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +19,7 @@ from satool.results.files import Document, read_json, write_csv, write_json
 from satool.results.metrics import LOCAL_RATIO
 
 BASELINES = ("zeros", "median", "nearest", "interpolation")
+PROFILE_KINDS = ("clean", "masked_queries", "unmasked_queries")
 
 
 @dataclass
@@ -35,6 +36,9 @@ class HealthCheck:
     utterances: int
     split: str | None = None  # where it was measured (satool health)
     checkpoint: str | None = None
+    # offset profiles [layer, head, offset] (offsets -M..M steps, units of uniform attention): "clean"
+    # (unmasked input) and, under pre-training masks, "masked_queries" / "unmasked_queries"
+    profiles: dict[str, np.ndarray] = field(default_factory=dict)
 
     JSON: ClassVar[str] = "health.json"
     CSV: ClassVar[str] = "health.csv"
@@ -66,6 +70,8 @@ class HealthCheck:
         document = {"split": self.split, "checkpoint": self.checkpoint, **self.row(),
                     "locality": self.locality.round(4).tolist(),
                     "favourite_offset": self.favourite_offset.tolist()}
+        if self.profiles:
+            document["offset_profiles"] = {kind: np.round(p, 5) for kind, p in self.profiles.items()}
         return {"json": write_json(out / self.JSON, document),
                 "csv": write_csv(out / self.CSV, [{"split": self.split, **self.row()}])}
 
@@ -86,7 +92,20 @@ class HealthCheck:
         offsets = doc.grid("favourite_offset", shape)
         if np.isnan(offsets).any() or (offsets != np.round(offsets)).any():
             doc.fail("field 'favourite_offset' must hold whole numbers")
+        profiles = {}
+        if doc.has("offset_profiles"):
+            kept = doc.child("offset_profiles")
+            for kind in kept.value:
+                if kind not in PROFILE_KINDS:
+                    doc.fail(f"offset_profiles.{kind} is not one of {', '.join(PROFILE_KINDS)}")
+                try:
+                    width = len(kept.value[kind][0][0])
+                except (TypeError, IndexError, KeyError):
+                    width = 0
+                if width % 2 != 1 or width > 2001:
+                    doc.fail(f"offset_profiles.{kind} must be [layer][head][offset] over an odd number of offsets")
+                profiles[kind] = kept.grid(kind, (*shape, width))
         return cls(doc.integer("step", minimum=0), doc.number("heldout_l1", allow_missing_value=False),
                    doc.number("attention_off_l1", allow_missing_value=False), baselines, locality,
                    offsets.astype(int), doc.integer("utterances", minimum=1), doc.text("split", None),
-                   doc.text("checkpoint", None))
+                   doc.text("checkpoint", None), profiles)

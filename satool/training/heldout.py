@@ -151,38 +151,66 @@ def offset_profile(encoder, heldout: Sequence[HeldoutUtterance], *, batch_size: 
                    device: str = "cpu") -> np.ndarray:
     """Every head's offset profile ``[layer, head, offset]`` (see :mod:`satool.analysis.locality`) on the
     unmasked inputs of ``heldout``."""
+    return offset_profiles(encoder, heldout, batch_size=batch_size, device=device)["clean"]
+
+
+def offset_profiles(encoder, heldout: Sequence[HeldoutUtterance], *, masked: bool = False, batch_size: int = 16,
+                    device: str = "cpu") -> dict[str, np.ndarray]:
+    """Offset profiles ``[layer, head, offset]`` of every head: ``clean`` on the unmasked inputs (as the
+    analysis reads the model) and, with ``masked``, on the inputs as pre-training shows them (the chosen
+    steps zeroed), pooled separately over the queries that are masked (``masked_queries``: their own
+    step carries nothing) and over the others (``unmasked_queries``). Whether a head's favourite offset
+    moves off the main diagonal for masked queries is what explains a shift that grows with the mask
+    span, or its absence."""
     import torch
 
     from satool.analysis.locality import offset_sums, profile
 
-    sums = queries = 0.0
+    kinds = ("clean", "masked_queries", "unmasked_queries") if masked else ("clean",)
+    sums = dict.fromkeys(kinds, 0.0)
+    queries = dict.fromkeys(kinds, 0.0)
     with torch.no_grad():
         for items in _batches(heldout, batch_size):
-            inputs = _padded(items, "inputs")
+            clean = _padded(items, "inputs")
             lengths = torch.tensor([len(u.inputs) for u in items])
-            maps = encoder(inputs.to(device), lengths.to(device), output_attentions=True,
-                           output_hidden_states=False).attentions
-            attn = torch.stack(maps, dim=1).float().cpu().numpy()  # [batch, layer, head, query, key]
-            for b, n in enumerate(int(x) for x in lengths):
-                one_sums, one_queries = offset_sums(attn[b, :, :, :n, :n])
-                sums, queries = sums + one_sums, queries + one_queries
-    return profile(sums, queries)
+            runs = [("clean", clean)]
+            if masked:
+                hidden = clean.clone()
+                for b, u in enumerate(items):
+                    hidden[b, : len(u.chosen)][torch.from_numpy(u.chosen)] = 0.0
+                runs.append(("masked", hidden))
+            for kind, inputs in runs:
+                maps = encoder(inputs.to(device), lengths.to(device), output_attentions=True,
+                               output_hidden_states=False).attentions
+                attn = torch.stack(maps, dim=1).float().cpu().numpy()  # [batch, layer, head, query, key]
+                for b, n in enumerate(int(x) for x in lengths):
+                    one = attn[b, :, :, :n, :n]
+                    groups = [("clean", None)] if kind == "clean" else [
+                        ("masked_queries", items[b].chosen), ("unmasked_queries", ~items[b].chosen)]
+                    for name, rows in groups:
+                        one_sums, one_queries = offset_sums(one, rows=rows)
+                        sums[name], queries[name] = sums[name] + one_sums, queries[name] + one_queries
+    return {name: profile(sums[name], queries[name]) for name in kinds}
 
 
 def health_check(encoder, head, heldout: Sequence[HeldoutUtterance], rate: int, *, step: int = 0,
-                 baselines: dict[str, float] | None = None, device: str = "cpu") -> HealthCheck:
-    """Every held-out number for the model as it is now (``baselines`` are reused when given)."""
+                 baselines: dict[str, float] | None = None, masked_profiles: bool = False,
+                 device: str = "cpu") -> HealthCheck:
+    """Every held-out number for the model as it is now (``baselines`` are reused when given; with
+    ``masked_profiles``, the offset profiles of masked and unmasked queries too)."""
     was_training = encoder.training
     encoder.eval()
     head.eval()
     try:
         full = model_l1(encoder, head, heldout, device=device)
         off = model_l1(encoder, head, heldout, attention_window=0, device=device)
-        best, where = locality(offset_profile(encoder, heldout, device=device))
+        profiles = offset_profiles(encoder, heldout, masked=masked_profiles, device=device)
+        best, where = locality(profiles["clean"])
     finally:
         encoder.train(was_training)
         head.train(was_training)
-    return HealthCheck(step, full, off, baselines or baseline_l1(heldout, rate), best, where, len(heldout))
+    return HealthCheck(step, full, off, baselines or baseline_l1(heldout, rate), best, where, len(heldout),
+                       profiles=profiles if masked_profiles else {})
 
 
 def health_warnings(check: HealthCheck) -> list[str]:
@@ -236,4 +264,5 @@ def evaluate_checkpoint(checkpoint, corpus_path, split: str, *, max_utts: int | 
     proportion = float(task.get("mask_proportion", 0.15) or 0.15)
     heldout = make_heldout(pairs, span, proportion, seed)
     encoder, head = loaded.encoder.to(device), loaded.spec_head.to(device)
-    return health_check(encoder, head, heldout, rate, step=int(loaded.step or 0), device=device)
+    return health_check(encoder, head, heldout, rate, step=int(loaded.step or 0), masked_profiles=True,
+                        device=device)

@@ -114,3 +114,20 @@ def test_bootstrap_replicates_are_those_of_resampled_utterances(tmp_path):
 
     with pytest.raises(InputError, match="offset_profile must be"):
         HeadScores.load(tmp_path)
+
+
+def test_offset_sums_of_chosen_queries():
+    """Only the chosen queries count, in the sums and in the query counts; all queries = no choice."""
+    rng = np.random.default_rng(2)
+    attn = rng.random((2, 3, 9, 9))
+    everyone = offset_sums(attn, 3)
+    chosen = offset_sums(attn, 3, rows=np.ones(9, bool))
+    np.testing.assert_allclose(chosen[0], everyone[0])
+    np.testing.assert_array_equal(chosen[1], everyone[1])
+    rows = np.zeros(9, bool)
+    rows[[0, 4]] = True
+    sums, queries = offset_sums(attn, 3, rows=rows)
+    # by hand: offset +2 has keys for both queries (2 and 6), offset -2 only for query 4 (key 2)
+    assert queries[3 + 2] == 2 and queries[3 - 2] == 1
+    np.testing.assert_allclose(sums[..., 3 + 2], 9 * (attn[..., 0, 2] + attn[..., 4, 6]))
+    np.testing.assert_allclose(sums[..., 3 - 2], 9 * attn[..., 4, 2])

@@ -185,7 +185,12 @@ def test_health_command_writes_what_the_report_reads(corpus, tmp_path, satool_cl
 
     from satool.results.health import HealthCheck
 
-    checks = {c.name: c for c in verdicts.health(HealthCheck.load(tmp_path / "results" / "health"), None, None).checks}
+    loaded = HealthCheck.load(tmp_path / "results" / "health")
+    # offset profiles on clean input and, under pre-training masks, of masked and unmasked queries
+    assert set(loaded.profiles) == {"clean", "masked_queries", "unmasked_queries"}
+    assert loaded.profiles["masked_queries"].shape == loaded.profiles["clean"].shape == (2, 2, 21)
+    np.testing.assert_allclose(loaded.profiles["clean"].max(axis=-1), loaded.locality, atol=1e-4)
+    checks = {c.name: c for c in verdicts.health(loaded, None, None).checks}
     best = min(document[f"{name}_l1"] for name in ("zeros", "median", "nearest", "interpolation"))
     assert checks["learned"].passed is (document["heldout_l1"] < best)
     missing = satool_cli("health", tmp_path / "m.ckpt", corpus, "--split", "nope", cwd=tmp_path)
