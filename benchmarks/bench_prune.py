@@ -1,11 +1,21 @@
-"""Cost of a full pruning sweep: 4 metrics (+ random), 13 levels, 3 tasks.
+"""The demo's pruning sweep, one configuration at a time (as satool did before probes were grouped)
+against the grouped sweep, in the same run.
 
-    python benchmarks/bench_prune.py [--workspace satool-demo] [--max-utts N] [--steps 1500]
+    python benchmarks/bench_prune.py [--random-seeds 5] [--step 8] [--train-utts 300] [--test-utts 120]
 
-Uses the demo's workspace (model, corpus, metric results) when it exists;
-otherwise builds a small one (tone corpus, random demo-size model, metrics
-from a cache). Reports the number of representation passes (shared across
-orders and tasks), the time per pass and per probe, and the total.
+Setting: the shipped reference model, the demo's corpus (40 voices x 30 utterances, seed 0), the
+demo's sweep (globalness, verticality, diagonality, weight and 5 random orders, 0, 8, ..., 48 heads,
+phone / frame speaker / utterance speaker probes of at most 8,000 steps with early stopping).
+Pruning orders come from metric results on 40 dev utterances.
+
+- sequential: every distinct pruned model represented alone (one forward per batch of utterances),
+  every probe trained alone with the trainer satool used before (kept in tests/reference_probe.py,
+  on materialised up-sampled frames);
+- grouped: ``satool.analysis.pruning.sweep_heads`` (pruned models side by side, probes of a task
+  trained as one group).
+
+Prints both times, the ratio, and the largest score difference over every (order, level, task)
+point (0 means bit-identical results).
 """
 
 from __future__ import annotations
@@ -18,76 +28,98 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from _bench import print_table  # noqa: E402
 
 
+def sequential(data, orders, tasks, settings):
+    """Scores per (order, seed, level, task): one configuration and one probe at a time."""
+    from reference_probe import reference_train_and_score
+
+    from satool.analysis.probing.passes import Configuration
+
+    model = data[0].model
+    cache: dict[str, dict[str, float]] = {}
+    out = {}
+    represent_s = probe_s = 0.0
+    for name, many in orders.orders.items():
+        for seed, order in zip(orders.seeds[name], many):
+            for level in orders.levels:
+                config = Configuration.pruned(model.num_layers, model.num_heads, order[:level])
+                if config.key not in cache:
+                    began = time.perf_counter()
+                    train, test = data[0].represent(config), data[1].represent(config)
+                    represent_s += time.perf_counter() - began
+                    began = time.perf_counter()
+                    cache[config.key] = {}
+                    for task in tasks:
+                        problem = task.prepare(train, test, seed=0, settings=settings).problem
+                        x_train = problem.x_train[problem.rows_train]  # materialised, as before
+                        x_test = problem.x_test[problem.rows_test]
+                        accuracy, _ = reference_train_and_score(
+                            x_train, problem.y_train, x_test, problem.y_test, problem.n_classes, kind=problem.kind,
+                            seed=0, settings=settings, groups=problem.groups)
+                        cache[config.key][task.name] = accuracy
+                        del x_train, x_test
+                    probe_s += time.perf_counter() - began
+                for task in tasks:
+                    out[(name, seed, level, task.name)] = cache[config.key][task.name]
+    return out, represent_s, probe_s, len(cache)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workspace", default="satool-demo")
-    parser.add_argument("--max-utts", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--random-seeds", type=int, default=5)
+    parser.add_argument("--step", type=int, default=8)
+    parser.add_argument("--train-utts", type=int, default=300)
+    parser.add_argument("--test-utts", type=int, default=120)
+    parser.add_argument("--steps", type=int, default=8000, help="most steps per probe (early stopping as in the demo)")
     args = parser.parse_args()
 
-    from satool import testing
+    from satool import reference
     from satool.analysis.metrics import BUILTIN_METRICS
     from satool.analysis.probing.passes import ProbeData
-    from satool.analysis.probing.tasks import ProbeSettings
-    from satool.analysis.pruning import RepresentationStore, plan, sweep_heads
-    from satool.analysis.scoring import score_cache
+    from satool.analysis.probing.tasks import BUILTIN_TASKS, ProbeSettings
+    from satool.analysis.pruning import plan, sweep_heads
+    from satool.analysis.scoring import model_stream, score_heads
     from satool.data.corpus import open_corpus
+    from satool.data.synth import synthesize_corpus
     from satool.models.loading import load_model
-    from satool.results.metrics import HeadScores
 
-    work = Path(tempfile.mkdtemp(prefix="satool-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="satool-bench-prune-"))
     try:
-        ws = Path(args.workspace)
-        if (ws / "model.ckpt").exists():
-            ckpt, corpus_path, metrics = ws / "model.ckpt", ws / "corpus", ws / "results" / "metric"
-            what = f"{ws} (demo model, synthetic corpus)"
-        else:
-            from satool.cache import open_cache
-            from satool.stages import extract as extract_stage
+        synthesize_corpus(work / "corpus", speakers=40, utterances_per_speaker=30, seed=0)
+        model = load_model(reference.checkpoint())
+        corpus = open_corpus(work / "corpus")
+        scores = score_heads(model_stream(model, corpus, corpus.select("dev", 40)), BUILTIN_METRICS,
+                             list(range(1, model.num_layers + 1)), list(range(1, model.num_heads + 1)))
+        orders = plan(["globalness", "verticality", "diagonality", "weight", "random"], scores, model.num_layers,
+                      model.num_heads, step=args.step, random_seeds=range(args.random_seeds))
+        tasks = [t for t in BUILTIN_TASKS if t.name in ("phone", "speaker", "speaker-utt")]
+        settings = ProbeSettings(steps=args.steps)
+        data = (ProbeData(model, corpus, corpus.select("train", args.train_utts, balanced=True)),
+                ProbeData(model, corpus, corpus.select("test", args.test_utts, balanced=True)))
 
-            speakers = tuple(str(i) for i in range(1, 9))
-            testing.make_librispeech(work / "LS", speakers=speakers, per_speaker=6, split="train", chapter_id="1")
-            testing.make_librispeech(work / "LS", speakers=speakers, per_speaker=2, split="test", chapter_id="2")
-            ckpt = testing.make_checkpoint(work / "m.ckpt", preset="demo")
-            extract_stage.run(extract_stage.Settings(checkpoint=ckpt, corpus=work / "LS", out=work / "cache"))
-            score_cache(open_cache(work / "cache"), BUILTIN_METRICS).save(work / "metrics")
-            corpus_path, metrics, what = work / "LS", work / "metrics", "tone corpus, random demo-size model"
-        model = load_model(ckpt)
-        corpus = open_corpus(corpus_path)
-        tasks_names = ("phone", "speaker", "speaker-utt")
-        from satool.plugins import get_plugins
+        began = time.perf_counter()
+        grouped = sweep_heads(data, orders, tasks, settings=settings)
+        grouped_s = time.perf_counter() - began
+        began = time.perf_counter()
+        alone, represent_s, probe_s, configurations = sequential(data, orders, tasks, settings)
+        sequential_s = time.perf_counter() - began
 
-        tasks = [get_plugins().tasks.get(t) for t in tasks_names]
-        start = time.perf_counter()
-        data = [ProbeData(model, corpus, corpus.select(s, args.max_utts)) for s in ("train", "test")]
-        read = time.perf_counter() - start
-        store = RepresentationStore(*data)
-        sweep = plan(["globalness", "verticality", "diagonality", "weight", "random"], HeadScores.load(metrics),
-                     model.num_layers, model.num_heads)
-        start = time.perf_counter()
-        rows = sweep_heads(store, sweep, tasks, settings=ProbeSettings(steps=args.steps))
-        seconds = time.perf_counter() - start
-        t0 = time.perf_counter()
-        from satool.analysis.probing.passes import Configuration
-
-        store.train.represent(Configuration())
-        store.test.represent(Configuration())
-        per_pass = time.perf_counter() - t0
-        configs = len(rows) // len(tasks)
+        differences = [abs(r.score.score - alone[(r.by, r.order_seed, r.pruned, r.task)]) for r in grouped.rows]
+        points = len(grouped.rows) // len(tasks)
         print_table(
-            f"Full pruning sweep: 4 metrics + random (3 seeds), {len(sweep.levels)} levels, 3 tasks ({what})",
+            f"Pruning sweep of the demo: {points} (order, level) points, {configurations} distinct pruned models, "
+            f"{len(tasks)} probes each ({len(data[0].items)} train / {len(data[1].items)} test utterances)",
             ["what", "value"],
-            [["utterances (train / test)", f"{len(data[0].items)} / {len(data[1].items)}"],
-             ["reading audio + features once (s)", read],
-             ["(order, level) points scored", configs],
-             ["representation passes (shared)", store.passes],
-             ["seconds per representation pass (train + test)", per_pass],
-             ["seconds per probe (approx.)", (seconds - store.passes * per_pass) / max(1, store.passes * len(tasks))],
-             ["total sweep seconds", seconds],
-             ["sharing: passes / points", store.passes / configs]],
+            [["sequential: representations (s)", represent_s],
+             ["sequential: probes (s)", probe_s],
+             ["sequential: total (s)", sequential_s],
+             ["grouped: total (s)", grouped_s],
+             ["speed-up (sequential / grouped)", sequential_s / grouped_s],
+             ["largest score difference over all points", max(differences)],
+             ["points with any difference", sum(d > 0 for d in differences)]],
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

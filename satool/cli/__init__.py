@@ -37,6 +37,7 @@ Each stage records what it made in ./satool.toml, so later stages need fewer arg
 def builtin_commands() -> list[tuple[str, object, str]]:
     """satool's own commands: (name, function or typer.Typer, --help panel)."""
     from satool.cli import (
+        compare,
         corpus,
         demo,
         extract,
@@ -63,6 +64,7 @@ def builtin_commands() -> list[tuple[str, object, str]]:
         ("prune", prune.prune, "Stages"),
         ("demo", demo.demo, "Workflow"),
         ("report", report.report, "Workflow"),
+        ("compare", compare.compare, "Workflow"),
         ("view", view.view, "Workflow"),
         ("corpus", corpus.app, "Data and plugins"),
         ("plugins", plugins.plugins, "Data and plugins"),

@@ -15,14 +15,15 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def figure(path: str | Path, size: tuple[float, float] = (6, 4), nrows: int = 1, ncols: int = 1, **kwargs):
+def figure(path: str | Path, size: tuple[float, float] = (6, 4), nrows: int = 1, ncols: int = 1, squeeze: bool = True,
+           **kwargs):
     """``with figure('x.png') as (fig, ax): ...`` saves the PNG (150 dpi) and closes the figure."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=squeeze, **kwargs)
     try:
         yield fig, axes
         if not fig.get_layout_engine():  # figures made with layout="constrained" lay themselves out

@@ -21,7 +21,7 @@ from satool.results.segment import BOUNDARY_CONVENTION
 from satool.results.verdicts import Health, VerdictReport
 
 
-def _img(path: Path, alt: str, width: str = "100%") -> str:
+def img(path: Path, alt: str, width: str = "100%") -> str:
     if not path.exists():
         return f'<p class="missing">({html.escape(path.name)} was not produced by this run)</p>'
     data = base64.b64encode(path.read_bytes()).decode()
@@ -29,7 +29,7 @@ def _img(path: Path, alt: str, width: str = "100%") -> str:
             f'<figcaption>{html.escape(alt)} <span class="file">({html.escape(path.name)})</span></figcaption></figure>')
 
 
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], fmt: dict[str, str] | None = None) -> str:
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], fmt: dict[str, str] | None = None) -> str:
     fmt = fmt or {}
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
     body = []
@@ -71,7 +71,7 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
                                              "and head locality")):
             figure_path = checkpoint.with_name(checkpoint.name + suffix)
             if figure_path.exists():
-                summary.append(_img(figure_path, alt, "80%"))
+                summary.append(img(figure_path, alt, "80%"))
     sections.append(("Run", "".join(summary)))
 
     health = verdicts.health.get(run.name) if verdicts else None
@@ -94,16 +94,16 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
         body = (
             f"<p>{html.escape(BOUNDARY_CONVENTION)}; tolerance {1000 * seg.tolerance_s:.0f} ms. "
             "Parameters tuned on dev for the best strict R-value, scores on test.</p>"
-            + _table(rows, [("source", "source"), ("strict_precision", "P"), ("strict_recall", "R"),
+            + table(rows, [("source", "source"), ("strict_precision", "P"), ("strict_recall", "R"),
                             ("strict_f1", "F1"), ("strict_r_value", "R-value (strict)"),
                             ("lenient_r_value", "R-value (lenient)")],
                      {k: ".1f" for k in ("strict_precision", "strict_recall", "strict_f1", "strict_r_value",
                                          "lenient_r_value")})
-            + _img(seg_dir / "pr_curve.png", "Fig. 2: precision and recall over beta, against the MFCC baseline",
+            + img(seg_dir / "pr_curve.png", "Fig. 2: precision and recall over beta, against the MFCC baseline",
                    "60%")
         )
         for example in sorted(seg_dir.glob("example_*.png")):
-            body += _img(example, f"Segmentation example: {example.stem.removeprefix('example_')}")
+            body += img(example, f"Segmentation example: {example.stem.removeprefix('example_')}")
         sections.append(("Phone boundaries from attention (paper Fig. 2)", body))
 
     # -- relations -------------------------------------------------------------
@@ -111,8 +111,8 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
         rel_dir = run.paths["relate"]
         body = "<p>P_h = (P' - P_U) / P_U: red = the query phone prefers the key phone, blue = avoids it.</p>"
         for image in sorted(rel_dir.glob("relation_*.png")):
-            body += _img(image, f"Fig. 3: phone relation map of {image.stem.removeprefix('relation_')}", "70%")
-        body += _img(rel_dir / "verticality_vs_concentration.png",
+            body += img(image, f"Fig. 3: phone relation map of {image.stem.removeprefix('relation_')}", "70%")
+        body += img(rel_dir / "verticality_vs_concentration.png",
                      "Fig. 4: verticality against each head's strongest phone concentration", "60%")
         sections.append(("Which phones attend to which (paper Fig. 3 and 4)", body))
 
@@ -121,12 +121,12 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
         sections.append(("What the representations know", _probe_section(run.probe)))
     if run.prune is not None:
         prune_dir = run.paths["prune"]
-        body = (_img(prune_dir / "prune_curves.png", "Fig. 5: pruning heads in each metric's order")
-                + _img(prune_dir / "globalness_vs_weight.png",
+        body = (img(prune_dir / "prune_curves.png", "Fig. 5: pruning heads in each metric's order")
+                + img(prune_dir / "globalness_vs_weight.png",
                        "Fig. 6: positions of every head in the globalness and the weight order", "55%")
                 + "<p>Each metric's order against the random orders at the paper's share of heads and larger "
                   "ones (drop = accuracy lost against no pruning; positive = worse):</p>"
-                + _table(verdicts.pruning.get(run.name, []) if verdicts else [], [("share", "heads pruned"), ("task", "task"), ("by", "order"),
+                + table(verdicts.pruning.get(run.name, []) if verdicts else [], [("share", "heads pruned"), ("task", "task"), ("by", "order"),
                                                 ("drop", "drop"), ("random_mean", "random mean drop"),
                                                 ("random_spread", "random spread"), ("versus_random", "vs random")],
                          {"drop": ".3f", "random_mean": ".3f", "random_spread": ".3f"}))
@@ -135,7 +135,7 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
     if verdicts is not None and verdicts.verdicts:
         rows = [v.row() for v in verdicts.verdicts]
         body = (_gate_note(health)
-                + _table(rows, [("claim", "finding (Yang, Liu & Lee 2020)"), ("paper", "paper"),
+                + table(rows, [("claim", "finding (Yang, Liu & Lee 2020)"), ("paper", "paper"),
                                 ("this run", "this run"), ("verdict", "verdict"), ("reason", "why")])
                 + "<h3>Rules</h3><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
                                                 for k, v in verdicts.rules.items()) + "</ul>")
@@ -173,10 +173,10 @@ def _health_section(health: Health, run: RunResults, rule: str) -> str:
         rows += [{"what": f"baseline: {name}", "masked L1": check.baselines[name]} for name in BASELINES]
         parts.append(f"<p>Held-out masked reconstruction ({check.split or 'dev'} split, {check.utterances} "
                      "utterances, one fixed draw of masks, masked steps zeroed; lower is better):</p>")
-        parts.append(_table(rows, [("what", ""), ("masked L1", "masked L1")], {"masked L1": ".4f"}))
+        parts.append(table(rows, [("what", ""), ("masked L1", "masked L1")], {"masked L1": ".4f"}))
     rows = [{"check": c.name, "result": {True: "pass", False: "FAIL", None: "not measured"}[c.passed],
              "detail": c.detail} for c in health.checks]
-    parts.append(_table(rows, [("check", "check"), ("result", "result"), ("detail", "numbers")]))
+    parts.append(table(rows, [("check", "check"), ("result", "result"), ("detail", "numbers")]))
     parts.append(f"<p><b>{'Healthy' if health.passed else 'Not healthy'}</b>: {html.escape(rule)}</p>")
     return "".join(parts)
 
@@ -206,17 +206,17 @@ def _heads_section(scores: HeadScores, metrics_dir: Path) -> str:
                     "No head is local: the heads ranked 'diagonal' do not attend near themselves, and this "
                     "report does not call them diagonal heads.") + "</p>")
     top = sorted(rows, key=lambda r: -(r.get("locality") or 0))[:8]
-    return (text + _img(metrics_dir / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
-            + _table(layer_rows, [("layer", "layer"), ("global", "rank: global"), ("vertical", "rank: vertical"),
+    return (text + img(metrics_dir / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
+            + table(layer_rows, [("layer", "layer"), ("global", "rank: global"), ("vertical", "rank: vertical"),
                                   ("diagonal", "rank: diagonal"), ("local", f"local (>= {LOCAL_RATIO:g}x)")])
             + "<p>The most local heads:</p>"
-            + _table(top, [("label", "head"), ("category", "rank category"), ("locality", "locality (x uniform)"),
+            + table(top, [("label", "head"), ("category", "rank category"), ("locality", "locality (x uniform)"),
                            ("favourite_offset", "favourite offset (steps)"),
                            ("diagonality_vs_uniform", "D / D of uniform")],
                      {"locality": ".2f", "diagonality_vs_uniform": ".3f"})
-            + _img(metrics_dir / "offset_profiles.png", "Offset profiles: mean weight by relative offset, in units "
+            + img(metrics_dir / "offset_profiles.png", "Offset profiles: mean weight by relative offset, in units "
                    "of uniform attention", "70%")
-            + _img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
+            + img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
 
 
 def _probe_section(probes: ProbeResults) -> str:
@@ -234,19 +234,25 @@ def _probe_section(probes: ProbeResults) -> str:
             "held-out training utterances stopped improving.</p>"
             + (f"<p>Model against the best input feature, task by task: {html.escape('; '.join(added))}.</p>"
                if added else "")
-            + _table(shown, [("task", "task"), ("representation", "representation"), ("score", "score"),
+            + table(shown, [("task", "task"), ("representation", "representation"), ("score", "score"),
                              ("chance", "chance"), ("score_name", "measure"), ("n_train", "train items"),
                              ("n_test", "test items"), ("left out", "test utts left out"),
                              ("converged", "probe converged")], {"score": ".4f", "chance": ".4f"}))
 
 
 def _page(directory: Path, sections: list[tuple[str, str]]) -> str:
+    return page(f"satool report: {directory}", f"satool report {directory}", sections)
+
+
+def page(title: str, rebuild: str, sections: list[tuple[str, str]]) -> str:
+    """A self-contained HTML page: ``sections`` (title, HTML) under ``title``; ``rebuild``: the
+    command that makes it again."""
     from satool import __version__
 
     body = "".join(f'<section><h2>{html.escape(title)}</h2>{content}</section>' for title, content in sections)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>satool report: {html.escape(directory.name)}</title>
+<title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
 h1 {{ font-size: 1.6em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }}
@@ -256,10 +262,10 @@ th {{ background: #f3f3f3; }} figure {{ margin: 1em 0; }} figcaption {{ font-siz
 .file {{ color: #999; }} .missing {{ color: #a33; }}
 </style></head>
 <body data-figures="pending">
-<h1>satool report: {html.escape(str(directory))}</h1>
+<h1>{html.escape(title)}</h1>
 <p>Understanding self-attention of a self-supervised speech transformer, after Yang, Liu &amp; Lee,
 <i>Understanding Self-Attention of Self-Supervised Audio Transformers</i> (Interspeech 2020).
-Made by satool {html.escape(__version__)}; rebuild with <code>satool report {html.escape(str(directory))}</code>.</p>
+Made by satool {html.escape(__version__)}; rebuild with <code>{html.escape(rebuild)}</code>.</p>
 {body}
 <script>
 window.addEventListener("load", function () {{

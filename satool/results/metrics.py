@@ -63,6 +63,7 @@ class HeadScores:
     uniform_diagonality: float | None = None  # mean over utterances of D under uniform attention
     failed: dict[str, str] = field(default_factory=dict)  # metric name -> why it stopped (its values are NaN)
     example: str | None = None  # the utterance whose maps the metric figures draw
+    step_s: float | None = None  # seconds per model step (offsets in seconds: offset * step_s)
     # bootstrap replicates over utterances: metric name -> [replicate, layer, head] means (mean metrics
     # only), and the offset profile [replicate, layer, head, offset]; None when not measured
     bootstrap: dict[str, np.ndarray] | None = None
@@ -143,8 +144,8 @@ class HeadScores:
         boot = {**{n: v for n, v in (previous.bootstrap or {}).items() if n not in self.values},
                 **(self.bootstrap or {})}
         return HeadScores(self.layers, self.heads, values, counts, self.utterances, prune_first, self.source,
-                          self.offset_profile, self.uniform_diagonality, failed, self.example, boot or None,
-                          self.bootstrap_offset_profile)
+                          self.offset_profile, self.uniform_diagonality, failed, self.example, self.step_s,
+                          boot or None, self.bootstrap_offset_profile)
 
     def pruning_order(self, name: str) -> list[tuple[int, int]]:
         """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
@@ -220,6 +221,8 @@ class HeadScores:
             document["failed"] = self.failed
         if self.example is not None:
             document["example_utterance"] = self.example
+        if self.step_s is not None:
+            document["step_s"] = self.step_s
         write_json(out / self.JSON, document)  # NaN as null
         paths = {"csv": out / self.CSV, "json": out / self.JSON}
         if self.bootstrap is not None and self.bootstrap_offset_profile is not None:
@@ -274,7 +277,8 @@ class HeadScores:
                    utterances=doc.integer("utterances", minimum=0), prune_first=prune_first,
                    source=doc.child("source").value if doc.has("source") else {},
                    offset_profile=profile, uniform_diagonality=uniform, failed=dict(failed),
-                   example=doc.text("example_utterance", None), bootstrap=boot, bootstrap_offset_profile=boot_profile)
+                   example=doc.text("example_utterance", None), step_s=_step(doc), bootstrap=boot,
+                   bootstrap_offset_profile=boot_profile)
 
 
 def rank_of(values: np.ndarray) -> np.ndarray:
@@ -330,6 +334,15 @@ def _load_bootstrap(file: Path, shape: tuple[int, int], profile: np.ndarray | No
     if np.isinf(boot_profile).any():
         raise InputError("offset_profile holds infinite values", path=file)
     return boot, boot_profile.astype(np.float64)
+
+
+def _step(doc: Document) -> float | None:
+    if not doc.has("step_s"):
+        return None
+    step = doc.number("step_s")
+    if not 0 < step < 10:
+        doc.fail(f"step_s must lie between 0 and 10 s, found {step}")
+    return step
 
 
 def _numbers(doc: Document, key: str) -> list[int]:

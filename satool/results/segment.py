@@ -90,6 +90,7 @@ class SegmentResults:
     best_head: str | None = None
     best_hidden: str | None = None
     ranking: list[dict[str, Any]] | None = None
+    test_ids: list[str] = field(default_factory=list)  # the test utterances, in per_utterance's order
 
     CSV: ClassVar[str] = "segment_results.csv"
     JSON: ClassVar[str] = "segment_results.json"
@@ -110,6 +111,8 @@ class SegmentResults:
                     "pr_curve": curve}
         if self.ranking is not None:
             document["heads_by_r_value"] = self.ranking
+        if self.test_ids:
+            document["test_utterances"] = self.test_ids
         paths = {"csv": write_csv(out / self.CSV, rows), "json": write_json(out / self.JSON, document)}
         if curve:
             paths["pr_csv"] = write_csv(out / self.CURVE_CSV, curve)
@@ -152,8 +155,13 @@ class SegmentResults:
         ranking = None
         if doc.has("heads_by_r_value"):
             ranking = [r.value for r in doc.children("heads_by_r_value")]
+        test_ids = doc.items("test_utterances", [])
+        if not all(isinstance(u, str) for u in test_ids):
+            doc.fail("test_utterances must list utterance ids")
+        if test_ids and any(r.per_utterance and len(r.per_utterance) != len(test_ids) for r in results):
+            doc.fail("per-utterance counts and test_utterances disagree in length")
         out = cls(results, tolerance, doc.text("cache", None), doc.text("tune_on", None), doc.text("test_on", None),
-                  doc.text("best_head", None), doc.text("best_hidden", None), ranking)
+                  doc.text("best_head", None), doc.text("best_hidden", None), ranking, list(test_ids))
         for label in (out.best_head, out.best_hidden):
             if label is not None and out.source(label) is None:
                 doc.fail(f"names {label!r} as chosen, but has no results for it")

@@ -64,7 +64,29 @@ class TrainingCurves:
 
     @classmethod
     def of_checkpoint(cls, satool_block: dict[str, Any] | None, step_ms: float | None = None) -> TrainingCurves:
-        """The curves a satool checkpoint carries (its 'Satool' block, as loaded and checked)."""
+        """The per-head curves a satool checkpoint carries (its 'Satool' block): every check's step and
+        ``[layer][head]`` tables are checked (types, equal shapes, finite numbers, whole offsets); a
+        block that fails is an InputError saying what is wrong."""
+        from satool.errors import InputError
+
         block = satool_block or {}
-        return cls(list(block.get("history", [])), list(block.get("checks", [])),
-                   list(block.get("head_checks", [])), step_ms)
+        checks = block.get("head_checks", [])
+        if not isinstance(checks, list) or len(checks) > 100_000:
+            raise InputError("its head_checks must be a list of held-out checks")
+        shape = None
+        kept = []
+        for n, check in enumerate(checks):
+            if not isinstance(check, dict) or not isinstance(check.get("step"), int) or isinstance(check["step"], bool):
+                raise InputError(f"head_checks[{n}] must have a whole-number step")
+            try:
+                local = np.asarray(check["locality"], dtype=np.float64)
+                offset = np.asarray(check["favourite_offset"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f"head_checks[{n}] must hold [layer][head] tables of numbers") from None
+            if local.ndim != 2 or local.shape != offset.shape or (shape is not None and local.shape != shape) \
+                    or not np.isfinite(offset).all() or (offset != np.round(offset)).any() or np.isinf(local).any():
+                raise InputError(f"head_checks[{n}]: locality and favourite_offset must be equal-shaped "
+                                 "[layer][head] tables (finite; whole offsets)")
+            shape = local.shape
+            kept.append({"step": check["step"], "locality": local.tolist(), "favourite_offset": offset.astype(int).tolist()})
+        return cls([], [], kept, step_ms)

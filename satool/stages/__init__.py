@@ -26,7 +26,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
-STAGES = ("pretrain", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report")
+STAGES = ("pretrain", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report", "compare")
 
 Log = Callable[..., None]  # log(text, label="note:")
 

@@ -1,22 +1,24 @@
-"""`satool demo`: the whole study end to end on the built-in synthetic corpus.
+"""`satool demo`: the paper's whole experiment end to end on the built-in synthetic corpus.
 
-Stages (each a plain library call; finished ones are skipped on a second run,
-tracked in ``DIR/demo-state.json`` together with the settings they ran with):
+The paper compares three models trained alike except for the mask span Cnum (M3, M6, M9). The demo
+studies the reference models that ship with satool the same way (or, with ``pretrain=True``, models
+it pre-trains here with the same recipe and each span):
 
-1. synthesise the corpus (eSpeak NG voices, exact phone alignments)
-2. model: copy the reference model that ships with satool (:mod:`satool.reference`), or
-   with ``pretrain=True`` pre-train one with the same recipe as far as the budget allows
-3. health: held-out masked L1 beside four baselines, attention off, head locality (dev split)
-4. extract attention (dev and test splits, with hidden states)
-5. metric: G, V, D, W, categories, offset profiles and locality
-6. segment: MFCC, log-Mel, every head (ranked on dev), the best head and hidden layer
-7. relate: phone relation maps of the most vertical heads
-8. probe: phone, speaker, utterance speaker, reconstruction; log-Mel and MFCC beside
-9. prune: every metric and five random orders, three tasks
-10. report: DIR/report.html, every finding judged by a stated rule
+1. corpus: synthesise it once (eSpeak NG voices, exact phone alignments);
+2. for every model, in ``DIR/<model>/`` (a workspace of its own, with its own report):
+   model (copy or pre-train), health (held-out masked L1 beside four baselines, attention off, head
+   locality, where the local heads look under pre-training masks), extract (dev and test), metric
+   (G, V, D, W, offset profiles, bootstrap replicates), segment (every head ranked on dev; the best
+   head and hidden state scored on test), relate (phone relation maps), probe (every hidden layer and
+   the input features), prune (every metric order and five random orders), spans (attention spans),
+   report;
+3. study: the models side by side (``satool compare``) and a verdict on every finding of the paper,
+   in ``DIR/report.html`` (tables and figures in ``DIR/study/``).
 
-``DIR/satool.toml`` records everything, so any stage can be rerun by hand
-inside DIR (e.g. ``cd DIR && satool prune --by globalness --task speaker``).
+Finished stages are skipped on a second run (tracked in ``demo-state.json`` files with the settings
+they ran with). Model-independent work is done once: MFCC and log-Mel segmentation and the
+input-feature probes of the first model are shared with the others (same corpus, same utterances).
+Any stage can be rerun by hand in a model's directory (``cd DIR/M3 && satool prune --by globalness``).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class DemoSettings:
 
     speakers: int = 40
     utterances_per_speaker: int = 30
-    # False: analyse the shipped reference model; True: pre-train one here with the same recipe
+    models: tuple[str, ...] = ("M3", "M6", "M9")  # the shipped reference models studied (those installed)
+    # False: study the shipped reference models; True: pre-train one per mask span here (same recipe)
     pretrain: bool = False
+    spans: tuple[int, ...] = (3, 6, 9)  # mask spans Cnum of the models pre-trained with ``pretrain``
     preset: str = "demo"
     pretrain_steps: int = 3000
     learning_rate: float = 1e-3
@@ -53,13 +57,25 @@ class DemoSettings:
     probe_test_utts: int | None = 120
     prune_step: int = 8  # 0, 8, ..., 48 heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, ...
     random_seeds: int = 5  # the spread of the random orders is the noise every verdict is compared with
+    attention_spans: tuple[int, ...] = (0, 1, 2, 4, 8, 16)  # span pruning: r in model steps (phone task)
+    judge: bool = True  # False: the sizes are too small to measure the noise; every verdict inconclusive
     seed: int = 0
 
     @classmethod
     def quick(cls) -> DemoSettings:
-        return cls(speakers=8, utterances_per_speaker=10, pretrain=True, preset="tiny", pretrain_steps=60,
-                   batch_size=8, hidden_states=(0, 1, 2), segment_tune_utts=None, segment_test_utts=None,
-                   probe_steps=150, probe_train_utts=None, probe_test_utts=None, prune_step=1, random_seeds=3)
+        """A smoke test of every stage on the shipped models: a small corpus, short probes, few
+        pruning levels; it judges nothing."""
+        return cls(speakers=6, utterances_per_speaker=6, hidden_states=(0, 2, 4), segment_tune_utts=None,
+                   segment_test_utts=None, probe_steps=100, probe_train_utts=None, probe_test_utts=None,
+                   prune_step=24, random_seeds=3, attention_spans=(1, 4), judge=False)
+
+    def model_names(self) -> list[str]:
+        if self.pretrain:
+            return [f"M{span}" for span in self.spans]
+        from satool import reference
+
+        shipped = reference.available()
+        return [name for name in self.models if name in shipped]
 
 
 @dataclass
@@ -94,48 +110,39 @@ def _plain(settings: dict) -> dict:
 # own default is "auto".
 DEVICE = "cpu"
 
-STAGES = ("corpus", "model", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report")
-
 
 def run_demo(out: str | Path, settings: DemoSettings, *,
              on_stage: Callable[[int, str, bool], None] | None = None,
              progress_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage into ``out``; returns the demo state.
+    """Run (or resume) every stage into ``out``; returns every stage's state, keyed ``model/stage``
+    (``corpus`` and ``study`` for the shared ones).
 
-    ``on_stage(index, name, skipped)`` is called as each stage starts;
-    ``progress_factory(description)`` returns a context manager with
-    ``advance(n)`` / ``total(total, done)`` for the stage's progress bar.
+    ``on_stage(index, name, skipped)`` is called as each stage starts (``name``: ``M3/extract``, ...);
+    ``progress_factory(description)`` returns a context manager with ``advance(n)`` / ``total(total,
+    done)`` / ``info(text)`` for the stage's progress bar.
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    state = DemoState.load(out)
+    names = settings.model_names()
+    if not names:
+        raise EnvironmentProblem("none of the reference models " + ", ".join(settings.models) + " is installed")
+    top = DemoState.load(out)
     s = asdict(settings)
-    # what the analysed model depends on: the shipped weights, or the recipe that trains one here
-    if settings.pretrain:
-        s["model"] = {k: s[k] for k in ("preset", "pretrain_steps", "learning_rate", "pre_layer_norm", "batch_size")}
-    else:
-        from satool import reference
+    corpus = out / "corpus"
+    position = [0]
 
-        s["model"] = {"reference": reference.provenance().get("sha256")}
-
-    from satool.workspace import Workspace
-
-    workspace = Workspace(out / "satool.toml")
-
-    def stage(index: int, name: str, keys: tuple[str, ...], body: Callable[[Any], dict | None]) -> None:
-        wanted = {k: s[k] for k in keys}
-        skipped = state.finished(name, wanted)
+    def stage(state: DemoState, label: str, name: str, wanted: dict, body: Callable[[Any], dict | None],
+              always: bool = False) -> None:
+        position[0] += 1
+        skipped = not always and state.finished(name, wanted)
         if on_stage is not None:
-            on_stage(index, name, skipped)
+            on_stage(position[0], label, skipped)
         if skipped:
             return
         began = time.perf_counter()
-        with (progress_factory(name) if progress_factory else NoProgress()) as bar:
+        with (progress_factory(label) if progress_factory else NoProgress()) as bar:
             extra = body(bar) or {}
         state.mark(name, wanted, time.perf_counter() - began, **extra)
-
-    corpus, ckpt, cache = out / "corpus", out / "model.ckpt", out / "attention-cache"
-    results = out / "results"
 
     def make_corpus(bar):
         try:
@@ -146,123 +153,215 @@ def run_demo(out: str | Path, settings: DemoSettings, *,
         manifest = synthesize_corpus(corpus, speakers=settings.speakers,
                                      utterances_per_speaker=settings.utterances_per_speaker, seed=settings.seed,
                                      progress=lambda d, t: bar.total(t, d), overwrite=True)
-        workspace.record("corpus", {"corpus": corpus})
         return {"hours": manifest["total_hours"]}
 
-    def model(bar):
-        if not settings.pretrain:
+    data_keys = {k: s[k] for k in ("speakers", "utterances_per_speaker", "seed")}
+    stage(top, "corpus", "corpus", data_keys, make_corpus)
+    first = out / names[0]
+    for index, name in enumerate(names):
+        model = ModelRun(out / name, name, corpus, settings, shared_from=None if index == 0 else first)
+        state = DemoState.load(model.directory)
+        model_keys = {**data_keys, "model": model.identity()}
+        for stage_name, keys in MODEL_STAGES:
+            wanted = {**model_keys, **{k: s[k] for k in keys}}
+            if stage_name in ("segment", "probe") and index:
+                wanted["shared_from"] = names[0]
+            stage(state, f"{name}/{stage_name}", stage_name, wanted, getattr(model, stage_name),
+                  always=stage_name == "report")
+
+    def study(bar):
+        from satool.stages import compare
+
+        spans = [int(n[1:]) if n[1:].isdigit() else None for n in names]
+        outputs = compare.run(compare.Settings(runs=[out / n for n in names], names=names, spans=spans,
+                                               out=out / "study", judge=settings.judge,
+                                               why_not=QUICK_REASON), bar)
+        import shutil
+
+        shutil.copyfile(outputs.report, out / "report.html")
+        rewrite_links(out / "report.html")
+        return {"verdicts": len(outputs.verdicts.verdicts)}
+
+    stage(top, "study", "study", {}, study, always=True)
+    done = {f"{name}/{k}": v for name in names for k, v in DemoState.load(out / name).done.items()}
+    return {"corpus": top.done.get("corpus", {}), **done, "study": top.done.get("study", {})}
+
+
+def stage_count(settings: DemoSettings) -> int:
+    """How many stages :func:`run_demo` announces: the corpus, every model's, the study."""
+    return 1 + len(settings.model_names()) * len(MODEL_STAGES) + 1
+
+
+QUICK_REASON = "the --quick demo's sizes cannot measure the noise: it judges nothing"
+
+
+def rewrite_links(report: Path) -> None:
+    """The study report is copied to DIR/report.html: its links to the models' reports and to the relation
+    maps are relative to DIR/study/."""
+    text = report.read_text()
+    report.write_text(text.replace('href="../', 'href="'))
+
+
+MODEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model", ("pretrain", "preset", "pretrain_steps", "learning_rate", "pre_layer_norm", "batch_size")),
+    ("health", ()),
+    ("extract", ("hidden_states",)),
+    ("metric", ()),
+    ("segment", ("segment_tune_utts", "segment_test_utts")),
+    ("relate", ()),
+    ("probe", ("probe_steps", "probe_train_utts", "probe_test_utts")),
+    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_step", "random_seeds")),
+    ("spans", ("probe_steps", "probe_train_utts", "probe_test_utts", "attention_spans")),
+    ("report", ()),
+)
+
+
+class ModelRun:
+    """The stages of one model of the demo, in its own directory (a workspace of its own)."""
+
+    def __init__(self, directory: Path, name: str, corpus: Path, settings: DemoSettings,
+                 shared_from: Path | None = None):
+        from satool.workspace import Workspace
+
+        self.directory, self.name, self.corpus, self.settings = directory, name, corpus, settings
+        self.shared_from = shared_from  # the first model's directory: model-independent results come from it
+        directory.mkdir(parents=True, exist_ok=True)
+        self.workspace = Workspace(directory / "satool.toml")
+        self.ckpt, self.cache, self.results = directory / "model.ckpt", directory / "attention-cache", \
+            directory / "results"
+
+    def identity(self) -> dict[str, Any]:
+        """What the model's results depend on: the shipped weights, or the recipe that trains it here."""
+        if self.settings.pretrain:
+            return {"pretrain": self.name}
+        from satool import reference
+
+        return {"reference": reference.provenance(self.name).get("sha256")}
+
+    def _run(self, module, step, bar) -> Any:
+        outputs = module.run(step, bar)
+        module.record(self.workspace, step, outputs)
+        return outputs
+
+    def model(self, bar):
+        if not self.settings.pretrain:
             import shutil
 
             from satool import reference
 
-            shutil.copyfile(reference.checkpoint(), ckpt)
-            workspace.record("pretrain", {"checkpoint": ckpt, "corpus": corpus})
-            return {"reference": reference.provenance()}
+            shutil.copyfile(reference.checkpoint(self.name), self.ckpt)
+            self.workspace.record("pretrain", {"checkpoint": self.ckpt, "corpus": self.corpus})
+            return {"reference": reference.provenance(self.name)}
         from satool.stages import pretrain as stage
-        from satool.training.pretrain import PretrainSettings
+        from satool.training.settings import PretrainSettings
 
-        step = stage.Settings(corpus=corpus, out=ckpt, device=DEVICE, training=PretrainSettings(
-            preset=settings.preset, mask_span=3, downsample=3, steps=settings.pretrain_steps,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
-            pre_layer_norm=settings.pre_layer_norm, save_every=max(100, settings.pretrain_steps // 5)))
-        result = stage.run(step, bar)
-        stage.record(workspace, step, result)
+        s = self.settings
+        step = stage.Settings(corpus=self.corpus, out=self.ckpt, device=DEVICE, training=PretrainSettings(
+            preset=s.preset, mask_span=int(self.name[1:]), downsample=3, steps=s.pretrain_steps,
+            batch_size=s.batch_size, learning_rate=s.learning_rate, seed=s.seed, pre_layer_norm=s.pre_layer_norm,
+            save_every=max(100, s.pretrain_steps // 5)))
+        result = self._run(stage, step, bar)
         return {"final_loss": result.final_loss, "heldout_l1": result.heldout_l1,
-                "frames_per_second": result.frames_per_second, "warnings": result.warnings}
+                "frames_per_second": result.frames_per_second, "warnings": result.warnings,
+                "reference": {"name": self.name, "training_settings": {"mask_span": int(self.name[1:])}}}
 
-    def run_stage(module, step, bar) -> Any:
-        outputs = module.run(step, bar)
-        module.record(workspace, step, outputs)
-        return outputs
-
-    def health(bar):
+    def health(self, bar):
         from satool.stages import health as stage
 
-        run_stage(stage, stage.Settings(checkpoint=ckpt, corpus=corpus, split="dev", seed=settings.seed,
-                                        out=results / "health", device=DEVICE), bar)
+        self._run(stage, stage.Settings(checkpoint=self.ckpt, corpus=self.corpus, split="dev",
+                                        seed=self.settings.seed, out=self.results / "health", device=DEVICE), bar)
 
-    def extract(bar):
+    def extract(self, bar):
         from satool.stages import extract as stage
 
-        states = [h for h in settings.hidden_states if h <= _num_layers(ckpt)]
-        summary = run_stage(stage, stage.Settings(checkpoint=ckpt, corpus=corpus, out=cache, split=["dev", "test"],
-                                                  hidden_states=states, device=DEVICE), bar)
+        states = [h for h in self.settings.hidden_states if h <= _num_layers(self.ckpt)]
+        summary = self._run(stage, stage.Settings(checkpoint=self.ckpt, corpus=self.corpus, out=self.cache,
+                                                  split=["dev", "test"], hidden_states=states, device=DEVICE), bar)
         return {"utterances": summary.written + summary.already_done, "skipped": len(summary.skipped)}
 
-    def metric(bar):
+    def metric(self, bar):
         from satool.stages import metric as stage
 
-        run_stage(stage, stage.Settings(source=cache, out=results / "metric"), bar)
+        self._run(stage, stage.Settings(source=self.cache, out=self.results / "metric"), bar)
 
-    def segment(bar):
+    def segment(self, bar):
         from satool.stages import segment as stage
 
         # the head and the hidden state are chosen on dev (heads: tuned on one half, scored on the other);
-        # the test split scores them once
-        run_stage(stage, stage.Settings(cache=cache, features=["mfcc", "mel", "attn:best", "hidden:all"], tune_on="dev",
-                                        test_on="test", tune_utts=settings.segment_tune_utts,
-                                        test_utts=settings.segment_test_utts, curve_hidden=False,
-                                        examples=["mfcc", "attn:best"], out=results / "segment"), bar)
+        # the test split scores them once. MFCC and log-Mel do not depend on the model: computed once.
+        shared = self._shared_segment()
+        features = (["mfcc", "mel"] if shared is None else []) + ["attn:best", "hidden:all"]
+        outputs = self._run(stage, stage.Settings(
+            cache=self.cache, features=features, tune_on="dev", test_on="test",
+            tune_utts=self.settings.segment_tune_utts, test_utts=self.settings.segment_test_utts, curve_hidden=False,
+            examples=["mfcc", "attn:best"] if shared is None else ["attn:best"], out=self.results / "segment"), bar)
+        if shared is not None:
+            results = outputs.results
+            if shared.test_ids != results.test_ids:
+                raise EnvironmentProblem(f"{self.name}: its test utterances differ from {self.shared_from.name}'s")
+            results.results[1:1] = [shared.source("mfcc"), shared.source("mel")]
+            results.save(self.results / "segment")
 
-    def relate(bar):
+    def _shared_segment(self):
+        if self.shared_from is None:
+            return None
+        from satool.results.segment import SegmentResults
+
+        return SegmentResults.load(self.shared_from / "results" / "segment")
+
+    def relate(self, bar):
         from satool.stages import relate as stage
 
-        run_stage(stage, stage.Settings(cache=cache, out=results / "relate"), bar)
+        self._run(stage, stage.Settings(cache=self.cache, out=self.results / "relate"), bar)
 
-    def data() -> Any:
+    def _data(self) -> Any:
         from satool.stages.probe import Data
 
-        return Data(checkpoint=ckpt, corpus=corpus, train_utts=settings.probe_train_utts,
-                    test_utts=settings.probe_test_utts, device=DEVICE)
+        return Data(checkpoint=self.ckpt, corpus=self.corpus, train_utts=self.settings.probe_train_utts,
+                    test_utts=self.settings.probe_test_utts, device=DEVICE)
 
-    def probing() -> Any:
+    def _probing(self) -> Any:
         from satool.analysis.probing.tasks import ProbeSettings
 
-        return ProbeSettings(steps=settings.probe_steps)
+        return ProbeSettings(steps=self.settings.probe_steps)
 
-    def probe(bar):
+    def probe(self, bar):
         from satool.stages import probe as stage
+        from satool.stages.probe import ALL_LAYERS
 
-        outputs = run_stage(stage, stage.Settings(data=data(), tasks=["phone", "speaker", "speaker-utt", "reconstruction"],
-                                                  probing=probing(), seed=settings.seed, out=results / "probe"), bar)
+        outputs = self._run(stage, stage.Settings(
+            data=self._data(), tasks=["phone", "speaker", "speaker-utt", "reconstruction"], layers=[ALL_LAYERS],
+            probing=self._probing(), seed=self.settings.seed, inputs=self.shared_from is None,
+            out=self.results / "probe"), bar)
+        if self.shared_from is not None:  # the input features' rows do not depend on the model: computed once
+            from satool.results.probe import ProbeResults
+
+            results = outputs.results
+            results.rows += ProbeResults.load(self.shared_from / "results" / "probe").input_rows()
+            results.save(self.results / "probe")
         return {"warnings": outputs.warnings}
 
-    def prune(bar):
+    def prune(self, bar):
         from satool.stages import prune as stage
 
-        run_stage(stage, stage.Settings(data=data(), step=settings.prune_step, random_seeds=settings.random_seeds,
-                                        metrics=results / "metric", probing=probing(), seed=settings.seed,
-                                        out=results / "prune"), bar)
+        self._run(stage, stage.Settings(data=self._data(), step=self.settings.prune_step,
+                                        random_seeds=self.settings.random_seeds, metrics=self.results / "metric",
+                                        probing=self._probing(), seed=self.settings.seed,
+                                        out=self.results / "prune"), bar)
 
-    def report(bar):
+    def spans(self, bar):
+        from satool.stages import prune as stage
+
+        step = stage.Settings(data=self._data(), tasks=["phone"], spans=list(self.settings.attention_spans),
+                              probing=self._probing(), seed=self.settings.seed, out=self.results / "spans")
+        outputs = stage.run(step, bar)
+        self.workspace.record("spans", {"spans": step.out})
+        return {"configurations": outputs.configurations}
+
+    def report(self, bar):
         from satool.stages import report as stage
 
-        run_stage(stage, stage.Settings(directory=out), bar)
-
-    data_keys = ("speakers", "utterances_per_speaker", "seed")
-    model_keys = (*data_keys, "model")
-    probe_keys = (*model_keys, "probe_steps", "probe_train_utts", "probe_test_utts")
-    bodies = [
-        ("corpus", data_keys, make_corpus),
-        ("model", model_keys, model),
-        ("health", model_keys, health),
-        ("extract", (*model_keys, "hidden_states"), extract),
-        ("metric", model_keys, metric),
-        ("segment", (*model_keys, "segment_tune_utts", "segment_test_utts"), segment),
-        ("relate", model_keys, relate),
-        ("probe", probe_keys, probe),
-        ("prune", (*probe_keys, "prune_step", "random_seeds"), prune),
-    ]
-    for index, (name, keys, body) in enumerate(bodies, 1):
-        stage(index, name, keys, body)
-    # the report is always rebuilt (cheap), so it shows every finished stage
-    if on_stage is not None:
-        on_stage(len(bodies) + 1, "report", False)
-    began = time.perf_counter()
-    with (progress_factory("report") if progress_factory else NoProgress()) as bar:
-        report(bar)
-    state.mark("report", {}, time.perf_counter() - began)
-    return state.done
+        self._run(stage, stage.Settings(directory=self.directory, judge=self.settings.judge, why_not=QUICK_REASON), bar)
 
 
 def _num_layers(ckpt: Path) -> int:

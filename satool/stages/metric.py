@@ -90,7 +90,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
             log(f"kept {', '.join(kept)} from the earlier results in {settings.out} (same cache and heads)", "note:")
     for name, reason in scores.failed.items():
         log(f"metric {name!r} failed and has no values: {reason}", "warning:")
-    scores.example = example_id
+    scores.example, scores.step_s = example_id, step_s
     paths = {**scores.save(settings.out), **figures.draw(scores, settings.out, example, k=settings.top, step_s=step_s)}
     return Outputs(scores, paths, kept, is_cache(settings.source))
 

@@ -14,15 +14,22 @@ from satool.stages import Log, Progress, quiet
 class Settings:
     directory: Path = Path(".")
     out: Path | None = None  # default DIRECTORY/report.html
+    judge: bool = True  # False: every verdict inconclusive, with ``why_not`` (sizes too small for the noise)
+    why_not: str = ""
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Path:
+    from dataclasses import replace
+
     from satool.analysis.verdicts import judge_run
     from satool.output.report import render, viewer_paragraph
     from satool.results.run import RunResults
+    from satool.results.verdicts import INCONCLUSIVE
 
     results = RunResults.load(settings.directory)
     verdicts = judge_run(results)
+    if not settings.judge:
+        verdicts.verdicts = [replace(v, verdict=INCONCLUSIVE, reason=settings.why_not) for v in verdicts.verdicts]
     if verdicts.verdicts:
         verdicts.save(results.directory / "results")
     target, example, problem = export_viewer(results)

@@ -93,7 +93,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         ranking = rank_heads(frames, tune_ids or test_ids, test_ids, tolerance=settings.tolerance,
                              progress=progress.advance)
     results = SegmentResults(study_results, settings.tolerance, str(settings.cache), settings.tune_on,
-                             settings.test_on, best_head.label if best_head else None, best_hidden, ranking)
+                             settings.test_on, best_head.label if best_head else None, best_hidden, ranking,
+                             list(test_ids))
     paths = {**results.save(settings.out), **figures.draw(results, settings.out)}
     example_id = settings.example or test_ids[0]
     for source in examples:
