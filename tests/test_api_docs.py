@@ -19,14 +19,15 @@ def _blocks() -> list[str]:
 
 @pytest.fixture
 def demo_like(tmp_path, monkeypatch):
-    """satool-demo/ with a model, a corpus (dev/1001/101/1001-101-0021 among them) and a cache."""
+    """satool-demo/ with a corpus (dev/1001/101/1001-101-0021 among them) and, in M3/, a model and a cache."""
     from satool.stages import extract as extract_stage
 
     root = tmp_path / "satool-demo"
     testing.make_librispeech(root / "corpus", speakers=("1001",), per_speaker=22, split="dev", chapter_id="101")
-    testing.make_checkpoint(root / "model.ckpt", num_heads=4)
-    extract_stage.run(extract_stage.Settings(checkpoint=root / "model.ckpt", corpus=root / "corpus",
-                                             out=root / "attention-cache"))
+    (root / "M3").mkdir()
+    testing.make_checkpoint(root / "M3" / "model.ckpt", num_heads=4)
+    extract_stage.run(extract_stage.Settings(checkpoint=root / "M3" / "model.ckpt", corpus=root / "corpus",
+                                             out=root / "M3" / "attention-cache"))
     monkeypatch.chdir(tmp_path)
     return root
 

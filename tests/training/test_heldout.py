@@ -182,7 +182,6 @@ def test_health_command_writes_what_the_report_reads(corpus, tmp_path, satool_cl
         assert key in document
     assert json.loads((tmp_path / "results" / "health" / "health.json").read_text()) == document
     from satool.analysis import verdicts
-
     from satool.results.health import HealthCheck
 
     loaded = HealthCheck.load(tmp_path / "results" / "health")
