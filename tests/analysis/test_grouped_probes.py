@@ -17,7 +17,7 @@ from satool.analysis.probing.tasks import (
     train_and_score_classifier,
 )
 
-SETTINGS = ProbeSettings(steps=600, eval_every=20, patience=4, batch_size=64, hidden_units=32)
+SETTINGS = ProbeSettings(steps=300, eval_every=20, patience=3, batch_size=64, hidden_units=32)
 
 
 def _data(seed: int, n: int = 900, dim: int = 12, classes: int = 5):
