@@ -690,3 +690,20 @@ def test_grids_accept_scalars_generators_and_arrays():
     assert [(r["alpha"], r["beta"]) for r in a] == [(r["alpha"], r["beta"]) for r in b] == [(2.0, 0.9), (2.0, 1.1)]
     with pytest.raises(UsageError):
         seg.tune(utts, "abc", [1.0])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 120, 401])
+def test_every_beta_at_once_and_distances_once_match_the_one_at_a_time_path(steps):
+    """Tuning computes frame distances once for every alpha and reads every beta in one pass (binary
+    searches over the running minima): the boundaries equal the one-alpha, one-beta path exactly."""
+    from satool.analysis.segmentation.algorithm import SegmentationWork, distances
+
+    rng = np.random.default_rng(steps)
+    v = np.repeat(rng.normal(size=(steps // 3 + 1, 8)), 3, axis=0)[:steps]  # repeated rows, as up-sampled
+    betas = list(np.linspace(0.3, 2.5, 13))
+    found = distances(v)
+    for alpha in (0.2, 1.0, 30.0):
+        alone = SegmentationWork(v, alpha)
+        shared = SegmentationWork.from_distances(found, alpha)
+        for beta, frames in zip(betas, shared.boundary_frames_for(betas)):
+            np.testing.assert_array_equal(frames, alone.boundary_frames(beta))

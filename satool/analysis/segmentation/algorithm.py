@@ -132,6 +132,13 @@ def _pairwise_distances(x: np.ndarray) -> np.ndarray:
     return _expand(*_distinct_distances(x))
 
 
+def distances(v: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Euclidean distances between the distinct frames of ``v [frame, dim]`` and the map frame ->
+    distinct frame (None when all are distinct): what :func:`kernel_gram` needs for any alpha, so a
+    grid of alphas computes it once (:meth:`SegmentationWork.from_distances`)."""
+    return _distinct_distances(_as_frames(v))
+
+
 def kernel_gram(v: np.ndarray, alpha: float) -> np.ndarray:
     """Kernel-Gram matrix ``K[i, j] = exp(-||v_i - v_j||_2 / alpha)`` (docs/science.md §5 step 1).
 
@@ -290,6 +297,23 @@ def _running_min_outward(K: np.ndarray) -> np.ndarray:
     return out
 
 
+def _leading_above(rows: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """``[row, beta]``: how many leading entries of each non-increasing row exceed ``eps[row, beta]``
+    (= the row's count of entries above it): a binary search over the columns for every pair at once."""
+    T = rows.shape[1]
+    lo = np.zeros(eps.shape, dtype=np.int64)  # every entry before lo is above
+    hi = np.full(eps.shape, T, dtype=np.int64)  # every entry from hi on is not
+    row = np.arange(rows.shape[0])[:, None]
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        above = rows[row, np.minimum(mid, T - 1)] > eps
+        lo = np.where(open_ & above, mid + 1, lo)
+        hi = np.where(open_ & ~above, mid, hi)
+
+
 class SegmentationWork:
     """Everything about one utterance's frames and one alpha that beta does not change.
 
@@ -308,6 +332,15 @@ class SegmentationWork:
 
     def __init__(self, v: np.ndarray, alpha: float):
         self._setup(kernel_gram(v, alpha), float(alpha))
+
+    @classmethod
+    def from_distances(cls, found: tuple[np.ndarray, np.ndarray | None], alpha: float) -> SegmentationWork:
+        """Build from :func:`distances` (computed once for every alpha of a grid); the same K as
+        ``SegmentationWork(v, alpha)`` to the last bit."""
+        d, inverse = found
+        alpha = _check_alpha(alpha)
+        k = d / -alpha
+        return cls.from_kernel(_expand(np.exp(k, out=k), inverse), alpha)
 
     @classmethod
     def from_kernel(cls, K: np.ndarray, alpha: float = math.nan) -> SegmentationWork:
@@ -334,6 +367,21 @@ class SegmentationWork:
         right = idx + (self._right_min > eps).sum(axis=1) - 1
         left = idx - (self._left_min > eps).sum(axis=1) + 1
         return left, right
+
+    def extents_for(self, betas) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`extents` for every beta of ``betas`` at once: each row's running minima only fall going
+        outwards, so how many exceed a threshold is found by a binary search, for every row and beta
+        together. Identical results."""
+        betas = np.array([_check_beta(b) for b in betas], dtype=np.float64)
+        eps = self.row_mean[:, None] * betas[None, :]  # [row, beta]
+        idx = np.arange(self.n_frames)
+        right = idx[:, None] + _leading_above(self._right_min, eps) - 1
+        left = idx[:, None] - _leading_above(self._left_min, eps) + 1
+        return [(left[:, b], right[:, b]) for b in range(len(betas))]
+
+    def boundary_frames_for(self, betas) -> list[np.ndarray]:
+        """:meth:`boundary_frames` for every beta of ``betas`` (see :meth:`extents_for`)."""
+        return [local_minima(_score_from_extents(left, right)) for left, right in self.extents_for(betas)]
 
     def filtered(self, beta: float) -> np.ndarray:
         """The bool filtered matrix ``Kf`` (same as ``filtered_matrix(K, beta)``)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from satool.analysis.segmentation.algorithm import SegmentationWork, _pairwise_distances
+from satool.analysis.segmentation.algorithm import SegmentationWork, _pairwise_distances, distances
 from satool.analysis.segmentation.checks import (
     ALPHA_MULTIPLIERS,
     DEFAULT_TOLERANCE_S,
@@ -85,31 +85,36 @@ def _grid(values: Any, name: str, check: Callable[[Any], float]) -> list[float]:
 
 def _sweep(
     prepared: list[tuple[np.ndarray, np.ndarray]],
-    alpha: float,
+    alphas: list[float],
     betas: list[float],
     tol: float,
     frame_shift_s: float,
     lenient: bool,
     progress: Callable[[], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Counts per beta, summed over utterances, for one alpha."""
+) -> list[dict[str, np.ndarray]]:
+    """Counts per beta, summed over utterances, for each alpha (one dict per alpha). Each utterance's
+    frame distances are computed once for every alpha, and every beta is read from one pass."""
     nb = len(betas)
-    counts = {k: np.zeros(nb, dtype=np.int64) for k in ("hits", "n_pred", "l_hits", "l_hits_ref")}
+    counts = [{k: np.zeros(nb, dtype=np.int64) for k in ("hits", "n_pred", "l_hits", "l_hits_ref")} for _ in alphas]
     n_ref = 0
     for features, ref in prepared:
-        work = SegmentationWork(features, alpha)
+        found = distances(features)
         n_ref += len(ref)
-        for b, beta in enumerate(betas):
-            pred = work.boundary_frames(beta) * frame_shift_s
-            counts["n_pred"][b] += len(pred)
-            counts["hits"][b] += _strict_hits(ref, pred, tol)
-            if lenient:
-                counts["l_hits"][b] += _near_count(pred, ref, tol)
-                counts["l_hits_ref"][b] += _near_count(ref, pred, tol)
-        del work
-        if progress is not None:
-            progress()
-    counts["n_ref"] = np.full(nb, n_ref, dtype=np.int64)
+        for a, alpha in enumerate(alphas):
+            work = SegmentationWork.from_distances(found, alpha)
+            for b, frames in enumerate(work.boundary_frames_for(betas)):
+                pred = frames * frame_shift_s
+                counts[a]["n_pred"][b] += len(pred)
+                counts[a]["hits"][b] += _strict_hits(ref, pred, tol)
+                if lenient:
+                    counts[a]["l_hits"][b] += _near_count(pred, ref, tol)
+                    counts[a]["l_hits_ref"][b] += _near_count(ref, pred, tol)
+            del work
+            if progress is not None:
+                progress()
+        del found
+    for c in counts:
+        c["n_ref"] = np.full(nb, n_ref, dtype=np.int64)
     return counts
 
 
@@ -146,7 +151,8 @@ def tune(
         progress: optional ``callable(done, total)`` called after each
             (alpha, utterance) pair; ``total = len(alphas) * len(utterances)``.
 
-    K is computed once per (utterance, alpha) and reused for every beta.
+    Frame distances are computed once per utterance, K once per (utterance, alpha), and every beta
+    is read from K in one pass.
     """
     prepared = _prepare(utterances)
     alpha_list = _grid(alphas, "alpha", _check_alpha)
@@ -156,8 +162,8 @@ def tune(
     step = _progress_counter(progress, len(alpha_list) * len(prepared))
     tol = tolerance + TOLERANCE_SLACK_S
     table: list[dict[str, Any]] = []
-    for alpha in alpha_list:
-        c = _sweep(prepared, alpha, beta_list, tol, frame_shift_s, lenient=False, progress=step)
+    for alpha, c in zip(alpha_list, _sweep(prepared, alpha_list, beta_list, tol, frame_shift_s, lenient=False,
+                                           progress=step)):
         for b, beta in enumerate(beta_list):
             row: dict[str, Any] = {"alpha": alpha, "beta": beta, "mode": "strict", "tolerance": tolerance,
                                    "n_utterances": len(prepared)}
@@ -194,7 +200,7 @@ def pr_curve(
     beta_list = _grid(betas, "beta", _check_beta)
     tolerance = _check_tolerance(tolerance)
     frame_shift_s = _check_frame_shift(frame_shift_s)
-    c = _sweep(prepared, alpha, beta_list, tolerance + TOLERANCE_SLACK_S, frame_shift_s, lenient=True)
+    c = _sweep(prepared, [alpha], beta_list, tolerance + TOLERANCE_SLACK_S, frame_shift_s, lenient=True)[0]
     out = []
     for b, beta in enumerate(beta_list):
         n_ref, n_pred = int(c["n_ref"][b]), int(c["n_pred"][b])
