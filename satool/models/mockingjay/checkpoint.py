@@ -70,6 +70,9 @@ class MockingjayCheckpoint:
     step: int | None
     satool: dict[str, Any] | None = None  # the 'Satool' block of satool checkpoints
     training_state: dict[str, Any] | None = None  # 'Optimizer'/'Scheduler', if asked for
+    # What the trainer recorded that tells the family apart (satool.models.tera.family):
+    # 'upstream' (s3prl's Args.upstream, or None) and 'model_block' (the config block, as saved)
+    recorded: dict[str, Any] | None = None
 
     @property
     def downsample_rate(self) -> int:
@@ -185,10 +188,10 @@ def load_checkpoint(
                      embedding_in_hidden_states, saved_output_dim)
     _check_config_against_weights(config, encoder_state, name)
     if audio is not None:
-        from satool.data.features import FeatureConfig
+        from satool.models.tera.features import front_end_config  # online or Kaldi-style
 
         try:
-            features = FeatureConfig.from_s3prl(dict(audio))
+            features = front_end_config(dict(audio))
         except InputError as exc:
             raise InputError(exc.message, path=name) from None
         if features.input_dim != config.input_dim:
@@ -210,7 +213,15 @@ def load_checkpoint(
         path=name, sha256=digest, layout=layout, config=config, encoder=encoder,
         spec_head=spec_head, audio=copy.deepcopy(audio), task=copy.deepcopy(task), step=step,
         satool=satool, training_state=training_state,
+        recorded={"upstream": _recorded_upstream(states.get("Args")), "model_block": copy.deepcopy(dict(block))},
     )
+
+
+def _recorded_upstream(args: Any) -> str | None:
+    """s3prl's ``Args.upstream`` (``run_pretrain.py -u NAME``), if the file has one."""
+    values = args if isinstance(args, Mapping) else getattr(args, "__dict__", None)
+    upstream = values.get("upstream") if isinstance(values, Mapping) else None
+    return upstream if isinstance(upstream, str) and len(upstream) <= 64 else None
 
 
 def _mapping(parent: Mapping, key: str, name: str, where: str | None = None) -> Mapping:

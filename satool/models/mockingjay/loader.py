@@ -6,16 +6,18 @@ from pathlib import Path
 
 
 class MockingjayLoader:
-    """Single-file torch checkpoints: s3prl's Mockingjay (current and paper-era layouts) and satool's."""
+    """Single-file torch checkpoints of s3prl's Mockingjay, TERA and Audio ALBERT (current and paper-era
+    layouts) and satool's own; the model is named after its family (satool.models.tera)."""
 
     name = "mockingjay"
-    description = "Mockingjay checkpoint files: s3prl (current and paper-era layouts) and satool's own"
+    description = ("Mockingjay, TERA and Audio ALBERT checkpoint files: s3prl (current and paper-era layouts) "
+                   "and satool's own")
 
     def can_load(self, path: Path) -> bool:
         return path.is_file()  # the content is checked, safely, when loaded
 
     def load(self, path: Path, device: str = "cpu"):
         from satool.models.mockingjay.checkpoint import load_checkpoint
-        from satool.models.mockingjay.model import MockingjayModel
+        from satool.models.tera.model import S3prlTransformerModel
 
-        return MockingjayModel(load_checkpoint(path, device=device), device=device)
+        return S3prlTransformerModel(load_checkpoint(path, device=device), device=device)
