@@ -56,6 +56,7 @@ class DemoSettings:
     probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
     probe_test_utts: int | None = 120
     prune_step: int = 8  # 0, 8, ..., 48 heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, ...
+    prune_tasks: tuple[str, ...] = ("phone", "speaker", "speaker-utt")
     random_seeds: int = 5  # the spread of the random orders is the noise every verdict is compared with
     attention_spans: tuple[int, ...] = (0, 1, 2, 4, 8, 16)  # span pruning: r in model steps (phone task)
     judge: bool = True  # False: the sizes are too small to measure the noise; every verdict inconclusive
@@ -65,9 +66,10 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         """A smoke test of every stage on the shipped models: a small corpus, short probes, few
         pruning levels; it judges nothing."""
-        return cls(speakers=6, utterances_per_speaker=6, hidden_states=(0, 2, 4), segment_tune_utts=None,
-                   segment_test_utts=None, probe_steps=100, probe_train_utts=None, probe_test_utts=None,
-                   prune_step=24, random_seeds=3, attention_spans=(1, 4), judge=False)
+        return cls(speakers=4, utterances_per_speaker=6, hidden_states=(0, 2, 4), segment_tune_utts=4,
+                   segment_test_utts=4, probe_steps=40, probe_train_utts=None, probe_test_utts=None,
+                   prune_step=48, prune_tasks=("phone", "speaker-utt"), random_seeds=3, attention_spans=(2,),
+                   judge=False)
 
     def model_names(self) -> list[str]:
         if self.pretrain:
@@ -210,7 +212,7 @@ MODEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("segment", ("segment_tune_utts", "segment_test_utts")),
     ("relate", ()),
     ("probe", ("probe_steps", "probe_train_utts", "probe_test_utts")),
-    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_step", "random_seeds")),
+    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_step", "prune_tasks", "random_seeds")),
     ("spans", ("probe_steps", "probe_train_utts", "probe_test_utts", "attention_spans")),
     ("report", ()),
 )
@@ -345,6 +347,7 @@ class ModelRun:
         from satool.stages import prune as stage
 
         self._run(stage, stage.Settings(data=self._data(), step=self.settings.prune_step,
+                                        tasks=list(self.settings.prune_tasks),
                                         random_seeds=self.settings.random_seeds, metrics=self.results / "metric",
                                         probing=self._probing(), seed=self.settings.seed,
                                         out=self.results / "prune"), bar)
