@@ -55,7 +55,9 @@ class TrainingCurves:
     def save(self, out: Path) -> dict[str, Path]:
         """The CSV files beside checkpoint ``out`` (those with something to say)."""
         paths = self.paths(out)
-        written = {"loss": write_csv(paths["loss"], self.history, columns=("step", "loss", "lr"))}
+        written = {}
+        if self.history:
+            written["loss"] = write_csv(paths["loss"], self.history, columns=("step", "loss", "lr"))
         if self.checks:
             written["heldout"] = write_csv(paths["heldout"], sorted(self.checks, key=lambda c: c["step"]))
         if self.head_checks:
