@@ -268,7 +268,7 @@ def test_directories_no_loader_accepts(tmp_path, dirs):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match=r"not a model directory: no config\.json \(expected a local "
-                                         r"transformers checkpoint of type wav2vec2, hubert or wavlm"):
+                                         r"transformers checkpoint of type wav2vec2, hubert, wavlm, data2vec-audio or whisper"):
         load_model(empty)
     bert = tmp_path / "bert"
     bert.mkdir()

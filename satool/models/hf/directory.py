@@ -11,9 +11,9 @@ from typing import Any
 from satool.errors import InputError
 
 # Hugging Face ``model_type`` values the hf-speech loader reads (see docs/other-models.md).
-HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
-HF_EXPECTED = ("a local transformers checkpoint of type wav2vec2, hubert or wavlm, "
-               "or a Mockingjay checkpoint file")
+HF_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+HF_EXPECTED = ("a local transformers checkpoint of type wav2vec2, hubert, wavlm, data2vec-audio or whisper, "
+               "or a Mockingjay, TERA, Audio ALBERT or DistilHuBERT checkpoint file")
 HF_INSTALL_HINT = "pip install 'satool[hf]'"
 
 
@@ -41,7 +41,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def hf_config(path: Path) -> dict[str, Any]:
+def hf_config(path: Path, types: tuple[str, ...] = HF_MODEL_TYPES) -> dict[str, Any]:
     """config.json of the directory ``path``; InputError saying what is wrong (no torch needed)."""
     if not path.is_dir():
         raise InputError("not a directory (a transformers checkpoint is a directory with config.json)", path=path)
@@ -50,7 +50,7 @@ def hf_config(path: Path) -> dict[str, Any]:
         raise InputError(f"not a model directory: no config.json (expected {HF_EXPECTED})", path=path)
     config = _read_json(config_path, "config.json")
     model_type = config.get("model_type")
-    if model_type not in HF_MODEL_TYPES:
+    if model_type not in types:
         found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
         raise InputError(f"not a model satool can read: config.json has {found} (expected {HF_EXPECTED})",
                          path=path)
@@ -84,10 +84,10 @@ def hf_weight_files(path: Path) -> tuple[list[Path], bool]:
                      f"*.index.json) beside config.json{extra}", path=path)
 
 
-def inspect_hf_directory(path: Path) -> HFDirectory:
+def inspect_hf_directory(path: Path, types: tuple[str, ...] = HF_MODEL_TYPES) -> HFDirectory:
     """Everything the hf-speech loader needs to know before importing torch; InputError if unusable."""
     path = Path(path)
-    config = hf_config(path)
+    config = hf_config(path, types)
     weights, safetensors = hf_weight_files(path)
     pre_path = path / "preprocessor_config.json"
     preprocessor = _read_json(pre_path, "preprocessor_config.json") if pre_path.is_file() else None
@@ -113,5 +113,5 @@ def require_transformers() -> None:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise EnvironmentProblem(
-            f"wav2vec2/HuBERT/WavLM checkpoints need the transformers package ({exc}): {HF_INSTALL_HINT}"
+            f"wav2vec2/HuBERT/WavLM/data2vec-audio checkpoints need the transformers package ({exc}): {HF_INSTALL_HINT}"
         ) from None

@@ -9,11 +9,11 @@ from satool.models.hf.directory import hf_config, inspect_hf_directory, require_
 
 
 class HFLoader:
-    """Local Hugging Face transformers checkpoint directories of wav2vec 2.0, HuBERT and WavLM."""
+    """Local Hugging Face transformers checkpoint directories of wav2vec 2.0, HuBERT, WavLM and data2vec-audio."""
 
     name = "hf-speech"
     description = ("local transformers checkpoint directories (config.json + weights) of "
-                   "wav2vec2, hubert or wavlm; nothing is downloaded")
+                   "wav2vec2, hubert, wavlm or data2vec-audio; nothing is downloaded")
 
     def can_load(self, path: Path) -> bool:
         try:
