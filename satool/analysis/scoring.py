@@ -57,6 +57,171 @@ class _Accumulator:
         return out
 
 
+class ScoreSums:
+    """The per-head sums a metric pass accumulates: every metric's totals and counts, the offset sums
+    and query counts, and the bootstrap replicates of both (``replicates`` Poisson weights per
+    utterance, seeded by its id). Utterances are added one at a time, from whole maps
+    (:meth:`add_maps`) or from values computed elsewhere (:meth:`add`, the streaming pass); the sums
+    of several shards merge by adding (:meth:`to_partial`, :meth:`from_partial`), and
+    :meth:`scores` turns them into :class:`HeadScores`."""
+
+    def __init__(self, metrics: Sequence[HeadMetric], layers: list[int], heads: list[int], *,
+                 replicates: int = BOOTSTRAP_REPLICATES, max_offset: int | None = None):
+        from satool.analysis.locality import MAX_OFFSET
+
+        self.metrics, self.layers, self.heads, self.replicates = list(metrics), list(layers), list(heads), replicates
+        shape = self.shape = (len(layers), len(heads))
+        width = 2 * (MAX_OFFSET if max_offset is None else max_offset) + 1
+        self.accumulators = [_Accumulator(m, shape) for m in self.metrics]
+        self.n = 0
+        self.offset_totals, self.offset_queries = np.zeros((*shape, width)), np.zeros(width)
+        self.uniform_d = 0.0
+        self.boot_sums = {m.name: np.zeros((replicates, *shape)) for m in self.metrics if m.reduce == "mean"}
+        self.boot_weights = {name: np.zeros((replicates, *shape)) for name in self.boot_sums}
+        self.boot_offsets = np.zeros((replicates, *shape, width))
+        self.boot_queries = np.zeros((replicates, width))
+        self.failed: dict[str, str] = {}
+
+    def add_maps(self, attn: np.ndarray, meta) -> None:
+        """One utterance's maps ``attn[layer, head, query, key]``: every metric, the offset sums."""
+        from satool.analysis.locality import offset_sums
+
+        self.add(_utterance_id(meta, self.n), lambda metric: metric.per_utterance(attn, meta),
+                 offset_sums(attn, (len(self.offset_queries) - 1) // 2), attn.shape[-1],
+                 has_labels=lambda: meta.get("frame_labels") is not None,
+                 where=lambda: meta.get("id", f"utterance {self.n + 1}") if hasattr(meta, "get")
+                 else f"utterance {self.n + 1}")
+
+    def add(self, utterance_id: str, values_of: Callable[[HeadMetric], np.ndarray],
+            offsets: tuple[np.ndarray, np.ndarray], steps: int, *, has_labels: Callable[[], bool],
+            where: Callable[[], str]) -> None:
+        """One utterance: ``values_of(metric)`` gives its ``[layer, head]`` values (a metric that raises
+        is reported in ``failed`` and left out from then on), ``offsets`` its (offset sums
+        ``[layer, head, offset]``, query counts ``[offset]``), ``steps`` its length."""
+        from satool.analysis.locality import uniform_diagonality
+
+        weights = bootstrap_weights(utterance_id, self.replicates)
+        for acc in self.accumulators:
+            name = acc.metric.name
+            if name in self.failed or (acc.metric.needs_labels and not has_labels()):
+                continue
+            try:
+                values = np.asarray(values_of(acc.metric), dtype=np.float64)
+                acc.add(values)
+            except Exception as exc:  # a (plugin) metric that fails is reported; the others finish
+                self.failed[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]} (on {where()})"
+                acc.count[:] = 0
+                continue
+            if name in self.boot_sums:
+                w = weights[:, None, None]
+                finite = np.isfinite(values)
+                self.boot_sums[name] += w * np.where(finite, values, 0.0)
+                self.boot_weights[name] += w * finite
+        sums, queries = offsets
+        self.offset_totals += sums
+        self.offset_queries += queries
+        self.boot_offsets += weights[:, None, None, None] * sums
+        self.boot_queries += weights[:, None] * queries
+        self.uniform_d += uniform_diagonality(steps)
+        self.n += 1
+
+    def scores(self, source: dict[str, Any] | None = None) -> HeadScores:
+        from satool.analysis.locality import profile
+
+        if self.n == 0:
+            raise InputError("no utterances to score")
+        replicates = self.replicates
+        return HeadScores(
+            self.layers, self.heads, {a.metric.name: a.result() for a in self.accumulators},
+            {a.metric.name: a.count for a in self.accumulators}, self.n,
+            {m.name: m.prune_first for m in self.metrics}, source or {},
+            offset_profile=profile(self.offset_totals, self.offset_queries), uniform_diagonality=self.uniform_d / self.n,
+            failed=dict(self.failed),
+            bootstrap=({name: _ratio(self.boot_sums[name], self.boot_weights[name]) for name in self.boot_sums
+                        if name not in self.failed} if replicates else None),
+            bootstrap_offset_profile=(profile(self.boot_offsets, self.boot_queries[:, None, None, :])
+                                      if replicates else None),
+        )
+
+    # -- shards -------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """What two shards' sums must share to be added (part of the partial file's settings)."""
+        return {"layers": self.layers, "heads": self.heads, "replicates": self.replicates,
+                "max_offset": (len(self.offset_queries) - 1) // 2,
+                "metrics": [{"name": m.name, "prune_first": m.prune_first, "reduce": m.reduce,
+                             "needs_labels": m.needs_labels} for m in self.metrics]}
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """(name -> array, name -> how it merges) of everything accumulated."""
+        arrays: dict[str, np.ndarray] = {}
+        reduce: dict[str, str] = {}
+        for acc in self.accumulators:
+            name = acc.metric.name
+            arrays[f"metric/{name}/total"] = acc.total
+            reduce[f"metric/{name}/total"] = {"mean": "sum", "max": "max", "min": "min"}[acc.metric.reduce]
+            arrays[f"metric/{name}/count"] = acc.count.astype(np.float64)
+            if name in self.boot_sums:
+                arrays[f"boot/{name}/sum"], arrays[f"boot/{name}/weight"] = self.boot_sums[name], self.boot_weights[name]
+        arrays.update({"offset/sums": self.offset_totals, "offset/queries": self.offset_queries,
+                       "boot/offset/sums": self.boot_offsets, "boot/offset/queries": self.boot_queries,
+                       "uniform_diagonality": np.float64(self.uniform_d), "utterances": np.float64(self.n)})
+        reduce.update({k: "sum" for k in arrays if k not in reduce})
+        return arrays, reduce
+
+    @classmethod
+    def from_arrays(cls, described: dict[str, Any], arrays: dict[str, np.ndarray], failed: dict[str, str],
+                    *, where=None) -> ScoreSums:
+        """The sums back from :meth:`describe` and :meth:`arrays` (of a partial file, or several merged);
+        InputError when a field or an array does not fit."""
+        def fail(message: str):
+            raise InputError(message, path=where)
+
+        try:
+            layers = [int(v) for v in described["layers"]]
+            heads = [int(v) for v in described["heads"]]
+            replicates, max_offset = int(described["replicates"]), int(described["max_offset"])
+            metrics = [HeadMetric(str(m["name"]), _not_in_a_merge, m["prune_first"], reduce=m["reduce"],
+                                  needs_labels=bool(m["needs_labels"])) for m in described["metrics"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            fail(f"the metric settings do not describe a metric pass ({' '.join(str(exc).split())[:100]})")
+        if not (layers and heads and 0 <= replicates <= 10_000 and 0 <= max_offset <= 1000
+                and len(layers) * len(heads) <= 100_000):
+            fail("the metric settings hold impossible layers, heads, replicates or offsets")
+        sums = cls(metrics, layers, heads, replicates=replicates, max_offset=max_offset)
+        expected, _ = sums.arrays()
+        for name, template in expected.items():
+            got = arrays.get(name)
+            if got is None or np.shape(got) != np.shape(template):
+                fail(f"{name} must be an array of shape {list(np.shape(template))}, found "
+                     f"{'none' if got is None else list(np.shape(got))}")
+        for name in expected:
+            if name.endswith(("/count", "/queries", "/weight")) and (
+                    (arrays[name] < 0).any() or (arrays[name] != np.round(arrays[name])).any()):
+                fail(f"{name} must hold whole numbers >= 0")
+        n = arrays["utterances"]
+        if n < 0 or n != np.round(n):
+            fail("utterances must be a whole number >= 0")
+        for acc in sums.accumulators:
+            name = acc.metric.name
+            acc.total = arrays[f"metric/{name}/total"].copy()
+            acc.count = arrays[f"metric/{name}/count"].astype(np.int64)
+            if name in sums.boot_sums:
+                sums.boot_sums[name] = arrays[f"boot/{name}/sum"].copy()
+                sums.boot_weights[name] = arrays[f"boot/{name}/weight"].copy()
+            if name in failed:
+                acc.count[:] = 0
+        sums.offset_totals, sums.offset_queries = arrays["offset/sums"].copy(), arrays["offset/queries"].copy()
+        sums.boot_offsets, sums.boot_queries = arrays["boot/offset/sums"].copy(), arrays["boot/offset/queries"].copy()
+        sums.uniform_d, sums.n = float(arrays["uniform_diagonality"]), int(n)
+        sums.failed = {str(k): str(v) for k, v in failed.items() if k in {m.name for m in metrics}}
+        return sums
+
+
+def _not_in_a_merge(attn, meta):  # metrics rebuilt from partial sums only describe; they never compute
+    raise RuntimeError("a metric rebuilt from partial sums cannot score maps")
+
+
 def score_heads(
     stream: Iterable[tuple[np.ndarray, dict[str, Any]]],
     metrics: Sequence[HeadMetric],
@@ -74,59 +239,15 @@ def score_heads(
     from a generator seeded by the utterance id, so the replicates do not depend on the order or the
     sharding of the corpus): every mean metric and the offset profile, per replicate. They are what
     the noise of rank-based categories and of favourite offsets is measured with."""
-    from satool.analysis.locality import offset_sums, profile, uniform_diagonality
-
-    shape = (len(layers), len(heads))
-    accumulators = [_Accumulator(m, shape) for m in metrics]
-    n = 0
-    offset_totals, offset_queries, uniform_d = 0.0, 0.0, 0.0
-    boot_sums = {m.name: np.zeros((replicates, *shape)) for m in metrics if m.reduce == "mean"}
-    boot_weights = {name: np.zeros((replicates, *shape)) for name in boot_sums}
-    boot_offsets: np.ndarray | float = 0.0
-    boot_queries: np.ndarray | float = 0.0
+    sums = ScoreSums(metrics, layers, heads, replicates=replicates)
     # one BLAS thread: the metric kernels are single BLAS calls, and a second BLAS
     # thread would compete with the thread reading the cache (docs/performance.md)
-    failed: dict[str, str] = {}
     with threadpool_limits(limits=1, user_api="blas"):
         for attn, meta in stream:
-            weights = bootstrap_weights(_utterance_id(meta, n), replicates)
-            for acc in accumulators:
-                if acc.metric.name in failed or (acc.metric.needs_labels and meta.get("frame_labels") is None):
-                    continue
-                try:
-                    values = np.asarray(acc.metric.per_utterance(attn, meta), dtype=np.float64)
-                    acc.add(values)
-                except Exception as exc:  # a (plugin) metric that fails is reported; the others finish
-                    where = meta.get("id", f"utterance {n + 1}") if hasattr(meta, "get") else f"utterance {n + 1}"
-                    failed[acc.metric.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]} (on {where})"
-                    acc.count[:] = 0
-                    continue
-                if acc.metric.name in boot_sums:
-                    w = weights[:, None, None]
-                    finite = np.isfinite(values)
-                    boot_sums[acc.metric.name] += w * np.where(finite, values, 0.0)
-                    boot_weights[acc.metric.name] += w * finite
-            sums, queries = offset_sums(attn)
-            offset_totals, offset_queries = offset_totals + sums, offset_queries + queries
-            boot_offsets = boot_offsets + weights[:, None, None, None] * sums
-            boot_queries = boot_queries + weights[:, None] * queries
-            uniform_d += uniform_diagonality(attn.shape[-1])
-            n += 1
+            sums.add_maps(attn, meta)
             if progress is not None:
                 progress(1)
-    if n == 0:
-        raise InputError("no utterances to score")
-    return HeadScores(
-        layers, heads, {a.metric.name: a.result() for a in accumulators},
-        {a.metric.name: a.count for a in accumulators}, n,
-        {m.name: m.prune_first for m in metrics}, source or {},
-        offset_profile=profile(offset_totals, offset_queries), uniform_diagonality=uniform_d / n,
-        failed=failed,
-        bootstrap=({name: _ratio(boot_sums[name], boot_weights[name]) for name in boot_sums
-                    if name not in failed} if replicates else None),
-        bootstrap_offset_profile=profile(boot_offsets, boot_queries[:, None, None, :]) if replicates else None,
-    )
-
+    return sums.scores(source)
 
 
 def bootstrap_weights(utterance_id: str, replicates: int) -> np.ndarray:

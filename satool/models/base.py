@@ -15,6 +15,7 @@ current s3prl checkpoints, 2 for 20 ms wav2vec 2.0-style models).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,15 @@ LABEL_FRAME_S = FRAME_S
 # the utterance is skipped with the reason rather than exhausting memory. SATOOL_MAX_ATTENTION_GB
 # raises or lowers it.
 DEFAULT_MAX_ATTENTION_GB = 4.0
+
+
+DEFAULT_BLOCK_MB = 256.0  # streaming passes: at most this many MB of one layer's maps (float32) at a time
+
+
+def rows_per_block(block_bytes: int, heads: int, steps: int) -> int:
+    """Query rows per block so that ``probs[head, rows, key]`` (float32) stays within ``block_bytes``
+    (at least one row)."""
+    return max(1, min(steps, int(block_bytes) // max(1, heads * steps * 4)))
 
 
 def max_attention_bytes() -> int:
@@ -100,6 +110,8 @@ class AttentionModel(ABC):
     frames_per_step: int  # 10 ms label frames per model step
     hidden_state_names: list[str]  # e.g. ["embedding", "layer 1", ...]
     has_prediction_head: bool = False
+    # True when ``attention_blocks`` computes query blocks as they are asked for (bounded memory)
+    blockwise_attention: bool = False
 
     @property
     def step_s(self) -> float:
@@ -128,6 +140,23 @@ class AttentionModel(ABC):
         ``layers``: 0-based attention layers to return (default all); without
         ``want_hidden`` a model may stop computing after the last of them.
         """
+
+    def attention_blocks(self, features: torch.Tensor, layers: list[int], *,
+                         block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20)) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """One utterance's maps of ``layers`` (0-based, ascending) in query blocks: ``(layer, first
+        query, probs[head, query, key])`` with at most ``block_bytes`` of float32 per block, layer by
+        layer. A block is only valid until the next one is asked for.
+
+        This default encodes the whole utterance first (every asked layer's maps at once); models with
+        ``blockwise_attention`` compute each block as it is asked for (fused attention in the layers
+        not asked for), so peak memory is one block plus the model's activations."""
+        layers = sorted(layers)
+        encoded = self.encode([features], layers=layers)[0]
+        for position, layer in enumerate(layers):
+            maps = encoded.attentions[position]
+            rows = rows_per_block(block_bytes, maps.shape[0], maps.shape[-1])
+            for first in range(0, maps.shape[1], rows):
+                yield layer, first, maps[:, first:first + rows]
 
     def steps(self, features: torch.Tensor) -> int:
         """Model steps of one utterance's :meth:`input_features` (its attention maps are T x T)."""

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from satool.errors import InputError, UnsafeFileError
-from satool.models.base import AttentionModel, EncodedUtterance
+from satool.models.base import DEFAULT_BLOCK_MB, AttentionModel, EncodedUtterance, rows_per_block
 from satool.models.hf.checks import strict_flag
 from satool.models.hf.directory import HFDirectory
 from satool.timebase import HOP_SAMPLES, SAMPLE_RATE
@@ -175,6 +175,8 @@ def frame_rate(directory: HFDirectory) -> tuple[int, int]:
 class HFSpeechModel(AttentionModel):
     """A wav2vec2 / HuBERT / WavLM encoder whose attention satool computes (and masks) itself."""
 
+    blockwise_attention = True
+
     def __init__(self, directory: HFDirectory, model: nn.Module, device: str = "cpu"):
         self.directory = directory
         self.path = Path(directory.path).resolve()
@@ -260,7 +262,8 @@ class HFSpeechModel(AttentionModel):
         return gate * position_bias[None]  # position_bias: [head, t, t]
 
     def _attend(self, attention: nn.Module, x: torch.Tensor, head_scale: torch.Tensor | None,
-                band: torch.Tensor | None, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                band: torch.Tensor | None, bias: torch.Tensor | None,
+                want_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Multi-head self-attention with satool's masks: (output [1, t, hidden], probs [1, head, t, t])."""
         b, t, _ = x.shape
 
@@ -268,6 +271,9 @@ class HFSpeechModel(AttentionModel):
             return linear(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
+        if not want_probs and head_scale is None and band is None:  # nothing to look at or edit: fused
+            context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return attention.out_proj(context.transpose(1, 2).reshape(b, t, self.hidden_size)), None
         scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim ** -0.5)
         if bias is not None:
             scores = scores + bias
@@ -279,7 +285,7 @@ class HFSpeechModel(AttentionModel):
         context = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, self.hidden_size)
         return attention.out_proj(context), probs
 
-    def _layer(self, index: int, x: torch.Tensor, head_scale, band, position_bias):
+    def _layer(self, index: int, x: torch.Tensor, head_scale, band, position_bias, want_probs: bool = True):
         """One encoder layer (eval mode: no dropout). Returns (output, probs, position_bias)."""
         layer = self.layers[index]
         attention = layer.attention
@@ -290,7 +296,74 @@ class HFSpeechModel(AttentionModel):
                 t = x.shape[1]
                 position_bias = attention.compute_bias(t, t)  # [head, t, t]
             bias = self._wavlm_bias(attention, attn_in, position_bias)
-        out, probs = self._attend(attention, attn_in, head_scale, band, bias)
+        out, probs = self._attend(attention, attn_in, head_scale, band, bias, want_probs)
+        return self._feed_forward(layer, x, out), probs, position_bias
+
+    def _layer_blocks(self, index: int, x: torch.Tensor, position_bias, rows: int, last: bool):
+        """One layer with its weights computed one query block of ``rows`` at a time: yields
+        ``(first query, probs[head, query, key])``, returns (output, position_bias) (output None
+        when ``last``: nothing after the weights is needed)."""
+        layer = self.layers[index]
+        attention = layer.attention
+        attn_in = layer.layer_norm(x) if self.stable_layer_norm else x
+        b, t, _ = attn_in.shape
+        gate = None
+        if self.is_wavlm:
+            if position_bias is None:
+                position_bias = attention.compute_bias(t, t)  # [head, t, t]
+            per_head = attn_in.view(b, t, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
+            gates = attention.gru_rel_pos_linear(per_head).view(b, self.num_heads, t, 2, 4).sum(-1)
+            gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)
+            gate = (gate_a * (gate_b * attention.gru_rel_pos_const - 1.0) + 2.0)[0]  # [head, t, 1]
+
+        def heads(linear: nn.Module) -> torch.Tensor:
+            return linear(attn_in).view(t, self.num_heads, self.head_dim).transpose(0, 1)  # [head, t, d]
+
+        q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
+        keys = k.transpose(-1, -2)
+        context = None if last else torch.empty(self.num_heads, t, self.head_dim, device=x.device, dtype=x.dtype)
+        for first in range(0, t, rows):
+            scores = torch.matmul(q[:, first:first + rows], keys) * (self.head_dim ** -0.5)
+            if gate is not None:
+                scores = scores + gate[:, first:first + rows] * position_bias[:, first:first + rows]
+            probs = torch.softmax(scores, dim=-1)
+            yield first, probs
+            if context is not None:
+                torch.matmul(probs, v, out=context[:, first:first + rows])
+        if last:
+            return None, position_bias
+        out = attention.out_proj(context.transpose(0, 1).reshape(1, t, self.hidden_size))
+        return self._feed_forward(layer, x, out), position_bias
+
+    @torch.no_grad()
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20)):
+        """Maps of ``layers`` in query blocks within ``block_bytes`` (see
+        :meth:`AttentionModel.attention_blocks`); fused attention in the other layers, and the pass
+        stops after the last asked layer's weights. WavLM keeps its relative position bias
+        ``[head, T, T]`` whole, as its layers share it."""
+        wanted = sorted({int(i) for i in layers})
+        if not wanted:
+            return
+        if wanted[0] < 0 or wanted[-1] >= self.num_layers:
+            raise ValueError(f"layers {wanted} out of range 0..{self.num_layers - 1}")
+        x = self._embed(features.reshape(1, -1).to(self.device, torch.float32))
+        rows = rows_per_block(block_bytes, self.num_heads, x.shape[1])
+        position_bias = None
+        for i in range(wanted[-1] + 1):
+            if i not in wanted:
+                x, _, position_bias = self._layer(i, x, None, None, position_bias, want_probs=False)
+                continue
+            blocks = self._layer_blocks(i, x, position_bias, rows, i == wanted[-1])
+            while True:
+                try:
+                    first, probs = next(blocks)
+                except StopIteration as done:
+                    x, position_bias = done.value
+                    break
+                yield i, first, probs
+
+    def _feed_forward(self, layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The rest of a layer after its attention output ``out`` (residuals, layer norms, feed-forward)."""
         if self.stable_layer_norm:
             x = x + out
             x = x + layer.feed_forward(layer.final_layer_norm(x))
@@ -300,7 +373,7 @@ class HFSpeechModel(AttentionModel):
         else:
             x = layer.layer_norm(x + out)
             x = layer.final_layer_norm(x + layer.feed_forward(x))
-        return x, probs, position_bias
+        return x
 
     def _head_mask(self, head_mask) -> torch.Tensor | None:
         if head_mask is None:

@@ -15,14 +15,16 @@ import torch
 
 from satool.data.features import FeatureConfig, FeatureExtractor
 from satool.models.base import (
+    DEFAULT_BLOCK_MB,
     AttentionModel,
     EncodedUtterance,
     ProbeInput,
     Reconstruction,
     Representation,
+    rows_per_block,
 )
 from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
-from satool.models.mockingjay.network import stack_frames
+from satool.models.mockingjay.network import position_encoding, stack_frames
 
 
 class MockingjayModel(AttentionModel):
@@ -30,6 +32,7 @@ class MockingjayModel(AttentionModel):
 
     name = "mockingjay"
     masks_per_utterance = True
+    blockwise_attention = True
 
     def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
         self.checkpoint = checkpoint
@@ -80,6 +83,56 @@ class MockingjayModel(AttentionModel):
             hidden = torch.stack([h[b, :n] for h in output.hidden_states]) if want_hidden else None
             results.append(EncodedUtterance(attn, hidden, n))
         return results
+
+    @torch.no_grad()
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20)):
+        """Maps of ``layers`` in query blocks within ``block_bytes`` (see
+        :meth:`AttentionModel.attention_blocks`): layers not asked for run fused attention; an asked
+        layer computes its weights one query block at a time, and each block's context rows from
+        it; the pass stops after the last asked layer's weights."""
+        import math
+
+        encoder, config = self.encoder, self.config
+        wanted = sorted({int(i) for i in layers})
+        if not wanted:
+            return
+        if wanted[0] < 0 or wanted[-1] >= self.num_layers:
+            raise ValueError(f"layers {wanted} out of range 0..{self.num_layers - 1}")
+        x = features[None].to(self.device)
+        steps = x.shape[1]
+        positions = position_encoding(steps, config.hidden_size).to(device=x.device, dtype=x.dtype)
+        x = encoder.input_representations(x, positions)
+        rows = rows_per_block(block_bytes, self.num_heads, steps)
+        scale = math.sqrt(config.head_size)
+        for i, layer in enumerate(encoder.encoder.layer[: wanted[-1] + 1]):
+            if i not in wanted:
+                x, _ = layer(x, None, None, None, False)
+                continue
+            attention = layer.attention
+            normed = attention.LayerNorm(x) if config.pre_layer_norm else x
+            sa = attention.self
+
+            def split(t):
+                return t.view(1, steps, self.num_heads, config.head_size).transpose(1, 2)[0]  # [head, step, d]
+
+            q, k, v = split(sa.query(normed)), split(sa.key(normed)), split(sa.value(normed))
+            last = i == wanted[-1]
+            context = None if last else torch.empty(self.num_heads, steps, config.head_size, device=x.device,
+                                                     dtype=x.dtype)
+            keys = k.transpose(-1, -2)
+            for first in range(0, steps, rows):
+                scores = torch.matmul(q[:, first:first + rows], keys)
+                scores.div_(scale)
+                probs = scores.softmax(dim=-1)
+                yield i, first, probs
+                if context is not None:
+                    torch.matmul(probs, v, out=context[:, first:first + rows])
+            if last:
+                return
+            merged = context.transpose(0, 1).reshape(1, steps, config.hidden_size)
+            attended = attention.output(merged, x)
+            normed = layer.LayerNorm(attended) if layer.pre_layer_norm else attended
+            x = layer.output(layer.intermediate(normed), attended)
 
     def probe_input(self, wave, *, reconstruction=False) -> ProbeInput:
         """Stacked input steps and, with ``reconstruction`` and a head, the stacked target."""

@@ -1,0 +1,245 @@
+"""Streaming reductions: per-head analyses straight from a model, without keeping attention maps.
+
+A model gives one utterance's maps in query blocks (``AttentionModel.attention_blocks``:
+``probs[head, query block, key]`` of one layer at a time, within a memory budget), and each block is
+reduced at once into per-head sums, then dropped:
+
+- the built-in metrics G, V, D, W (sums over query rows: G's row entropies, V's column sums, D's
+  weighted distances, W's running maximum), the offset sums (locality), and the phone relation sums
+  ``c^T Â c`` of P'_h (rows normalised one block at a time) with P_U;
+- a plugin metric sees whole maps ``[layer, head, query, key]`` as always: for an utterance where one
+  is asked, the blocks are assembled (memory L x H x T^2, checked against the attention budget).
+
+Per utterance the values are the same as those of the whole-map functions (up to float rounding)
+and go into the same accumulators (:class:`~satool.analysis.scoring.ScoreSums`,
+:class:`~satool.analysis.relations.RelationSums`), so a stream and a cache give the same
+``HeadScores`` and ``Relations``. Maps are rounded to float16 before they are reduced, as a cache
+stores them: a stream and a cache of the same model then reduce the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from satool.analysis.metrics import (
+    _LN2,
+    HeadMetric,
+    _log_p,
+    _xlogx_sum,
+    diagonality,
+    globalness,
+    verticality,
+    weight,
+)
+from satool.timebase import frames_to_seconds
+from satool.utterance import UtteranceMeta
+
+BLOCK_FORMS = {globalness: "globalness", verticality: "verticality", diagonality: "diagonality", weight: "weight"}
+"""The metric functions whose values are reduced block by block (others see whole maps)."""
+
+
+def blockwise(metric: HeadMetric) -> bool:
+    return metric.per_utterance in BLOCK_FORMS
+
+
+@functools.lru_cache(maxsize=256)
+def _band_rows(first: int, rows: int, steps: int, max_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For queries ``first .. first + rows - 1`` of a T-step map given as ``[rows * key]``: the flat
+    indices of ``(q, q + d)`` grouped by offset d, the start of each non-empty group and which
+    offsets those are (read-only)."""
+    indices, starts, present = [], [], []
+    position = 0
+    q = np.arange(first, first + rows)
+    for i, d in enumerate(range(-max_offset, max_offset + 1)):
+        keep = q[(q + d >= 0) & (q + d < steps)]
+        if len(keep):
+            indices.append((keep - first) * steps + keep + d)
+            starts.append(position)
+            present.append(i)
+            position += len(keep)
+    arrays = (np.concatenate(indices) if indices else np.zeros(0, int), np.array(starts, int), np.array(present, int))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+class UtteranceReduction:
+    """One utterance's per-head values, from its maps given as query blocks of one layer at a time.
+
+    ``names``: built-in metrics to compute; ``offsets``: the offset sums (``max_offset``);
+    ``counts``: step label counts ``[step, phone]`` for the relation sums (None: none);
+    ``full``: also assemble the whole maps (for plugin metrics and kept utterances).
+    """
+
+    def __init__(self, n_layers: int, n_heads: int, steps: int, *, names: Iterable[str] = (), offsets: bool = True,
+                 max_offset: int = 10, counts: np.ndarray | None = None, full: bool = False):
+        self.shape, self.steps, self.max_offset = (n_layers, n_heads), steps, max_offset
+        self.names = set(names)
+        if counts is not None:
+            self.names.add("verticality")
+        zeros = np.zeros(self.shape)
+        self.entropy = zeros.copy() if "globalness" in self.names else None
+        self.columns = np.zeros((n_layers, n_heads, steps)) if "verticality" in self.names else None
+        self.distance = zeros.copy() if "diagonality" in self.names else None
+        self.largest = np.full(self.shape, -np.inf) if "weight" in self.names else None
+        self.offsets = np.zeros((*self.shape, 2 * max_offset + 1)) if offsets else None
+        self.counts = counts
+        self.relation = None if counts is None else np.zeros((n_layers * n_heads, counts.shape[1], counts.shape[1]))
+        self.maps = np.zeros((n_layers, n_heads, steps, steps), np.float32) if full else None
+
+    def add(self, layer: int, first: int, probs: np.ndarray) -> None:
+        """``probs[head, query, key]`` (float32) of queries ``first ..`` of layer position ``layer``."""
+        heads, rows, steps = probs.shape
+        flat = probs.reshape(heads, rows * steps)
+        if self.entropy is not None:
+            logs = _log_p(flat)
+            self.entropy[layer] += np.matmul(flat[:, None, :], logs[:, :, None])[:, 0, 0]
+        if self.columns is not None:
+            self.columns[layer] += np.matmul(np.full((1, rows), 1 / steps, np.float32), probs)[:, 0, :]
+        if self.distance is not None:
+            q = np.arange(first, first + rows, dtype=np.float32)
+            dist = np.abs(q[:, None] - np.arange(steps, dtype=np.float32)[None, :]).reshape(-1)
+            self.distance[layer] += np.dot(flat, dist)
+        if self.largest is not None:
+            self.largest[layer] = np.maximum(self.largest[layer], flat.max(axis=1))
+        if self.offsets is not None:
+            indices, starts, present = _band_rows(first, rows, steps, self.max_offset)
+            if len(indices):
+                self.offsets[layer][:, present] += np.add.reduceat(np.take(flat, indices, axis=1), starts, axis=1,
+                                                                   dtype=np.float64)
+        if self.relation is not None:
+            from satool.analysis.relations import row_normalised
+
+            n_heads = self.shape[1]
+            block = self.counts[first:first + rows]
+            self.relation[layer * n_heads:(layer + 1) * n_heads] += np.einsum(
+                "sm,hst,tn->hmn", block, row_normalised(probs), self.counts, optimize=True)
+        if self.maps is not None:
+            self.maps[layer, :, first:first + rows] = probs
+
+    def values(self, name: str) -> np.ndarray:
+        """``[layer, head]`` values of a built-in metric for this utterance."""
+        steps = self.steps
+        if name == "globalness":
+            return -self.entropy * (_LN2 / steps)
+        if name == "verticality":
+            return _xlogx_sum(self.columns.astype(np.float32))
+        if name == "diagonality":
+            return -self.distance / float(steps * steps)
+        if name == "weight":
+            return self.largest.copy()
+        raise KeyError(name)
+
+    def offset_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        from satool.analysis.locality import _band
+
+        return self.offsets * self.steps, _band(self.steps, self.max_offset)[3].copy()
+
+
+@dataclass
+class StreamedUtterance:
+    """One utterance of a stream: its metadata, length and query blocks (computed as they are read)."""
+
+    meta: UtteranceMeta
+    steps: int
+    blocks: Iterator[tuple[int, int, np.ndarray]]  # (layer position, first query, probs[head, query, key])
+
+
+@dataclass
+class StreamResult:
+    """What one streaming pass accumulated (either part may be None)."""
+
+    scores: Any = None  # ScoreSums
+    relations: Any = None  # RelationSums
+    done: list[str] = field(default_factory=list)  # ids reduced, in order
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_frames: int | None = None,
+                     block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False
+                     ) -> Iterator[StreamedUtterance]:
+    """Each utterance through ``model``, its maps of ``layers`` (0-based) as float16-rounded float32
+    query blocks of at most ``block_bytes``; audio and features are read one ahead. An utterance the
+    corpus or the model refuses is appended to ``skipped`` as (id, reason). ``whole_maps(utt)``: the
+    whole maps of that utterance will be assembled, so they must fit the attention budget."""
+    import torch
+
+    max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
+
+    def prepare(loaded):
+        features = model.input_features(loaded.wave)
+        if whole_maps(loaded.utterance) or not getattr(model, "blockwise_attention", False):
+            model.check_attention_size(features, len(layers))
+        return features
+
+    phone_set = list(corpus.phone_set.names)
+    position = {layer: i for i, layer in enumerate(layers)}
+    for utt, loaded, features in corpus.prepared(utterances, prepare, max_seconds=max_seconds):
+        if loaded is None:  # features holds the reason
+            skipped.append((utt.id, features))
+            continue
+        steps = model.steps(features)
+        meta = UtteranceMeta.of_loaded(utt, loaded, n_steps=steps, frames_per_step=model.frames_per_step,
+                                       phone_set=phone_set)
+
+        def blocks(features=features):
+            for layer, first, probs in model.attention_blocks(features, list(layers), block_bytes=block_bytes):
+                yield position[layer], first, probs.to(torch.float16).to(torch.float32).cpu().numpy()
+
+        yield StreamedUtterance(meta, steps, blocks())
+
+
+def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None,
+           on_utterance: Callable[[str], None] | None = None,
+           on_maps: Callable[[UtteranceMeta, np.ndarray], None] | None = None,
+           keep: Callable[[UtteranceMeta], bool] = lambda meta: False,
+           result: StreamResult | None = None) -> StreamResult:
+    """Reduce every utterance of ``items`` into ``scores`` (a ScoreSums) and/or ``relations`` (a
+    RelationSums). ``on_utterance(id)`` after each utterance (a stage saves its state there);
+    utterances for which ``keep(meta)`` is true have their whole maps assembled and given to
+    ``on_maps(meta, maps)``. Memory does not grow with the number of utterances."""
+    from satool.analysis.relations import step_label_counts, uniform_relation
+
+    result = result or StreamResult(scores, relations)
+    metrics = [] if scores is None else list(scores.metrics)
+    names = [BLOCK_FORMS[m.per_utterance] for m in metrics if blockwise(m)]
+    plugins = [m for m in metrics if not blockwise(m)]
+    owner = scores if scores is not None else relations
+    n_layers, n_heads = len(owner.layers), len(owner.heads)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for item in items:
+            meta = item.meta
+            counts = None
+            labels = meta.frame_labels
+            if relations is not None and labels is not None:
+                counts = step_label_counts(labels, item.steps, meta.frames_per_step, len(relations.phones))
+            kept = keep(meta)
+            reduction = UtteranceReduction(n_layers, n_heads, item.steps, names=names, offsets=scores is not None,
+                                           max_offset=(len(scores.offset_queries) - 1) // 2 if scores else 10,
+                                           counts=counts, full=bool(plugins) or kept)
+            for layer, first, probs in item.blocks:
+                reduction.add(layer, first, probs)
+            if scores is not None:
+                def values_of(metric, reduction=reduction, meta=meta):
+                    if blockwise(metric):
+                        return reduction.values(BLOCK_FORMS[metric.per_utterance])
+                    return metric.per_utterance(reduction.maps, meta)
+
+                scores.add(meta.id, values_of, reduction.offset_sums(), item.steps,
+                           has_labels=lambda meta=meta: meta.frame_labels is not None, where=lambda meta=meta: meta.id)
+            if counts is not None:
+                total_frames = item.steps * meta.frames_per_step
+                relations.add(reduction.relation / (meta.frames_per_step * total_frames),
+                              uniform_relation(counts, total_frames), reduction.values("verticality").ravel())
+            if kept and on_maps is not None:
+                on_maps(meta, reduction.maps)
+            result.done.append(meta.id)
+            if on_utterance is not None:
+                on_utterance(meta.id)
+    return result
