@@ -65,9 +65,9 @@ class ViewData:
         self._corpus = None
         self._corpus_problem: str | None = None
         self._scores = None
-        if self.metrics_dir is not None and (Path(self.metrics_dir) / "metrics.json").exists():
-            from satool.results.metrics import HeadScores
+        from satool.results.metrics import HeadScores
 
+        if HeadScores.exists(self.metrics_dir):
             self._scores = HeadScores.load(self.metrics_dir)
 
     # -- lookups -----------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class ViewData:
             "step_s": self.step_s, "frames_per_step": self.cache.frames_per_step,
             "phone_set": self.cache.phone_set, "utterances": len(self.cache.utterance_ids),
             "audio": corpus is not None, "audio_note": None if corpus is not None else self._corpus_problem,
-            "metrics": rows is not None, "relations": self._relations_file() is not None,
+            "metrics": rows is not None, "relations": self.has_relations(),
             "profiles": self.corpus_profiles(),
         }
 
@@ -222,28 +222,27 @@ class ViewData:
     def metric_rows(self) -> list[dict[str, Any]] | None:
         return None if self._scores is None else self._scores.records()
 
-    def _relations_file(self) -> Path | None:
-        if self.relate_dir is None:
-            return None
-        path = Path(self.relate_dir) / "relations.npz"
-        return path if path.exists() else None
+    def has_relations(self) -> bool:
+        from satool.results.relations import Relations
+
+        return Relations.exists(self.relate_dir)
 
     def relations(self) -> dict[str, Any]:
         """Every head's P_h (phones that occur only) on one diverging scale, and its concentration."""
-        path = self._relations_file()
-        if path is None:
+        from satool.results.relations import Relations
+
+        if not self.has_relations():
             raise NotFound("no relation results (run 'satool relate')")
-        with np.load(path, allow_pickle=False) as data:
-            norm = np.asarray(data["p_norm"], np.float32)
-            present = np.flatnonzero(np.diag(np.asarray(data["p_uniform"])) > 0)
-            norm = norm[:, present][:, :, present]
-            finite = np.abs(norm[np.isfinite(norm)])
-            bound = float(np.percentile(finite, 99)) if finite.size else 1.0
-            concentration = np.asarray(data["concentration"], np.float32)[:, present]
-            return {"labels": [str(x) for x in data["labels"]], "phones": [str(data["phones"][i]) for i in present],
-                    "bound": bound, "p_norm": b64(np.nan_to_num(norm, nan=0.0)),
-                    "concentration": b64(np.nan_to_num(concentration, nan=0.0)),
-                    "scale": f"shared diverging: -{bound:.3g} (blue, avoidance) to +{bound:.3g} (red, preference)"}
+        relations = Relations.load(self.relate_dir)  # checked as it is read
+        present = np.flatnonzero(np.diag(relations.p_uniform) > 0)
+        norm = np.asarray(relations.p_norm, np.float32)[:, present][:, :, present]
+        finite = np.abs(norm[np.isfinite(norm)])
+        bound = float(np.percentile(finite, 99)) if finite.size else 1.0
+        concentration = np.asarray(relations.concentration, np.float32)[:, present]
+        return {"labels": list(relations.labels), "phones": [relations.phones[i] for i in present],
+                "bound": bound, "p_norm": b64(np.nan_to_num(norm, nan=0.0)),
+                "concentration": b64(np.nan_to_num(concentration, nan=0.0)),
+                "scale": f"shared diverging: -{bound:.3g} (blue, avoidance) to +{bound:.3g} (red, preference)"}
 
 
 def to_json(value: Any) -> bytes:
