@@ -284,3 +284,24 @@ def heads_that_matter(scores: HeadScores, share: float = 1 / 6, most: int = 4) -
         if top not in chosen:
             chosen.append(top)
     return chosen
+
+
+def layer_rows(results) -> list[dict[str, Any]]:
+    """Per accuracy task: the best layer, and the best layer against the best input feature with a 95 %
+    paired bootstrap interval over test utterances (does any layer beat the input features?)."""
+    rows = []
+    for summary in results.best_layers():
+        task = summary["task"]
+        best = next(r for r in results.rows if r.is_model and r.task == task and r.layer == summary["best_layer"])
+        row = {"task": task, "best_layer": summary["best_layer"], "score": summary["score"],
+               "best_input": summary["best_input"], "input_score": summary["input_score"],
+               "scores_by_layer": ", ".join(f"{layer}: {100 * s:.1f}" for layer, s in summary["layers"].items())}
+        top = next((r for r in results.input_rows() if r.task == task and r.representation == summary["best_input"]),
+                   None)
+        if top is not None and best.score.per_utterance and top.score.per_utterance \
+                and len(best.score.per_utterance) == len(top.score.per_utterance):
+            diff, low, high = paired_accuracy_difference(best.score.per_utterance, top.score.per_utterance)
+            row.update(vs_input=diff, vs_input_low=low, vs_input_high=high,
+                       beats_input="yes" if low > 0 else "no" if high < 0 else "within the noise")
+        rows.append(row)
+    return rows

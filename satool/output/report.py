@@ -44,9 +44,11 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], fmt: dict[
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer: str = "") -> Path:
-    """Write the HTML report of one run: its results, the verdicts (computed by the report stage) and
-    ``viewer`` (a paragraph linking the offline viewer file, or why there is none)."""
+def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer: str = "",
+           layers: list[dict[str, Any]] | None = None) -> Path:
+    """Write the HTML report of one run: its results, the verdicts (computed by the report stage),
+    ``viewer`` (a paragraph linking the offline viewer file, or why there is none) and ``layers`` (per
+    task, the best layer against the best input feature, when several layers were probed)."""
     sections: list[tuple[str, str]] = []
 
     # -- run summary -----------------------------------------------------------
@@ -118,14 +120,15 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
 
     # -- probing and pruning ---------------------------------------------------
     if run.probe is not None:
-        sections.append(("What the representations know", _probe_section(run.probe)))
+        sections.append(("What the representations know", _probe_section(run.probe) + _layers_section(layers or [])))
     if run.prune is not None:
         prune_dir = run.paths["prune"]
         body = (img(prune_dir / "prune_curves.png", "Fig. 5: pruning heads in each metric's order")
                 + img(prune_dir / "globalness_vs_weight.png",
                        "Fig. 6: positions of every head in the globalness and the weight order", "55%")
-                + "<p>Each metric's order against the random orders at the paper's share of heads and larger "
-                  "ones (drop = accuracy lost against no pruning; positive = worse):</p>"
+                + f"<p>The probes read {_layer_name(run.prune.layer)}. Each metric's order against the random "
+                  "orders at the paper's share of heads and larger ones (drop = accuracy lost against no pruning; "
+                  "positive = worse):</p>"
                 + table(verdicts.pruning.get(run.name, []) if verdicts else [], [("share", "heads pruned"), ("task", "task"), ("by", "order"),
                                                 ("drop", "drop"), ("random_mean", "random mean drop"),
                                                 ("random_spread", "random spread"), ("versus_random", "vs random")],
@@ -219,13 +222,31 @@ def _heads_section(scores: HeadScores, metrics_dir: Path) -> str:
             + img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
 
 
+def _layer_name(layer: int) -> str:
+    return {-1: "the last layer", 0: "the embedding output"}.get(layer, f"layer {layer}")
+
+
+def _layers_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    shown = [{**r, "interval": "" if r.get("vs_input_low") is None else
+              f"{100 * r['vs_input']:+.1f} pts ({100 * r['vs_input_low']:+.1f} to {100 * r['vs_input_high']:+.1f})"}
+             for r in rows]
+    return ("<p>Every hidden layer probed (0 = the embedding output): the best layer per task, and whether it "
+            "beats the best input feature (95 % paired bootstrap interval over test utterances).</p>"
+            + table(shown, [("task", "task"), ("best_layer", "best layer"), ("score", "its score"),
+                            ("best_input", "best input feature"), ("input_score", "its score"),
+                            ("interval", "best layer - input"), ("beats_input", "beats the input?"),
+                            ("scores_by_layer", "every layer (%)")], {"score": ".4f", "input_score": ".4f"}))
+
+
 def _probe_section(probes: ProbeResults) -> str:
     shown = []
     for r in probes.rows:
         shown.append({**r.as_dict(), "converged": {True: "yes", False: "NO", None: "-"}[r.score.converged],
                       "left out": r.score.left_out})
     added = probes.pretraining_added()
-    return ("<p>The same probes on the model's last layer and on the input features: the difference is what "
+    return ("<p>The same probes on the model's layers and on the input features: the difference is what "
             "pre-training added. Chance = always answering the most frequent training class (reconstruction: "
             "predicting each utterance's mean frame). Test utterances whose speaker the training split lacks "
             "are left out of both speaker tasks. The input features are normalised per utterance, so every "

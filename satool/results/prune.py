@@ -29,8 +29,9 @@ class PruneRow:
     pruned: int
     pruned_fraction: float
     score: ProbeScore
+    layer: int = -1  # the hidden state the probes read (0 = embedding output, L = layer L, -1 = the last)
 
-    KEYS: ClassVar[tuple[str, ...]] = ("by", "order_seed", "level", "pruned", "pruned_fraction")
+    KEYS: ClassVar[tuple[str, ...]] = ("by", "order_seed", "level", "pruned", "pruned_fraction", "layer")
 
     @property
     def task(self) -> str:
@@ -38,7 +39,7 @@ class PruneRow:
 
     def as_dict(self) -> dict[str, Any]:
         return {"by": self.by, "order_seed": self.order_seed, "level": self.level, "pruned": self.pruned,
-                "pruned_fraction": self.pruned_fraction, **self.score.as_dict()}
+                "pruned_fraction": self.pruned_fraction, "layer": self.layer, **self.score.as_dict()}
 
     @classmethod
     def from_document(cls, doc: Document) -> PruneRow:
@@ -46,7 +47,8 @@ class PruneRow:
         if not 0 <= fraction <= 1:
             doc.fail(f"field {doc.where}.pruned_fraction must lie in 0..1, found {fraction}")
         return cls(doc.text("by"), doc.integer("order_seed", None), doc.integer("level", minimum=0),
-                   doc.integer("pruned", minimum=0), fraction, ProbeScore.from_document(doc, cls.KEYS))
+                   doc.integer("pruned", minimum=0), fraction, ProbeScore.from_document(doc, cls.KEYS),
+                   doc.integer("layer", -1, minimum=-1))
 
 
 @dataclass
@@ -56,13 +58,14 @@ class SpanRow:
 
     span: int | None
     score: ProbeScore
+    layer: int = -1  # the hidden state the probes read
 
     @property
     def task(self) -> str:
         return self.score.task
 
     def as_dict(self) -> dict[str, Any]:
-        return {"span": "none" if self.span is None else self.span, **self.score.as_dict()}
+        return {"span": "none" if self.span is None else self.span, "layer": self.layer, **self.score.as_dict()}
 
     @classmethod
     def from_document(cls, doc: Document) -> SpanRow:
@@ -71,7 +74,7 @@ class SpanRow:
             span = None
         elif isinstance(span, bool) or not isinstance(span, int) or span < 0:
             doc.fail(f"field {doc.where}.span must be a whole number >= 0 or \"none\"")
-        return cls(span, ProbeScore.from_document(doc, ("span",)))
+        return cls(span, ProbeScore.from_document(doc, ("span", "layer")), doc.integer("layer", -1, minimum=-1))
 
 
 def _load_rows(file: Path, reader) -> list:
@@ -130,6 +133,11 @@ class PruneSweep:
 
     def first(self, task: str) -> ProbeScore:
         return next(r.score for r in self.rows if r.task == task)
+
+    @property
+    def layer(self) -> int:
+        """The hidden state the probes read (-1: the last)."""
+        return self.rows[0].layer if self.rows else -1
 
 
 @dataclass

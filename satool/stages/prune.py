@@ -69,6 +69,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         progress.info(f"{len(configurations)} spans x {len(tasks)} probes")
         sweep = sweep_spans(pair, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device,
                             progress=progress.advance)
+        for row in sweep.rows:
+            row.layer = settings.layer
         paths = {**sweep.save(settings.out), **figures.draw_spans(sweep, settings.out)}
     else:
         orders = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
@@ -80,6 +82,8 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         progress.info(f"{points} points, {len(configurations)} pruned models x {len(tasks)} probes")
         sweep = sweep_heads(pair, orders, tasks, seed=settings.seed, settings=probe, state=state, device=device,
                             progress=progress.advance)
+        for row in sweep.rows:
+            row.layer = settings.layer
         first = orders.levels[1] if len(orders.levels) > 1 else 1
         paths = {**sweep.save(settings.out),
                  **figures.draw_sweep(sweep, settings.out, total_heads=total, scores=scores, first=first)}

@@ -34,8 +34,11 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         verdicts.save(results.directory / "results")
     target, example, problem = export_viewer(results)
     viewer = viewer_paragraph(target, example, problem) if results.paths.get("cache") and results.metrics else ""
+    from satool.analysis.comparison import layer_rows
+
+    layers = layer_rows(results.probe) if results.probe is not None else []
     return render(results, verdicts, Path(settings.out) if settings.out else results.directory / "report.html",
-                  viewer=viewer)
+                  viewer=viewer, layers=layers)
 
 
 def export_viewer(results) -> tuple[Path | None, str | None, str | None]:
