@@ -95,6 +95,24 @@ RULES = {
         "'improves' reproduces when some r has its interval above 0. Does not reproduce when every r's "
         "interval lies below -1 point (keeps) or below 0 (improves); otherwise inconclusive."
     ),
+    "harm_phones": (
+        "At 1/6, 1/3 and 1/2 of the heads, phone task: pruning by globalness or by verticality raises phone "
+        "accuracy when its gain exceeds the random orders' spread. Reproduces when some such share gains beyond "
+        "the spread; does not reproduce when neither order gains at any of them and one loses beyond the "
+        "spread; otherwise inconclusive."
+    ),
+    "diagonal_dip": (
+        "Phone task, pruning by diagonality: reproduces when the drop at 1/6 of the heads exceeds the random "
+        "spread and the accuracy at 1/3 or 1/2 is higher than at 1/6 by more than the spread; does not "
+        "reproduce when the drop at 1/6 is within the spread or the accuracy keeps falling beyond it; otherwise "
+        "inconclusive."
+    ),
+    "neglect_diagonal": (
+        "The 1/6 of the heads with the most extreme neglect (most negative phone concentration C_h[n]) among "
+        "the less vertical half: the share of diagonal heads among them against the model's, one-sided "
+        "permutation test (2000 permutations). Reproduces when larger with p < 0.05, does not reproduce when "
+        "smaller with p < 0.05, otherwise inconclusive."
+    ),
     "span_speed": (
         "Not measurable in satool: span pruning zeroes weights after the softmax of the full map, so it "
         "costs the same time; a model built for a limited span would compute fewer scores."
@@ -264,6 +282,98 @@ def segment_span(study: Study) -> Verdict:
     reason = {REPRODUCES: "the smallest Cnum segments better", DOES_NOT: "the largest Cnum segments better",
               INCONCLUSIVE: "the interval contains 0"}[verdict]
     return Verdict(claim, paper, text, verdict, reason, "segment_span", 5)
+
+
+# ---------------------------------------------------------------------------
+# findings 7 and 8: what pruning single orders does, and which heads neglect phones
+
+
+def harm_phones(name: str, curves: PruneCurves) -> Verdict | None:
+    claim = ("global and vertical heads harm phonetic information: pruning them raises phone accuracy "
+             "(sec. 7.1)")
+    orders = [o for o in ("globalness", "verticality") if o in curves.orders]
+    if not orders or "phone" not in curves.tasks:
+        return None
+    levels = list(dict.fromkeys(curves.nearest_level(share) for share in (PAPER_SHARE, 1 / 3, 1 / 2)))
+    parts, gains, losses = [], [], []
+    for order in orders:
+        for level in levels:
+            c = curves.compare(order, "phone", level)
+            if c is None:
+                return Verdict(claim, "accuracy rises", "too few random orders", INCONCLUSIVE,
+                               "needs at least 3 random pruning orders", "harm_phones", 8, name)
+            parts.append(f"{order} {level}: {100 * -c['drop']:+.1f} pts (spread {100 * c['random_spread']:.1f})")
+            if -c["drop"] > c["random_spread"]:
+                gains.append(f"{order} at {level}")
+            if c["drop"] > c["random_spread"]:
+                losses.append(f"{order} at {level}")
+    text = "; ".join(parts)
+    if gains:
+        return Verdict(claim, "accuracy rises", text, REPRODUCES, f"gains beyond the spread: {', '.join(gains)}",
+                       "harm_phones", 8, name)
+    if losses and all(-curves.compare(o, "phone", lv)["drop"] <= 0 for o in orders for lv in levels):
+        return Verdict(claim, "accuracy rises", text, DOES_NOT, "no gain anywhere, losses beyond the spread",
+                       "harm_phones", 8, name)
+    return Verdict(claim, "accuracy rises", text, INCONCLUSIVE, "no change beyond the spread", "harm_phones", 8, name)
+
+
+def diagonal_dip(name: str, curves: PruneCurves) -> Verdict | None:
+    claim = "pruning by diagonality drops phone accuracy for the first 1/6 of the heads, then it rises (sec. 7.1)"
+    if "diagonality" not in curves.orders or "phone" not in curves.tasks:
+        return None
+    first = curves.nearest_level(PAPER_SHARE)
+    later = [lv for lv in dict.fromkeys(curves.nearest_level(s) for s in (1 / 3, 1 / 2)) if lv > first]
+    c = curves.compare("diagonality", "phone", first)
+    if c is None or not later:
+        return Verdict(claim, "dip then rise", "too few random orders or levels", INCONCLUSIVE,
+                       "needs 3 random orders and levels beyond 1/6", "diagonal_dip", 8, name)
+    spread = c["random_spread"]
+    after = {lv: float(np.mean(curves.scores("diagonality", "phone", lv))) for lv in later}
+    at_first = float(np.mean(curves.scores("diagonality", "phone", first)))
+    text = (f"{first} heads: {100 * -c['drop']:+.1f} pts (spread {100 * spread:.1f}); then "
+            + ", ".join(f"{lv}: {100 * (v - at_first):+.1f} pts from there" for lv, v in after.items()))
+    rises = [lv for lv, v in after.items() if v - at_first > spread]
+    if c["drop"] > spread and rises:
+        return Verdict(claim, "dip then rise", text, REPRODUCES, "drops, then recovers beyond the spread",
+                       "diagonal_dip", 8, name)
+    if c["drop"] <= spread or all(at_first - v > spread for v in after.values()):
+        return Verdict(claim, "dip then rise", text, DOES_NOT, "no drop beyond the spread at 1/6" if c["drop"] <=
+                       spread else "keeps falling", "diagonal_dip", 8, name)
+    return Verdict(claim, "dip then rise", text, INCONCLUSIVE, "the rise is within the spread", "diagonal_dip", 8, name)
+
+
+def neglect_diagonal(name: str, scores, relations, *, permutations: int = 2000, seed: int = 0) -> Verdict | None:
+    claim = "heads of low verticality with extreme neglect are diagonal heads (sec. 6, Fig. 4)"
+    if relations is None or scores is None or "verticality" not in scores.values:
+        return None
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(relations.layers, relations.heads))}
+    heads = [(layer, head) for layer in scores.layers for head in scores.heads]
+    if not all(h in index for h in heads):
+        return None
+    neglect = relations.strongest_neglect()[[index[h] for h in heads]]
+    vertical = scores.values["verticality"].ravel()
+    diagonal = scores.categories().ravel() == "diagonal"
+    low = vertical <= np.nanmedian(vertical)
+    k = max(1, round(PAPER_SHARE * len(heads)))
+    candidates = np.flatnonzero(low & np.isfinite(neglect))
+    if len(candidates) < k or not diagonal.any():
+        return Verdict(claim, "diagonal", "too few heads", INCONCLUSIVE, "needs relation maps of every head",
+                       "neglect_diagonal", 7, name)
+    chosen = candidates[np.argsort(neglect[candidates], kind="stable")[:k]]
+    share, base = float(diagonal[chosen].mean()), float(diagonal.mean())
+    rng = np.random.default_rng(seed)
+    null = np.array([diagonal[rng.choice(len(heads), k, replace=False)].mean() for _ in range(permutations)])
+    p_more = (1 + np.sum(null >= share)) / (1 + permutations)
+    p_less = (1 + np.sum(null <= share)) / (1 + permutations)
+    labels = ", ".join(f"L{heads[i][0]}.H{heads[i][1]}" for i in chosen)
+    text = f"{labels}: {100 * share:.0f} % diagonal against {100 * base:.0f} % of all heads (p = {min(p_more, p_less):.3f})"
+    if share > base and p_more < 0.05:
+        return Verdict(claim, "diagonal", text, REPRODUCES, "more often diagonal than the model's heads",
+                       "neglect_diagonal", 7, name)
+    if share < base and p_less < 0.05:
+        return Verdict(claim, "diagonal", text, DOES_NOT, "less often diagonal", "neglect_diagonal", 7, name)
+    return Verdict(claim, "diagonal", text, INCONCLUSIVE, "not distinguishable from the model's heads",
+                   "neglect_diagonal", 7, name)
 
 
 # ---------------------------------------------------------------------------
@@ -465,7 +575,9 @@ def judge_study(study: Study, *, judge: bool = True, why_not: str = "") -> Verdi
             extra += [off_diagonal(run.name, run.metrics), even_layers(run.name, run.metrics)]
         if curves is not None:
             extra += [globalness_vs_weight(run.name, curves), half_prunable(run.name, curves),
-                      disagreement_neglect(run.name, run.metrics, run.relations, curves)]
+                      disagreement_neglect(run.name, run.metrics, run.relations, curves),
+                      harm_phones(run.name, curves), diagonal_dip(run.name, curves)]
+        extra.append(neglect_diagonal(run.name, run.metrics, run.relations))
         if run.spans is not None:
             extra += span_findings(run.name, run.spans)
         found += gate([v for v in extra if v is not None], state)

@@ -212,3 +212,55 @@ def test_comparison_tables_read_back(tmp_path):
     (tmp_path / "comparison.json").write_text('{"models": [], "tables": {"nope": []}}')
     with pytest.raises(InputError, match="tables.nope"):
         Comparison.load(tmp_path)
+
+
+def _levels_sweep(order: str, drops: dict[int, float], randoms=(0.02, 0.03, 0.04), total: int = 48) -> PruneSweep:
+    """``drops[level]`` for ``order`` at 8, 16, 24 (and 48) heads; random orders lose 0.02-0.04."""
+    rows = []
+    for by, seed in [(order, None)] + [("random", s) for s in range(len(randoms))]:
+        for pruned in (0, 8, 16, 24, total):
+            drop = 0.0 if pruned == 0 else (randoms[seed] if by == "random" else drops.get(pruned, 0.3))
+            rows.append(PruneRow(by, seed, 0, pruned, pruned / total,
+                                 ProbeScore("phone", 0.7 - drop, 0.2, "accuracy", True, 100, 100)))
+    return PruneSweep(rows)
+
+
+def test_harm_phones_and_diagonal_dip_rules():
+    from satool.analysis.verdicts import PruneCurves
+
+    assert sv.harm_phones("M3", PruneCurves(_levels_sweep("globalness", {8: -0.08, 16: 0.0, 24: 0.0}))
+                          ).verdict == REPRODUCES  # accuracy rises by 8 points, the spread is 2
+    assert sv.harm_phones("M3", PruneCurves(_levels_sweep("verticality", {8: 0.1, 16: 0.1, 24: 0.1}))
+                          ).verdict == DOES_NOT
+    assert sv.harm_phones("M3", PruneCurves(_levels_sweep("globalness", {8: 0.01, 16: -0.01, 24: 0.0}))
+                          ).verdict == INCONCLUSIVE
+    dip = PruneCurves(_levels_sweep("diagonality", {8: 0.15, 16: 0.05, 24: 0.05}))
+    assert sv.diagonal_dip("M3", dip).verdict == REPRODUCES
+    falling = PruneCurves(_levels_sweep("diagonality", {8: 0.15, 16: 0.2, 24: 0.3}))
+    assert sv.diagonal_dip("M3", falling).verdict == DOES_NOT
+    assert sv.diagonal_dip("M3", PruneCurves(_levels_sweep("diagonality", {8: 0.01}))).verdict == DOES_NOT
+
+
+def test_neglect_diagonal_rule():
+    from satool.results.relations import Relations
+
+    n = 48
+    diagonal = np.arange(n) % 2 == 0  # every other head is diagonal; verticality grows with the head number
+
+    class Scores:  # what the rule reads: head numbers, verticality and categories
+        layers, heads = [1], list(range(1, n + 1))
+        values = {"verticality": np.linspace(0, 1, n)[None]}
+
+        def categories(self):
+            return np.where(diagonal, "diagonal", "vertical")[None].astype(object)
+
+    low_diagonal = [h for h in range(n // 2) if diagonal[h]][:8]
+    low_other = [h for h in range(n // 2) if not diagonal[h]][:8]
+    for neglected, expected in ((low_diagonal, REPRODUCES), (low_other, DOES_NOT),
+                                (low_diagonal[:4] + low_other[:4], INCONCLUSIVE)):
+        p_prime = np.full((n, 2, 2), 0.25)
+        p_prime[neglected, :, 1] = 0.01  # these heads avoid phone 1
+        relations = Relations([f"L1.H{h + 1}" for h in range(n)], np.ones(n, int), np.arange(1, n + 1), ["a", "b"],
+                              p_prime, np.full((2, 2), 0.25), 10)
+        verdict = sv.neglect_diagonal("M3", Scores(), relations)
+        assert verdict.verdict == expected, verdict.this_run
