@@ -12,15 +12,17 @@ from pathlib import Path
 
 from satool.models.base import AttentionModel, ModelLoader
 
-BUILTIN_LOADERS = ("mockingjay", "hf-speech")  # names of the loaders registered by satool's built-ins
+BUILTIN_LOADERS = ("mockingjay", "hf-speech", "whisper")  # names of the loaders registered by satool's built-ins
 
 
 def builtin_loaders() -> list[ModelLoader]:
     """satool's own loaders, in registration order (the last is asked first)."""
     from satool.models.hf.loader import HFLoader
     from satool.models.mockingjay.loader import MockingjayLoader
+    from satool.models.whisper.loader import WhisperLoader
 
-    return [MockingjayLoader(), HFLoader()]  # hf-speech accepts directories only; mockingjay any file
+    # hf-speech and whisper accept directories only (by config.json's model_type); mockingjay any file
+    return [MockingjayLoader(), HFLoader(), WhisperLoader()]
 
 
 def load_model(path: str | Path, device: str = "cpu", loaders: Sequence[ModelLoader] | None = None) -> AttentionModel:

@@ -9,5 +9,5 @@ from satool import hookimpl
 def register_models(register):
     from satool.models.loading import builtin_loaders
 
-    for loader in builtin_loaders():  # asked newest first: hf-speech (directories only), then mockingjay
+    for loader in builtin_loaders():  # asked newest first: whisper, hf-speech (directories only), then mockingjay
         register(loader)
