@@ -171,9 +171,10 @@ class ScoreSums:
 
     @classmethod
     def from_arrays(cls, described: dict[str, Any], arrays: dict[str, np.ndarray], failed: dict[str, str],
-                    *, where=None) -> ScoreSums:
+                    *, where=None, metrics: Sequence[HeadMetric] = ()) -> ScoreSums:
         """The sums back from :meth:`describe` and :meth:`arrays` (of a partial file, or several merged);
-        InputError when a field or an array does not fit."""
+        InputError when a field or an array does not fit. ``metrics``: the registered metrics of those
+        names, to go on scoring (a resumed shard); otherwise the metrics only describe themselves."""
         def fail(message: str):
             raise InputError(message, path=where)
 
@@ -181,10 +182,12 @@ class ScoreSums:
             layers = [int(v) for v in described["layers"]]
             heads = [int(v) for v in described["heads"]]
             replicates, max_offset = int(described["replicates"]), int(described["max_offset"])
-            metrics = [HeadMetric(str(m["name"]), _not_in_a_merge, m["prune_first"], reduce=m["reduce"],
-                                  needs_labels=bool(m["needs_labels"])) for m in described["metrics"]]
+            metrics_ = [HeadMetric(str(m["name"]), _not_in_a_merge, m["prune_first"], reduce=m["reduce"],
+                                   needs_labels=bool(m["needs_labels"])) for m in described["metrics"]]
         except (KeyError, TypeError, ValueError) as exc:
             fail(f"the metric settings do not describe a metric pass ({' '.join(str(exc).split())[:100]})")
+        known = {m.name: m for m in metrics}
+        metrics = [known[m.name] if m.name in known and known[m.name].reduce == m.reduce else m for m in metrics_]
         if not (layers and heads and 0 <= replicates <= 10_000 and 0 <= max_offset <= 1000
                 and len(layers) * len(heads) <= 100_000):
             fail("the metric settings hold impossible layers, heads, replicates or offsets")
@@ -291,7 +294,8 @@ def cache_stream(cache, utterance_ids: Sequence[str] | None = None, *,
 
 
 class LazyMeta(Mapping):
-    """An utterance's metadata, read from the cache on first access (most metrics never look)."""
+    """An utterance's metadata (an :class:`UtteranceMeta`, by key or by attribute), read from the cache on
+    first access (most metrics never look)."""
 
     def __init__(self, cache, utt_id: str):
         self._cache, self._id, self._meta = cache, utt_id, None
@@ -307,6 +311,11 @@ class LazyMeta(Mapping):
 
     def __getitem__(self, key: str) -> Any:
         return self._load()[key]
+
+    def __getattr__(self, name: str) -> Any:  # meta.frame_labels, as on UtteranceMeta (the plugin API reads so)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._load(), name)
 
     def __iter__(self):
         return iter(self._load())

@@ -6,9 +6,19 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import log, parse_csv, print_json, progress_bar, results_console, say
+from satool.cli.common import (
+    log,
+    parse_csv,
+    parse_numbers,
+    print_json,
+    progress_bar,
+    results_console,
+    say,
+)
+from satool.cli.extract import parse_shard
 from satool.stages import default, default_csv
 from satool.stages import metric as stage
+from satool.stages.submit import Cluster
 
 
 def metric(
@@ -33,6 +43,33 @@ def metric(
     max_frames: int | None = typer.Option(default(stage.Settings, "max_frames"), min=1,
                                           help="Truncate utterances (checkpoint mode)."),
     device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto (checkpoint mode)."),
+    layers: str | None = typer.Option(default_csv(stage.Settings, "layers"), help="Layers whose maps are "
+                                      "computed, e.g. 1,2,12 (checkpoint mode; default all)."),
+    shard: str | None = typer.Option(default(stage.Settings, "shard"), help="Process share i/N of the corpus "
+                                     "into OUT/partial/ (checkpoint mode); then 'satool merge OUT'."),
+    block_mb: float = typer.Option(default(stage.Settings, "block_mb"), min=0.001, help="Attention weights "
+                                   "are computed in query blocks of at most this many MB (checkpoint mode)."),
+    keep_maps: int = typer.Option(default(stage.Settings, "keep_maps"), min=0, help="Keep the whole maps of "
+                                  "the first N utterances of each shard in OUT/maps (a cache; checkpoint mode)."),
+    keep: str | None = typer.Option(default_csv(stage.Settings, "keep"), "--keep", help="Keep the whole "
+                                    "maps of these utterances too, comma-separated ids (checkpoint mode)."),
+    flush_every: float = typer.Option(default(stage.Settings, "flush_every"), min=0.0, help="Seconds between "
+                                      "saves of a shard's partial sums (an interrupted shard resumes from the last)."),
+    submit: str | None = typer.Option(default(stage.Settings, "submit"), help="Run --shards tasks as a job "
+                                      "array through submitit: local or slurm, then merge (checkpoint mode)."),
+    shards: int = typer.Option(default(stage.Settings, "shards"), min=1, help="Tasks of the --submit array."),
+    jobs: Path = typer.Option(default(stage.Settings, "cluster.jobs"), help="submitit's folder for --submit "
+                              "(logs and results of every task)."),
+    partition: str | None = typer.Option(default(stage.Settings, "cluster.partition"),
+                                         help="SLURM partition for --submit slurm."),
+    timeout_min: int = typer.Option(default(stage.Settings, "cluster.timeout_min"), min=1,
+                                    help="Minutes per --submit task."),
+    cpus_per_task: int = typer.Option(default(stage.Settings, "cluster.cpus_per_task"), min=1,
+                                      help="CPUs per --submit slurm task."),
+    gpus_per_node: int = typer.Option(default(stage.Settings, "cluster.gpus_per_node"), min=0,
+                                      help="GPUs per --submit slurm task."),
+    mem_gb: float = typer.Option(default(stage.Settings, "cluster.mem_gb"), min=0.1,
+                                 help="Memory (GB) per --submit slurm task."),
 ) -> None:
     """Globalness, verticality, diagonality and weight of every head, and its category.
 
@@ -42,8 +79,14 @@ def metric(
     ranking it places best. Writes metrics.csv, metrics.json,
     head_distribution.png and top_heads.png (+ .npz) into --out.
 
+    From a checkpoint, every utterance's maps are reduced as they are made (nothing
+    kept but per-head sums): memory does not grow with the corpus, long utterances
+    are computed in query blocks (--block-mb), and the corpus can be split into
+    shards (--shard i/N, then 'satool merge OUT'; or --submit local|slurm).
+
     Examples: satool metric attention-cache/ --json
               satool metric model.ckpt LibriSpeech/ --split dev-clean   (no cache on disk)
+              satool metric model.ckpt LibriSpeech/ --shard 3/64 -o res; satool merge res
     """
     from satool.workspace import Workspace
 
@@ -53,10 +96,19 @@ def metric(
         corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
     settings = stage.Settings(source=source, corpus=corpus, by=parse_csv(by) or None, out=out, top=top,
                               allow_partial=allow_partial, alignments=alignments, split=parse_csv(split) or None,
-                              max_utts=max_utts, max_frames=max_frames, device=device)
+                              max_utts=max_utts, max_frames=max_frames, device=device,
+                              layers=parse_numbers(layers), shard=parse_shard(shard), block_mb=block_mb,
+                              keep_maps=keep_maps, keep=parse_csv(keep) or None, flush_every=flush_every,
+                              submit=submit, shards=shards,
+                              cluster=Cluster(jobs=jobs, partition=partition, timeout_min=timeout_min,
+                                              cpus_per_task=cpus_per_task, gpus_per_node=gpus_per_node,
+                                              mem_gb=mem_gb))
     with progress_bar(None, "scoring heads") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
+    if outputs.scores is None:  # one shard of several
+        say(f"wrote {outputs.paths['partial']}")
+        return
     if as_json:
         print_json(outputs.scores.records())
     else:

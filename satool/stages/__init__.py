@@ -26,7 +26,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, Protocol
 
-STAGES = ("pretrain", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report", "compare")
+STAGES = ("pretrain", "health", "extract", "metric", "segment", "relate", "probe", "prune", "report", "compare",
+          "merge")
 
 Log = Callable[..., None]  # log(text, label="note:")
 

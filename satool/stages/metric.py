@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satool.models.base import DEFAULT_BLOCK_MB
 from satool.stages import Log, NoProgress, Progress, quiet
+from satool.stages.submit import Cluster
 from satool.timebase import FRAME_S
 
 
@@ -23,6 +25,16 @@ class Settings:
     max_utts: int | None = None
     max_frames: int | None = None
     device: str = "auto"  # cpu, cuda, mps or auto (checkpoint mode)
+    # streaming from a checkpoint (satool.stages.streaming; docs/scale.md)
+    layers: list[int] | None = None  # 1-based layers whose maps are computed; None = every layer
+    shard: tuple[int, int] | None = None  # (i, N): this process's share; None = torchrun's RANK/WORLD_SIZE or all
+    block_mb: float = DEFAULT_BLOCK_MB  # attention weights computed in query blocks of at most this many MB
+    keep_maps: int = 0  # keep the whole maps of the first N utterances of each shard (OUT/maps, a cache)
+    keep: list[str] | None = None  # and of these utterances
+    flush_every: float = 60.0  # seconds between saves of a shard's partial sums (it resumes from the last)
+    submit: str | None = None  # run the shards as a job array: "local" or "slurm" (satool.stages.submit)
+    shards: int = 4  # with ``submit``: how many
+    cluster: Cluster = field(default_factory=Cluster)
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Outputs:
     paths: dict[str, Path]
     kept: list[str] = field(default_factory=list)  # metrics kept from earlier results
     from_cache: bool = True
+    stream: Any = None  # satool.stages.streaming.StreamOutcome of a checkpoint run
 
 
 def is_cache(path: Path) -> bool:
@@ -39,7 +52,6 @@ def is_cache(path: Path) -> bool:
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.errors import UsageError
-    from satool.output import metric as figures
     from satool.plugins import get_plugins
 
     progress = progress or NoProgress()
@@ -52,6 +64,9 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
 
         if settings.corpus is not None:
             raise UsageError(f"{settings.source} is a cache: CORPUS is only for checkpoints")
+        if settings.shard is not None or settings.submit is not None:
+            raise UsageError(f"{settings.source} is a cache: --shard and --submit are for checkpoints "
+                             "(shard a cache with 'satool extract --shard')")
         cache = open_cache(settings.source)
         cache.require_complete(settings.allow_partial, warn=lambda m: log(m, "warning:"))
         progress.total(len(cache.utterance_ids), 0)
@@ -60,39 +75,88 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         example = cache.attention(example_id)
         step_s = cache.frames_per_step * FRAME_S
     else:
-        from satool.analysis.scoring import model_stream, score_heads
-        from satool.data.corpus import open_corpus
-        from satool.models.loading import load_model
-
         if settings.corpus is None:
             raise UsageError(f"{settings.source} is not a cache: give the CORPUS to run the model on")
-        model = load_model(settings.source, device=settings.device, loaders=plugins.models.objects())
-        opened = open_corpus(settings.corpus, settings.alignments, readers=plugins.corpora.objects())
-        utterances = opened.select(settings.split or None, settings.max_utts)
-        skipped: list = []
-        first: dict = {}
-        progress.total(len(utterances), 0)
-        stream = model_stream(model, opened, utterances, max_frames=settings.max_frames, skipped=skipped, first=first)
-        scores = score_heads(stream, metrics, list(range(1, model.num_layers + 1)), list(range(1, model.num_heads + 1)),
-                             progress=progress.advance,
-                             source={"checkpoint": str(settings.source), "corpus": str(settings.corpus)})
-        progress.advance(len(skipped))
-        for utt, reason in skipped:
-            log(f"{utt}: {reason}", "skipped")
-        example_id, example = first.get("id"), first.get("attention")
-        step_s = model.step_s
+        if settings.submit is not None:
+            from satool.stages.submit import run_array
+
+            return finish(run_array("metric", settings, progress, log), settings.out, log)
+        outcome = stream_pass(settings, metrics, progress, log)
+        if outcome.shard[1] > 1:
+            index, count = outcome.shard
+            log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
+                f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are "
+                f"done: satool merge {settings.out}", "note:")
+            return Outputs(None, {"partial": outcome.file}, [], False, outcome)
+        result = finish(outcome.partial, settings.out, log, where=outcome.file)
+        result.stream = outcome
+        return result
+    return _save(scores, settings.out, log, example_id, example, step_s, settings.top, True)
+
+
+def stream_pass(settings: Settings, metrics, progress, log):
+    """This process's shard of a metric pass straight from the checkpoint (satool.stages.streaming)."""
+    from satool.analysis.scoring import ScoreSums
+    from satool.stages.streaming import StreamInputs, run_stream
+
+    def make_sums(model, corpus, layers):
+        return {"scores": ScoreSums(metrics, layers, list(range(1, model.num_heads + 1)))}
+
+    def restore(described, state):
+        return {"scores": ScoreSums.from_arrays(described, state["arrays"], state["failed"], where=state["where"],
+                                                   metrics=metrics)}
+
+    inputs = StreamInputs(
+        checkpoint=settings.source, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
+        split=settings.split, max_utts=settings.max_utts, max_frames=settings.max_frames, layers=settings.layers,
+        shard=settings.shard, block_mb=settings.block_mb, keep_maps=settings.keep_maps,
+        keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device)
+    return run_stream("metric", inputs, make_sums, restore, {"top": settings.top}, progress, log)
+
+
+def finish(partial, out: Path, log: Log = quiet, where: Path | None = None) -> Outputs:
+    """The results of a whole metric pass from its (merged) partial sums: saved and drawn in ``out``."""
+    from satool.analysis.scoring import ScoreSums
+    from satool.cache import open_cache
+    from satool.errors import InputError
+    from satool.stages.streaming import KEPT_MAPS
+
+    settings = partial.settings
+    try:
+        sums = ScoreSums.from_arrays(settings["analysis"], partial.arrays, partial.info.get("failed", {}), where=where)
+        source = {"checkpoint": str(settings["checkpoint"]), "corpus": str(settings["corpus"])}
+        step_s, top = float(settings["step_s"]), int(settings["draw"]["top"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("not the partial sums of a metric pass (settings incomplete)", path=where) from None
+    if not (0 < step_s < 10 and top >= 1):
+        raise InputError("the partial sums' settings hold an impossible step or figure size", path=where)
+    scores = sums.scores(source)
+    example_id, example = None, None
+    if (Path(out) / KEPT_MAPS / "manifest.json").exists():
+        kept = open_cache(Path(out) / KEPT_MAPS)
+        if kept.utterance_ids and kept.layers == scores.layers and kept.heads == scores.heads:
+            example_id = kept.utterance_ids[0]
+            example = kept.attention(example_id)
+    for utt_id, reason in partial.info.get("skipped", []):
+        log(f"{utt_id}: {reason}", "skipped")
+    return _save(scores, out, log, example_id, example, step_s, top, False)
+
+
+def _save(scores, out: Path, log: Log, example_id, example, step_s: float, top: int, from_cache: bool) -> Outputs:
+    from satool.output import metric as figures
+
     kept: list[str] = []
-    previous = earlier_results(settings.out, scores)
+    previous = earlier_results(out, scores)
     if previous is not None:  # --by X adds or replaces X's columns; the other metrics stay
         kept = [n for n in previous.values if n not in scores.values]
         scores = scores.merged_into(previous)
         if kept:
-            log(f"kept {', '.join(kept)} from the earlier results in {settings.out} (same cache and heads)", "note:")
+            log(f"kept {', '.join(kept)} from the earlier results in {out} (same source and heads)", "note:")
     for name, reason in scores.failed.items():
         log(f"metric {name!r} failed and has no values: {reason}", "warning:")
     scores.example, scores.step_s = example_id, step_s
-    paths = {**scores.save(settings.out), **figures.draw(scores, settings.out, example, k=settings.top, step_s=step_s)}
-    return Outputs(scores, paths, kept, is_cache(settings.source))
+    paths = {**scores.save(out), **figures.draw(scores, out, example, k=top, step_s=step_s)}
+    return Outputs(scores, paths, kept, from_cache)
 
 
 def earlier_results(out: Path, scores):
@@ -111,6 +175,8 @@ def earlier_results(out: Path, scores):
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:
+    if outputs.scores is None:  # one shard of several: nothing to record until 'satool merge'
+        return
     paths = ({"cache": settings.source} if outputs.from_cache else
              {"checkpoint": settings.source, "corpus": settings.corpus})
     workspace.record("metric", {**paths, "metrics": settings.out}, metrics=",".join(outputs.scores.values))
