@@ -12,17 +12,20 @@ from pathlib import Path
 
 from satool.models.base import AttentionModel, ModelLoader
 
-BUILTIN_LOADERS = ("mockingjay", "hf-speech", "whisper")  # names of the loaders registered by satool's built-ins
+# names of the loaders registered by satool's built-ins
+BUILTIN_LOADERS = ("mockingjay", "distiller", "hf-speech", "whisper")
 
 
 def builtin_loaders() -> list[ModelLoader]:
     """satool's own loaders, in registration order (the last is asked first)."""
+    from satool.models.distiller.loader import DistillerLoader
     from satool.models.hf.loader import HFLoader
     from satool.models.mockingjay.loader import MockingjayLoader
     from satool.models.whisper.loader import WhisperLoader
 
-    # hf-speech and whisper accept directories only (by config.json's model_type); mockingjay any file
-    return [MockingjayLoader(), HFLoader(), WhisperLoader()]
+    # hf-speech and whisper accept directories only (by config.json's model_type); distiller the files whose
+    # pickle names 'Distiller' (peeked, not unpickled); mockingjay any other file
+    return [MockingjayLoader(), DistillerLoader(), HFLoader(), WhisperLoader()]
 
 
 def load_model(path: str | Path, device: str = "cpu", loaders: Sequence[ModelLoader] | None = None) -> AttentionModel:

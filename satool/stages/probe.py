@@ -86,8 +86,13 @@ ALL_LAYERS = -2  # in ``Settings.layers``: every hidden state of the model (--la
 
 
 def every_layer(model) -> list[int]:
-    """Every hidden state's layer number, input side first (0 = embedding output when the model has it)."""
-    return [0 if name == "embedding" else int(name.split()[-1]) for name in model.hidden_state_names]
+    """Every hidden state's layer number, input side first (0 = embedding output when the model has it;
+    -1 = a last state that is no layer's, e.g. pre-LN models' "final layer norm")."""
+    def number(name: str) -> int:
+        last = name.split()[-1]
+        return 0 if name == "embedding" else int(last) if last.isdigit() else -1
+
+    return [number(name) for name in model.hidden_state_names]
 
 
 def state_index(model, layer: int) -> int:

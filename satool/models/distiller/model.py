@@ -1,0 +1,120 @@
+"""Distiller checkpoints (DistilHuBERT) behind satool's model interface (the built-in ``distiller`` loader).
+
+Input: the raw 16 kHz waveform as read (s3prl's distiller expert does not normalise it). Time axis: one
+step per hop of the convolutional front end (320 samples = 20 ms with the usual stack, R = 2).
+Hidden states follow s3prl's ``hidden_states`` up to the encoder's layers: ``embedding`` is s3prl's
+state 0, the projected convolutional features *before* the convolutional position embedding and the
+encoder's LayerNorm, then ``layer 1`` .. ``layer L`` (pre-LN models add ``final layer norm``). s3prl
+appends the prediction heads' outputs (DistilHuBERT: its guesses of HuBERT layers 4, 8, 12); satool does
+not build the heads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from satool.errors import InputError
+from satool.models.base import AttentionModel, EncodedUtterance
+from satool.models.distiller.checkpoint import DistillerCheckpoint, load_distiller
+from satool.models.distiller.network import DistillerNet
+from satool.timebase import HOP_SAMPLES
+
+
+class DistillerModel(AttentionModel):
+    name = "distiller"
+
+    def __init__(self, checkpoint: DistillerCheckpoint, device: str = "cpu"):
+        self.checkpoint = checkpoint
+        self.config = config = checkpoint.config
+        if config.stride % HOP_SAMPLES:
+            raise InputError(f"the convolutional front end's total stride is {config.stride} samples, not a whole "
+                             "number of satool's 10 ms (160-sample) label frames: not supported",
+                             path=checkpoint.path)
+        self.frames_per_step = config.stride // HOP_SAMPLES
+        parametrized = "encoder.pos_conv.0.parametrizations.weight.original0" in checkpoint.state
+        self.network = DistillerNet(config, parametrized_pos_conv=parametrized)
+        self.network.load_state_dict(checkpoint.state, strict=True)
+        self.device = torch.device(device)
+        self.network.to(self.device).eval()
+        self.num_layers, self.num_heads, self.hidden_size = config.layers, config.heads, config.width
+        self.hidden_state_names = ["embedding"] + [f"layer {i}" for i in range(1, config.layers + 1)]
+        if config.layer_norm_first:
+            self.hidden_state_names.append("final layer norm")
+
+    @classmethod
+    def from_file(cls, path, device: str = "cpu") -> DistillerModel:
+        return cls(load_distiller(path), device=device)
+
+    def receptive_field(self) -> int:
+        field = 1
+        for _, kernel, stride in reversed(self.config.conv_layers):
+            field = (field - 1) * stride + kernel
+        return field
+
+    def n_steps(self, n_samples: int) -> int:
+        n = n_samples
+        for _, kernel, stride in self.config.conv_layers:
+            n = (n - kernel) // stride + 1 if n >= kernel else 0
+        return n
+
+    def steps(self, features: torch.Tensor) -> int:
+        return self.n_steps(int(features.shape[0]))
+
+    def input_features(self, wave: np.ndarray) -> torch.Tensor:
+        x = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if self.n_steps(len(x)) < 1:
+            raise InputError(f"utterance too short: {len(x)} samples, the convolutional front end needs at least "
+                             f"{self.receptive_field()}")
+        return torch.from_numpy(np.ascontiguousarray(x))[:, None]
+
+    @torch.no_grad()
+    def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
+               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+        """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
+        keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
+        bad = [i for i in keep if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range 0..{self.num_layers - 1}")
+        mask = None
+        if head_mask is not None:
+            mask = torch.as_tensor(head_mask, dtype=torch.float32, device=self.device)
+            if tuple(mask.shape) != (self.num_layers, self.num_heads):
+                raise ValueError(f"head_mask must be [layer, head] = [{self.num_layers}, {self.num_heads}], "
+                                 f"got {tuple(mask.shape)}")
+        run = self.num_layers if want_hidden else (max(keep) + 1 if want_attentions and keep else 0)
+        wanted = set(keep) if want_attentions else set()
+        results = []
+        for f in features:
+            wave = f.reshape(-1).to(self.device, torch.float32)
+            states, maps = self.network(wave, head_mask=mask, attention_span=attention_span, run=run, keep=wanted,
+                                        want_hidden=want_hidden)
+            attentions = torch.stack([maps[i] for i in keep]).float() if want_attentions else None
+            hidden = torch.stack(states).float() if want_hidden else None
+            results.append(EncodedUtterance(attentions, hidden, self.n_steps(wave.shape[0])))
+        return results
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "type": "distiller",
+            "loader": "distiller",
+            "checkpoint": str(Path(self.checkpoint.path).resolve()),
+            "sha256": self.checkpoint.sha256,
+            "step": self.checkpoint.step,
+            "config": self.config.to_dict(),
+            "distiller_block": self.checkpoint.block,
+            "prediction_heads": "present, not built" if self.checkpoint.heads else "absent",
+            "features": {"input": "waveform", "sampling_rate": 16000, "normalize": "none (as s3prl's expert)"},
+            "conv_stride_samples": self.config.stride,
+            "frames_per_step": self.frames_per_step,
+            "step_s": self.step_s,
+            "hidden_state_names": self.hidden_state_names,
+        }
+
+    def to(self, device: str) -> DistillerModel:
+        self.device = torch.device(device)
+        self.network.to(self.device)
+        return self
