@@ -305,7 +305,7 @@ def test_hook_register_models(tmp_path):
     model = load_model(tmp_path / "m.uniform", loaders=plugins.models.objects())
     encoded = model.encode([model.input_features(np.zeros(3200))])[0]
     assert encoded.attentions.shape == (2, 3, 10, 10) and model.step_s == 0.02
-    assert [e.name for e in plugins.models] == ["mockingjay", "hf-speech", "uniform"]
+    assert [e.name for e in plugins.models] == ["mockingjay", "distiller", "hf-speech", "whisper", "uniform"]
 
 
 def test_duplicate_registration_names_both_plugins():
