@@ -13,8 +13,9 @@ from satool.stages import extract as stage
 
 
 def extract(
-    checkpoint: Path | None = typer.Argument(None, help="Model: a Mockingjay checkpoint (s3prl or satool), a local "
-                                             "wav2vec2/HuBERT/WavLM transformers directory, or another "
+    checkpoint: Path | None = typer.Argument(None, help="Model: a Mockingjay, TERA, Audio ALBERT or DistilHuBERT "
+                                             "checkpoint (s3prl or satool), a local wav2vec2/HuBERT/WavLM/"
+                                             "data2vec-audio/Whisper transformers directory, or another "
                                              "registered model (default: the workspace's)."),
     corpus: Path | None = typer.Argument(None, help="Corpus directory (default: the workspace's)."),
     out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Cache directory."),
