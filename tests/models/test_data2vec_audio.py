@@ -103,4 +103,6 @@ def test_extract_and_metric_through_the_cli(directory, tmp_path, satool_cli):
     assert result.returncode == 0, result.stderr
     result = satool_cli("metric", tmp_path / "cache", "--out", tmp_path / "metrics", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    result = satool_cli("metric", directory, tmp_path / "LS", "--out", tmp_path / "direct", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # no cache: maps reduced as they are made
     assert (tmp_path / "metrics" / "metrics.csv").is_file()

@@ -218,6 +218,8 @@ def test_extract_and_metric_through_the_cli(tmp_path, satool_cli):
     assert result.returncode == 0, result.stderr
     result = satool_cli("metric", tmp_path / "cache", "--out", tmp_path / "metrics", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    result = satool_cli("metric", path, tmp_path / "LS", "--out", tmp_path / "direct", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # no cache: maps reduced as they are made
     from satool.cache import open_cache
 
     cache = open_cache(tmp_path / "cache")

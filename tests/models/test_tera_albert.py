@@ -260,8 +260,21 @@ def test_extract_and_metric_through_the_cli(tmp_path, satool_cli, case):
     assert result.returncode == 0, result.stderr
     result = satool_cli("metric", tmp_path / "cache", "--out", tmp_path / "metrics", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    result = satool_cli("metric", path, tmp_path / "LS", "--out", tmp_path / "direct", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # no cache: maps reduced as they are made
     from satool.cache import open_cache
 
     cache = open_cache(tmp_path / "cache")
     assert cache.attrs["model"]["type"] == FAMILY[case] and cache.complete
     assert (tmp_path / "metrics").exists()
+
+
+@needs_s3prl
+def test_bad_kaldi_block_through_the_cli_is_one_line(tmp_path, satool_cli):
+    path, _ = s3prl_checkpoint(tmp_path / "t.ckpt", **CASES["tera-fbank"])
+    states = torch.load(path, weights_only=False)
+    states["Upstream_Config"]["audio"]["kaldi"]["feat_type"] = "__import__('os').system('touch PWNED')"
+    torch.save(states, path)
+    result = satool_cli("extract", path, tmp_path, "--out", tmp_path / "c", cwd=tmp_path)
+    assert result.returncode == 3 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "kaldi.feat_type" in result.stderr and not (tmp_path / "PWNED").exists()
