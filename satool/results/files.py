@@ -74,6 +74,44 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+class StoredResult:
+    """A result saved in a directory; ``exists`` looks for its main file (``JSON``, or ``MAIN`` when the
+    main file is not JSON)."""
+
+    @classmethod
+    def exists(cls, directory: str | Path | None) -> bool:
+        main = getattr(cls, "MAIN", None) or cls.JSON
+        return directory is not None and (Path(directory) / main).is_file()
+
+
+class RowTable(StoredResult):
+    """Result rows saved as ``CSV`` (one line each) and ``JSON`` (every row, in full); ``ROW`` reads one
+    row back (``ROW.from_document``)."""
+
+    rows: list
+    CSV: str
+    JSON: str
+    ROW: type
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """CSV (without the per-utterance counts) and JSON (everything)."""
+        documents = [r.as_dict() for r in self.rows]
+        for document, row in zip(documents, self.rows):
+            if row.score.per_utterance is not None:
+                document["per_utterance"] = [list(pair) for pair in row.score.per_utterance]
+        flat = [{k: v for k, v in d.items() if k != "per_utterance"} for d in documents]
+        out = Path(out_dir)
+        return {"csv": write_csv(out / self.CSV, flat), "json": write_json(out / self.JSON, documents)}
+
+    @classmethod
+    def load(cls, directory: str | Path):
+        file = Path(directory) / cls.JSON
+        value = read_json(file)
+        if not isinstance(value, list):
+            Document({}, file).fail("must be a list of result rows")
+        return cls([cls.ROW.from_document(Document(v, file, f"row {i + 1}")) for i, v in enumerate(value)])
+
+
 # --------------------------------------------------------------------------
 # Reading result files back: every file is untrusted (it may have been edited, truncated or
 # crafted), so its container and its content are checked before use, and every problem is one

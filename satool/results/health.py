@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from satool.results.files import Document, read_json, write_csv, write_json
+from satool.results.files import Document, StoredResult, read_json, write_csv, write_json
 from satool.results.metrics import LOCAL_RATIO
 
 BASELINES = ("zeros", "median", "nearest", "interpolation")
@@ -23,7 +23,7 @@ PROFILE_KINDS = ("clean", "masked_queries", "unmasked_queries")
 
 
 @dataclass
-class HealthCheck:
+class HealthCheck(StoredResult):
     """One held-out evaluation of a model (what ``satool pretrain`` records at intervals, and
     ``satool health`` for any checkpoint). L1 values are means over every masked target value."""
 
@@ -75,9 +75,6 @@ class HealthCheck:
         return {"json": write_json(out / self.JSON, document),
                 "csv": write_csv(out / self.CSV, [{"split": self.split, **self.row()}])}
 
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
 
     @classmethod
     def load(cls, directory: str | Path) -> HealthCheck:

@@ -19,6 +19,7 @@ from satool.heads import label as head_label  # results name heads 'L3.H7'
 from satool.results.files import (
     MAX_RESULT_BYTES,
     Document,
+    StoredResult,
     finite_or_none,
     read_json,
     write_csv,
@@ -43,7 +44,7 @@ def locality(offset_profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class HeadScores:
+class HeadScores(StoredResult):
     """Corpus-level metric values per head.
 
     ``values[name]`` and ``counts[name]`` are ``[layer, head]`` arrays over the
@@ -233,9 +234,6 @@ class HeadScores:
             (out / self.BOOTSTRAP).unlink()  # replicates of other values must not be read beside these
         return paths
 
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
 
     @classmethod
     def load(cls, path: str | Path) -> HeadScores:

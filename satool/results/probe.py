@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from satool.results.files import Document, read_json, write_csv, write_json
+from satool.results.files import Document, RowTable
 
 MODEL = "model"  # the representation column of rows that probe the model (others name an input feature)
 
@@ -131,28 +130,14 @@ class ProbeRow:
 
 
 @dataclass
-class ProbeResults:
+class ProbeResults(RowTable):
     """Every probe of a ``satool probe`` run (one row per task, representation and layer)."""
 
     rows: list[ProbeRow]
 
     CSV: ClassVar[str] = "probe_results.csv"
     JSON: ClassVar[str] = "probe_results.json"
-
-    def save(self, out_dir: str | Path) -> dict[str, Path]:
-        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
-
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
-
-    @classmethod
-    def load(cls, directory: str | Path) -> ProbeResults:
-        file = Path(directory) / cls.JSON
-        value = read_json(file)
-        if not isinstance(value, list):
-            Document({}, file).fail("must be a list of probe rows")
-        return cls([ProbeRow.from_document(Document(v, file, f"row {i + 1}")) for i, v in enumerate(value)])
+    ROW: ClassVar[type] = ProbeRow
 
     # -- questions the report and the verdicts ask ----------------------------------------------
 
@@ -211,16 +196,6 @@ class ProbeResults:
                         "input_score": top_input.score.score if top_input else None,
                         "layers": {r.layer: r.score.score for r in rows}})
         return out
-
-
-def save_rows(rows, out: Path, csv_name: str, json_name: str) -> dict[str, Path]:
-    """Result rows as CSV (one line each, without the per-utterance counts) and JSON (everything)."""
-    documents = [r.as_dict() for r in rows]
-    for document, row in zip(documents, rows):
-        if row.score.per_utterance is not None:
-            document["per_utterance"] = [list(pair) for pair in row.score.per_utterance]
-    flat = [{k: v for k, v in d.items() if k != "per_utterance"} for d in documents]
-    return {"csv": write_csv(out / csv_name, flat), "json": write_json(out / json_name, documents)}
 
 
 def rows_from_scores(scores: Sequence[ProbeScore], representation: str = MODEL, **context: Any) -> list[ProbeRow]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from satool.results.files import Document, read_json
-from satool.results.probe import ProbeScore, save_rows
+from satool.results.files import Document, RowTable
+from satool.results.probe import ProbeScore
 
 RANDOM = "random"  # the order name of random pruning orders (one per seed)
 
@@ -77,39 +77,23 @@ class SpanRow:
         return cls(span, ProbeScore.from_document(doc, ("span", "layer")), doc.integer("layer", -1, minimum=-1))
 
 
-def _load_rows(file: Path, reader) -> list:
-    value = read_json(file)
-    if not isinstance(value, list):
-        Document({}, file).fail("must be a list of result rows")
-    return [reader(Document(v, file, f"row {i + 1}")) for i, v in enumerate(value)]
-
-
 @dataclass
-class PruneSweep:
+class PruneSweep(RowTable):
     """Every (order, random seed, level, task) of a head-pruning sweep."""
 
     rows: list[PruneRow]
 
     CSV: ClassVar[str] = "prune_results.csv"
     JSON: ClassVar[str] = "prune_results.json"
-
-    def save(self, out_dir: str | Path) -> dict[str, Path]:
-        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
-
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
+    ROW: ClassVar[type] = PruneRow
 
     @classmethod
     def load(cls, directory: str | Path) -> PruneSweep:
-        file = Path(directory) / cls.JSON
-        rows = _load_rows(file, PruneRow.from_document)
-        if not rows:
-            Document({}, file).fail("holds no rows")
-        levels = {r.pruned for r in rows}
-        if 0 not in levels:
-            Document({}, file).fail("has no row without pruning (pruned = 0): nothing to compare with")
-        return cls(rows)
+        sweep = super().load(directory)
+        if 0 not in {r.pruned for r in sweep.rows}:
+            Document({}, Path(directory) / cls.JSON).fail("has no row without pruning (pruned = 0): nothing to "
+                                                          "compare with")
+        return sweep
 
     @property
     def total(self) -> int:
@@ -141,24 +125,14 @@ class PruneSweep:
 
 
 @dataclass
-class SpanSweep:
+class SpanSweep(RowTable):
     """Every (span, task) of a span-pruning sweep."""
 
     rows: list[SpanRow]
 
     CSV: ClassVar[str] = "span_results.csv"
     JSON: ClassVar[str] = "span_results.json"
-
-    def save(self, out_dir: str | Path) -> dict[str, Path]:
-        return save_rows(self.rows, Path(out_dir), self.CSV, self.JSON)
-
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
-
-    @classmethod
-    def load(cls, directory: str | Path) -> SpanSweep:
-        return cls(_load_rows(Path(directory) / cls.JSON, SpanRow.from_document))
+    ROW: ClassVar[type] = SpanRow
 
     @property
     def tasks(self) -> list[str]:

@@ -19,11 +19,11 @@ import numpy as np
 
 from satool.errors import InputError
 from satool.heads import label
-from satool.results.files import MAX_RESULT_BYTES
+from satool.results.files import MAX_RESULT_BYTES, StoredResult
 
 
 @dataclass
-class Relations:
+class Relations(StoredResult):
     """Corpus-level relation maps of a set of heads."""
 
     labels: list[str]  # head labels 'L3.H7'
@@ -36,6 +36,7 @@ class Relations:
     verticality: np.ndarray | None = None  # [head] (for Fig. 4)
 
     NPZ: ClassVar[str] = "relations.npz"
+    MAIN: ClassVar[str] = NPZ
     CSV: ClassVar[str] = "relations.csv"
     CONCENTRATION_CSV: ClassVar[str] = "concentration.csv"
 
@@ -95,9 +96,6 @@ class Relations:
                         w.writerow([self.layers[h], self.heads[h], phone, f"{concentration[h, n]:.6g}", vert])
         return {"npz": out / self.NPZ, "csv": out / self.CSV, "concentration": out / self.CONCENTRATION_CSV}
 
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.NPZ).is_file()
 
     @classmethod
     def load(cls, directory: str | Path) -> Relations:

@@ -25,6 +25,10 @@ from satool.results.segment import SegmentResults
 RESULT_DIRS = {"health": "health", "metrics": "metric", "segment": "segment", "relate": "relate", "probe": "probe",
                "prune": "prune", "spans": "spans"}
 DEMO_STATE = "demo-state.json"
+# attribute of RunResults <- typed result, read from the folder of that workspace path (in this order)
+LOADED = (("health", HealthCheck, "health"), ("metrics", HeadScores, "metrics"), ("segment", SegmentResults, "segment"),
+          ("relations", Relations, "relate"), ("probe", ProbeResults, "probe"), ("prune", PruneSweep, "prune"),
+          ("spans", SpanSweep, "spans"), ("spans", SpanSweep, "prune"))
 
 
 @dataclass
@@ -70,21 +74,9 @@ class RunResults:
             candidate = directory / "results" / folder
             paths[key] = recorded if recorded is not None else (candidate if candidate.is_dir() else None)
         run = cls(directory, name or directory.name, paths)
-        if HealthCheck.exists(paths["health"]):
-            run.health = HealthCheck.load(paths["health"])
-        if HeadScores.exists(paths["metrics"]):
-            run.metrics = HeadScores.load(paths["metrics"])
-        if SegmentResults.exists(paths["segment"]):
-            run.segment = SegmentResults.load(paths["segment"])
-        if Relations.exists(paths["relate"]):
-            run.relations = Relations.load(paths["relate"])
-        if ProbeResults.exists(paths["probe"]):
-            run.probe = ProbeResults.load(paths["probe"])
-        if PruneSweep.exists(paths["prune"]):
-            run.prune = PruneSweep.load(paths["prune"])
-        for where in (paths["spans"], paths["prune"]):
-            if run.spans is None and SpanSweep.exists(where):
-                run.spans = SpanSweep.load(where)
+        for attribute, result, where in LOADED:
+            if getattr(run, attribute) is None and result.exists(paths[where]):
+                setattr(run, attribute, result.load(paths[where]))
         if (directory / DEMO_STATE).is_file():
             run.stages = _stages(directory / DEMO_STATE)
         manifest = paths["corpus"] / "manifest.json" if paths["corpus"] else None

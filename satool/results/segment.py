@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from satool.results.files import Document, read_json, write_csv, write_json
+from satool.results.files import Document, StoredResult, read_json, write_csv, write_json
 
 BOUNDARY_CONVENTION = (
     "reference boundaries = phone interval edges strictly inside the utterance (its own start and end "
@@ -75,7 +75,7 @@ class SourceResult:
 
 
 @dataclass
-class SegmentResults:
+class SegmentResults(StoredResult):
     """Every source of one ``satool segment`` run, the evenly spaced baseline first.
 
     ``best_head`` / ``best_hidden``: the head and the hidden state chosen on the tuning split (None
@@ -120,9 +120,6 @@ class SegmentResults:
             paths["heads"] = write_csv(out / self.RANKING_CSV, self.ranking)
         return paths
 
-    @classmethod
-    def exists(cls, directory: str | Path | None) -> bool:
-        return directory is not None and (Path(directory) / cls.JSON).is_file()
 
     @classmethod
     def load(cls, directory: str | Path) -> SegmentResults:

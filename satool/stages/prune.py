@@ -62,28 +62,28 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
                       progress=progress.advance) for utts in (train, test)]
     pair = (data[0], data[1])
     device = str(getattr(model, "device", "cpu"))
+    common = {"seed": settings.seed, "settings": probe, "state": state, "device": device, "progress": progress.advance}
     if settings.spans is not None:
         spans = [None, *settings.spans]
         configurations = [Configuration(None, span, state) for span in spans]
-        progress.total(work_count(pair, configurations, tasks), 0)
-        progress.info(f"{len(configurations)} spans x {len(tasks)} probes")
-        sweep = sweep_spans(pair, spans, tasks, seed=settings.seed, settings=probe, state=state, device=device,
-                            progress=progress.advance)
-        for row in sweep.rows:
-            row.layer = settings.layer
-        paths = {**sweep.save(settings.out), **figures.draw_spans(sweep, settings.out)}
+        what = f"{len(configurations)} spans x {len(tasks)} probes"
+        measure = lambda: sweep_spans(pair, spans, tasks, **common)  # noqa: E731
     else:
         orders = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
                       random_seeds=range(settings.random_seeds))
         configurations = distinct([Configuration.pruned(model.num_layers, model.num_heads, order[:level], state)
                                    for many in orders.orders.values() for order in many for level in orders.levels])
         points = sum(len(o) for o in orders.orders.values()) * len(orders.levels)
-        progress.total(work_count(pair, configurations, tasks), 0)
-        progress.info(f"{points} points, {len(configurations)} pruned models x {len(tasks)} probes")
-        sweep = sweep_heads(pair, orders, tasks, seed=settings.seed, settings=probe, state=state, device=device,
-                            progress=progress.advance)
-        for row in sweep.rows:
-            row.layer = settings.layer
+        what = f"{points} points, {len(configurations)} pruned models x {len(tasks)} probes"
+        measure = lambda: sweep_heads(pair, orders, tasks, **common)  # noqa: E731
+    progress.total(work_count(pair, configurations, tasks), 0)
+    progress.info(what)
+    sweep = measure()
+    for row in sweep.rows:
+        row.layer = settings.layer
+    if settings.spans is not None:
+        paths = {**sweep.save(settings.out), **figures.draw_spans(sweep, settings.out)}
+    else:
         first = orders.levels[1] if len(orders.levels) > 1 else 1
         paths = {**sweep.save(settings.out),
                  **figures.draw_sweep(sweep, settings.out, total_heads=total, scores=scores, first=first)}
