@@ -235,18 +235,21 @@ def training_figure(rows, names, spans, path: Path) -> Path:
 def render(study: Study, comparison: Comparison, verdicts: VerdictReport, figures: dict[str, Path], out: Path, *,
            relation_maps: dict[str, list[Path]] | None = None, note: str = "") -> Path:
     """The study's HTML report: models and health, every finding judged, then the comparisons."""
+    import os
+
     sections = []
-    models = []
+    models, links = [], []
     for run, span in zip(study.runs, study.spans):
         health = verdicts.health.get(run.name)
-        link = run.directory / "report.html"
         models.append({"model": run.name, "Cnum": "?" if span is None else span,
                        "health": "-" if health is None else ("healthy" if health.passed else
-                                                             "NOT healthy: " + health.failure()),
-                       "report": f"{run.directory.name}/report.html" if link.exists() else ""})
+                                                             "NOT healthy: " + health.failure())})
+        if (run.directory / "report.html").exists():
+            target = os.path.relpath(run.directory / "report.html", out.parent)
+            links.append(f'<a href="{html.escape(target)}">{html.escape(run.name)}</a>')
     sections.append(("Models", (f"<p>{html.escape(note)}</p>" if note else "")
-                     + table(models, [("model", "model"), ("Cnum", "mask span Cnum"), ("health", "health"),
-                                      ("report", "its own report")])))
+                     + table(models, [("model", "model"), ("Cnum", "mask span Cnum"), ("health", "health")])
+                     + (f"<p>Each model's own report: {', '.join(links)}.</p>" if links else "")))
     rows = [v.row() for v in verdicts.verdicts]
     body = ("<p>Every finding of Yang, Liu &amp; Lee (2020) that these models can speak to, judged by the rule "
             "named in the last column (rules below). A finding about one model is judged on each; a finding "
