@@ -107,6 +107,8 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
             log(f"{file}: saved by a run with other settings; this shard starts again", "note:")
             state = None
         if state is not None and state.complete:
+            log(f"shard {index}/{count} already finished: using its saved sums in {file} (delete it to run again)",
+                "note:")
             progress.total(len(shard_utts), len(shard_utts))
             return StreamOutcome(state, file, (index, count), 0, len(state.utterances), True,
                                  [tuple(s) for s in state.info.get("skipped", [])], model.step_s, 0.0, 0.0)
