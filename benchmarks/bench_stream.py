@@ -2,7 +2,7 @@
 alternative, memory against corpus size, bytes kept per utterance (docs/scale.md).
 
     python benchmarks/bench_stream.py [--sizes base,large] [--utts 3] [--memory-utts 10,1000]
-                                      [--long 60] [--cores-per-node 32]
+                                      [--memory-seconds 10,20] [--long 60] [--cores-per-node 32] [--quick]
 
 Models are HuBERT-shaped and randomly initialised from local configs (base: 12 x 12 heads, 768;
 large: 24 x 16 heads, 1024, pre-LN), saved as transformers directories and loaded by satool's
@@ -245,7 +245,10 @@ def main() -> None:
     parser.add_argument("--block-mb", type=float, default=256.0)
     parser.add_argument("--cores-per-node", type=int, default=32)
     parser.add_argument("--keep", type=Path, default=None, help="keep models and corpora here between runs")
+    parser.add_argument("--quick", action="store_true", help="base size only, 10 vs 100 short utterances")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.utts, args.memory_utts, args.memory_seconds = "base", 2, "10,100", "1,2"
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-stream-"))
     root.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-QUICK_FLAG = {"bench_extract.py", "bench_demo.py"}  # benchmarks that accept --quick
+QUICK_FLAG = {"bench_extract.py", "bench_demo.py", "bench_stream.py"}  # benchmarks that accept --quick
 
 
 def main() -> int:
