@@ -64,11 +64,15 @@ class EncodedUtterance:
             embedding output when the model has one (see
             ``AttentionModel.hidden_state_names``), or None.
         n_steps: number of model steps (query/key axis length).
+        value_norms: float32 ``[layer, head, key]`` (``encode(want_value_norms=True)``), or None.
     """
 
     attentions: torch.Tensor | None
     hidden_states: torch.Tensor | None
     n_steps: int
+    # float32 ``[layer, head, key]``: ``||f_h(x_k)||``, each key's value vector through its head's columns of
+    # the output projection (satool.maps), for the returned layers; only with ``want_value_norms``
+    value_norms: torch.Tensor | None = None
 
 
 @dataclass
@@ -112,6 +116,9 @@ class AttentionModel(ABC):
     has_prediction_head: bool = False
     # True when ``attention_blocks`` computes query blocks as they are asked for (bounded memory)
     blockwise_attention: bool = False
+    # True when ``encode(want_value_norms=True)`` returns ``value_norms`` (and ``attention_blocks`` takes
+    # ``value_norms=True``): the model can give value-norm maps (satool.maps)
+    gives_value_norms: bool = False
 
     @property
     def step_s(self) -> float:
@@ -139,19 +146,98 @@ class AttentionModel(ABC):
         keeps them. ``attention_span`` r: weights with |q - k| > r are zeroed.
         ``layers``: 0-based attention layers to return (default all); without
         ``want_hidden`` a model may stop computing after the last of them.
+        Models with :attr:`gives_value_norms` also take ``want_value_norms``
+        (``EncodedUtterance.value_norms`` of the returned layers).
         """
 
+    def require_maps(self, kind: str) -> str:
+        """``kind`` when this model can give maps of that kind (satool.maps), else a UsageError."""
+        from satool.maps import VALUE_NORM, check_kind
+
+        check_kind(kind)
+        if kind == VALUE_NORM and not self.gives_value_norms:
+            from satool.errors import UsageError
+
+            raise UsageError(f"--maps {kind}: this {self.name} model does not give its value vectors (satool "
+                             "computes value norms for Mockingjay, TERA, Audio ALBERT, wav2vec 2.0, HuBERT, WavLM, "
+                             "data2vec-audio, Whisper and DistilHuBERT)")
+        return kind
+
+    def encode_maps(self, features: torch.Tensor, *, maps: str = "attention", layers: list[int] | None = None,
+                    want_hidden: bool = False) -> EncodedUtterance:
+        """One utterance with ``attentions`` holding maps of kind ``maps`` (satool.maps) of ``layers``
+        (0-based, default all): raw weights, value-norm maps, or rollout (``[layer, 1, T, T]``, computed
+        from every layer up to the last asked)."""
+        from satool import maps as kinds
+
+        self.require_maps(maps)
+        keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
+        if maps == kinds.VALUE_NORM:
+            encoded = self.encode([features], layers=keep, want_hidden=want_hidden, want_value_norms=True)[0]
+            encoded.attentions = kinds.value_weighted(encoded.attentions, encoded.value_norms)
+        elif maps == kinds.ROLLOUT:
+            every = list(range(max(keep) + 1)) if keep else []
+            encoded = self.encode([features], layers=every, want_hidden=want_hidden)[0]
+            if every:
+                encoded.attentions = kinds.rollout(encoded.attentions)[keep]
+        else:
+            encoded = self.encode([features], layers=keep, want_hidden=want_hidden)[0]
+        return encoded
+
+    def map_blocks(self, features: torch.Tensor, layers: list[int], *, maps: str = "attention",
+                   block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20)) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """:meth:`attention_blocks` for any map kind: value-norm blocks are weighted by the norms of their
+        layer's keys; rollout needs every layer's head-mean map, so it keeps two T x T matrices (the mean
+        being summed and the rollout so far) and yields the rollout of the asked layers in row blocks
+        ``[1, query, key]``."""
+        from satool import maps as kinds
+
+        self.require_maps(maps)
+        if maps == kinds.ATTENTION:
+            yield from self.attention_blocks(features, layers, block_bytes=block_bytes)
+            return
+        if maps == kinds.VALUE_NORM:
+            yield from self.attention_blocks(features, layers, block_bytes=block_bytes, value_norms=True)
+            return
+        wanted = sorted({int(i) for i in layers})
+        if not wanted:
+            return
+        state: dict[str, Any] = {"layer": None, "sum": None, "rollout": None}
+
+        def finish():
+            current = kinds.rollout_step(state["rollout"], state["sum"][None])
+            state["rollout"] = current
+            if state["layer"] in wanted:
+                steps = current.shape[-1]
+                rows = rows_per_block(block_bytes, 1, steps)
+                for first in range(0, steps, rows):
+                    yield state["layer"], first, current[None, first:first + rows]
+
+        for layer, first, probs in self.attention_blocks(features, list(range(wanted[-1] + 1)),
+                                                         block_bytes=block_bytes):
+            if layer != state["layer"]:
+                if state["layer"] is not None:
+                    yield from finish()
+                steps = probs.shape[-1]
+                state["layer"] = layer
+                state["sum"] = probs.new_zeros(steps, steps)
+            state["sum"][first:first + probs.shape[1]] = probs.mean(dim=0)
+        if state["layer"] is not None:
+            yield from finish()
+
     def attention_blocks(self, features: torch.Tensor, layers: list[int], *,
-                         block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20)) -> Iterator[tuple[int, int, torch.Tensor]]:
+                         block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20),
+                         value_norms: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
         """One utterance's maps of ``layers`` (0-based, ascending) in query blocks: ``(layer, first
         query, probs[head, query, key])`` with at most ``block_bytes`` of float32 per block, layer by
         layer. A block is only valid until the next one is asked for.
 
         This default encodes the whole utterance first (every asked layer's maps at once); models with
         ``blockwise_attention`` compute each block as it is asked for (fused attention in the layers
-        not asked for), so peak memory is one block plus the model's activations."""
+        not asked for), so peak memory is one block plus the model's activations. With
+        ``value_norms`` (models with :attr:`gives_value_norms`) the blocks are value-norm maps."""
         layers = sorted(layers)
-        encoded = self.encode([features], layers=layers)[0]
+        encoded = self.encode_maps(features, maps="value-norm" if value_norms else "attention", layers=layers)
         for position, layer in enumerate(layers):
             maps = encoded.attentions[position]
             rows = rows_per_block(block_bytes, maps.shape[0], maps.shape[-1])

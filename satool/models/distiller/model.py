@@ -26,6 +26,7 @@ from satool.timebase import HOP_SAMPLES
 
 class DistillerModel(AttentionModel):
     name = "distiller"
+    gives_value_norms = True
 
     def __init__(self, checkpoint: DistillerCheckpoint, device: str = "cpu"):
         self.checkpoint = checkpoint
@@ -73,7 +74,7 @@ class DistillerModel(AttentionModel):
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
-               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+               want_hidden=False, layers=None, want_value_norms=False) -> list[EncodedUtterance]:
         """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
         keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
         bad = [i for i in keep if not 0 <= i < self.num_layers]
@@ -85,16 +86,19 @@ class DistillerModel(AttentionModel):
             if tuple(mask.shape) != (self.num_layers, self.num_heads):
                 raise ValueError(f"head_mask must be [layer, head] = [{self.num_layers}, {self.num_heads}], "
                                  f"got {tuple(mask.shape)}")
-        run = self.num_layers if want_hidden else (max(keep) + 1 if want_attentions and keep else 0)
-        wanted = set(keep) if want_attentions else set()
+        run = self.num_layers if want_hidden else (max(keep) + 1 if (want_attentions or want_value_norms) and keep
+                                                   else 0)
+        wanted = set(keep) if want_attentions or want_value_norms else set()
         results = []
         for f in features:
             wave = f.reshape(-1).to(self.device, torch.float32)
+            norms: dict[int, torch.Tensor] | None = {} if want_value_norms else None
             states, maps = self.network(wave, head_mask=mask, attention_span=attention_span, run=run, keep=wanted,
-                                        want_hidden=want_hidden)
+                                        want_hidden=want_hidden, norms=norms)
             attentions = torch.stack([maps[i] for i in keep]).float() if want_attentions else None
             hidden = torch.stack(states).float() if want_hidden else None
-            results.append(EncodedUtterance(attentions, hidden, self.n_steps(wave.shape[0])))
+            value_norms = torch.stack([norms[i] for i in keep]).float() if norms is not None else None
+            results.append(EncodedUtterance(attentions, hidden, self.n_steps(wave.shape[0]), value_norms))
         return results
 
     def provenance(self) -> dict[str, Any]:

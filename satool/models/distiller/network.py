@@ -176,8 +176,20 @@ class DistillerNet(nn.Module):
         context = torch.matmul(probs, v).transpose(0, 1).reshape(t, c.width)
         return attn.out_proj(context), probs
 
+    def value_norms(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        """``[head, key]``: each key's value vector (bias included) of the attention input ``x[step, width]``
+        through its head's columns of ``out_proj`` (its bias left out; satool.maps)."""
+        from satool.maps import head_value_norms
+
+        c = self.config
+        v = layer.self_attn.v_proj(x).view(x.shape[0], c.heads, c.head_dim).transpose(0, 1)
+        return head_value_norms(v, layer.self_attn.out_proj.weight)
+
     def forward(self, wave: torch.Tensor, *, head_mask=None, attention_span=None, run=None, keep=frozenset(),
-                want_hidden=True) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+                want_hidden=True, norms: dict[int, torch.Tensor] | None = None
+                ) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+        """(hidden states, maps of the layers in ``keep``); with a dict ``norms``, the value norms of
+        those layers are put in it (``[head, key]`` by layer index)."""
         c = self.config
         feat = self.embed(wave)
         x = feat + self.encoder.pos_conv[0](feat.transpose(0, 1)[None])[0].transpose(0, 1)
@@ -194,8 +206,11 @@ class DistillerNet(nn.Module):
         for i in range(run):
             layer = self.encoder.layers[i]
             scale = None if head_mask is None else head_mask[i]
+            attn_in = layer.self_attn_layer_norm(x) if c.layer_norm_first else x
+            if norms is not None and i in keep:
+                norms[i] = self.value_norms(layer, attn_in)
             if c.layer_norm_first:
-                out, probs = self.attend(layer, layer.self_attn_layer_norm(x), scale, band)
+                out, probs = self.attend(layer, attn_in, scale, band)
                 x = x + out
                 x = x + layer.fc2(self.act(layer.fc1(layer.final_layer_norm(x))))
             else:

@@ -176,6 +176,7 @@ class HFSpeechModel(AttentionModel):
     """A wav2vec2 / HuBERT / WavLM encoder whose attention satool computes (and masks) itself."""
 
     blockwise_attention = True
+    gives_value_norms = True
 
     def __init__(self, directory: HFDirectory, model: nn.Module, device: str = "cpu"):
         self.directory = directory
@@ -299,7 +300,19 @@ class HFSpeechModel(AttentionModel):
         out, probs = self._attend(attention, attn_in, head_scale, band, bias, want_probs)
         return self._feed_forward(layer, x, out), probs, position_bias
 
-    def _layer_blocks(self, index: int, x: torch.Tensor, position_bias, rows: int, last: bool):
+    def _value_norms(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """``||f_h(x_k)||`` of layer ``index`` for its input ``x[1, t, hidden]`` -> ``[head, t]``: the value
+        vectors (bias included) of the attention input through each head's columns of ``out_proj``."""
+        from satool.maps import head_value_norms
+
+        layer = self.layers[index]
+        attn_in = layer.layer_norm(x) if self.stable_layer_norm else x
+        t = attn_in.shape[1]
+        v = layer.attention.v_proj(attn_in).view(t, self.num_heads, self.head_dim).transpose(0, 1)
+        return head_value_norms(v, layer.attention.out_proj.weight)
+
+    def _layer_blocks(self, index: int, x: torch.Tensor, position_bias, rows: int, last: bool,
+                      value_norms: bool = False):
         """One layer with its weights computed one query block of ``rows`` at a time: yields
         ``(first query, probs[head, query, key])``, returns (output, position_bias) (output None
         when ``last``: nothing after the weights is needed)."""
@@ -321,13 +334,18 @@ class HFSpeechModel(AttentionModel):
 
         q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
         keys = k.transpose(-1, -2)
+        norms = None
+        if value_norms:
+            from satool.maps import head_value_norms, value_weighted
+
+            norms = head_value_norms(v, attention.out_proj.weight)
         context = None if last else torch.empty(self.num_heads, t, self.head_dim, device=x.device, dtype=x.dtype)
         for first in range(0, t, rows):
             scores = torch.matmul(q[:, first:first + rows], keys) * (self.head_dim ** -0.5)
             if gate is not None:
                 scores = scores + gate[:, first:first + rows] * position_bias[:, first:first + rows]
             probs = torch.softmax(scores, dim=-1)
-            yield first, probs
+            yield first, probs if norms is None else value_weighted(probs, norms)
             if context is not None:
                 torch.matmul(probs, v, out=context[:, first:first + rows])
         if last:
@@ -336,11 +354,11 @@ class HFSpeechModel(AttentionModel):
         return self._feed_forward(layer, x, out), position_bias
 
     @torch.no_grad()
-    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20)):
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False):
         """Maps of ``layers`` in query blocks within ``block_bytes`` (see
         :meth:`AttentionModel.attention_blocks`); fused attention in the other layers, and the pass
         stops after the last asked layer's weights. WavLM keeps its relative position bias
-        ``[head, T, T]`` whole, as its layers share it."""
+        ``[head, T, T]`` whole, as its layers share it. ``value_norms``: value-norm maps (satool.maps)."""
         wanted = sorted({int(i) for i in layers})
         if not wanted:
             return
@@ -353,7 +371,7 @@ class HFSpeechModel(AttentionModel):
             if i not in wanted:
                 x, _, position_bias = self._layer(i, x, None, None, position_bias, want_probs=False)
                 continue
-            blocks = self._layer_blocks(i, x, position_bias, rows, i == wanted[-1])
+            blocks = self._layer_blocks(i, x, position_bias, rows, i == wanted[-1], value_norms)
             while True:
                 try:
                     first, probs = next(blocks)
@@ -392,7 +410,7 @@ class HFSpeechModel(AttentionModel):
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
-               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+               want_hidden=False, layers=None, want_value_norms=False) -> list[EncodedUtterance]:
         """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
         keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
         bad = [i for i in keep if not 0 <= i < self.num_layers]
@@ -401,11 +419,12 @@ class HFSpeechModel(AttentionModel):
         mask = self._head_mask(head_mask)
         if want_hidden:
             run = self.num_layers
-        elif want_attentions and keep:
+        elif (want_attentions or want_value_norms) and keep:
             run = max(keep) + 1
         else:
             run = 0
         wanted = set(keep) if want_attentions else set()
+        normed = set(keep) if want_value_norms else set()
         results = []
         for f in features:
             wave = f.reshape(1, -1).to(self.device, torch.float32)
@@ -414,8 +433,11 @@ class HFSpeechModel(AttentionModel):
             band = self._band(t, attention_span)
             states = [x[0]] if want_hidden else []
             maps: dict[int, torch.Tensor] = {}
+            norms: dict[int, torch.Tensor] = {}
             position_bias = None
             for i in range(run):
+                if i in normed:
+                    norms[i] = self._value_norms(i, x)
                 x, probs, position_bias = self._layer(i, x, None if mask is None else mask[i], band, position_bias)
                 if i in wanted:
                     maps[i] = probs[0]
@@ -425,7 +447,8 @@ class HFSpeechModel(AttentionModel):
                 states.append(self.encoder.layer_norm(x)[0])
             attentions = torch.stack([maps[i] for i in keep]).float() if want_attentions else None
             hidden = torch.stack(states).float() if want_hidden else None
-            results.append(EncodedUtterance(attentions, hidden, t))
+            value_norms = torch.stack([norms[i] for i in keep]).float() if want_value_norms else None
+            results.append(EncodedUtterance(attentions, hidden, t, value_norms))
         return results
 
     # -- bookkeeping -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ class MockingjayModel(AttentionModel):
     name = "mockingjay"
     masks_per_utterance = True
     blockwise_attention = True
+    gives_value_norms = True
 
     def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
         self.checkpoint = checkpoint
@@ -65,7 +66,7 @@ class MockingjayModel(AttentionModel):
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
-               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+               want_hidden=False, layers=None, want_value_norms=False) -> list[EncodedUtterance]:
         lengths = torch.tensor([f.shape[0] for f in features])
         batch = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True).to(self.device)
         layers = list(range(self.num_layers)) if layers is None else list(layers)
@@ -74,6 +75,7 @@ class MockingjayModel(AttentionModel):
             attention_span=attention_span, output_attentions=want_attentions,
             output_hidden_states=want_hidden,
             num_layers=None if want_hidden or not layers else max(layers) + 1,
+            output_value_norms=want_value_norms,
         )
         results = []
         for b, n in enumerate(lengths.tolist()):
@@ -81,16 +83,20 @@ class MockingjayModel(AttentionModel):
             if want_attentions:
                 attn = torch.stack([output.attentions[i][b, :, :n, :n] for i in layers])
             hidden = torch.stack([h[b, :n] for h in output.hidden_states]) if want_hidden else None
-            results.append(EncodedUtterance(attn, hidden, n))
+            norms = torch.stack([output.value_norms[i][b, :, :n] for i in layers]) if want_value_norms else None
+            results.append(EncodedUtterance(attn, hidden, n, norms))
         return results
 
     @torch.no_grad()
-    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20)):
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False):
         """Maps of ``layers`` in query blocks within ``block_bytes`` (see
         :meth:`AttentionModel.attention_blocks`): layers not asked for run fused attention; an asked
         layer computes its weights one query block at a time, and each block's context rows from
-        it; the pass stops after the last asked layer's weights."""
+        it; the pass stops after the last asked layer's weights. ``value_norms``: each block
+        weighted by its keys' value norms (value-norm maps, satool.maps)."""
         import math
+
+        from satool.maps import head_value_norms, value_weighted
 
         encoder, config = self.encoder, self.config
         wanted = sorted({int(i) for i in layers})
@@ -120,11 +126,12 @@ class MockingjayModel(AttentionModel):
             context = None if last else torch.empty(self.num_heads, steps, config.head_size, device=x.device,
                                                      dtype=x.dtype)
             keys = k.transpose(-1, -2)
+            norms = head_value_norms(v, attention.output.dense.weight) if value_norms else None
             for first in range(0, steps, rows):
                 scores = torch.matmul(q[:, first:first + rows], keys)
                 scores.div_(scale)
                 probs = scores.softmax(dim=-1)
-                yield i, first, probs
+                yield i, first, probs if norms is None else value_weighted(probs, norms)
                 if context is not None:
                     torch.matmul(probs, v, out=context[:, first:first + rows])
             if last:

@@ -492,10 +492,13 @@ class EncoderOutput:
     ``attentions``: L tensors ``[batch, head, query, key]`` -- the softmax
     output after head and span masking (what the layer multiplied the values
     by, before dropout); ``None`` with ``output_attentions=False``.
+    ``value_norms``: with ``output_value_norms``, one ``[batch, head, step]``
+    per layer run: ``||f_h(x_k)||`` (:func:`satool.maps.head_value_norms`).
     """
 
     hidden_states: tuple[Tensor, ...]
     attentions: tuple[Tensor, ...] | None = None
+    value_norms: tuple[Tensor, ...] | None = None  # per layer run: [batch, head, step] (output_value_norms)
 
     @property
     def last_hidden_state(self) -> Tensor:
@@ -522,6 +525,7 @@ class MockingjayEncoder(nn.Module):
         output_hidden_states: bool = True,
         num_layers: int | None = None,
         attention_window: int | None = None,
+        output_value_norms: bool = False,
     ) -> EncoderOutput:
         """Encode ``features[batch, step, downsample_rate * input_dim]``.
 
@@ -542,6 +546,8 @@ class MockingjayEncoder(nn.Module):
         - ``output_hidden_states=False`` with ``output_attentions``: the last
           layer run stops after its attention weights (its output projection and
           feed-forward are not needed), and ``hidden_states`` is empty.
+        - ``output_value_norms``: also each layer's ``||f_h(x_k)||`` (every key's
+          value vector through its head's columns of the output projection).
         """
         config = self.config
         if features.dim() != 3 or features.shape[-1] != config.step_input_dim:
@@ -597,7 +603,10 @@ class MockingjayEncoder(nn.Module):
         maps_only = output_attentions and not output_hidden_states
         hidden: list[Tensor] = []
         maps: list[Tensor] = []
+        norms: list[Tensor] = []
         for i, layer in enumerate(stack.layer[:run]):
+            if output_value_norms:
+                norms.append(value_norms(layer, x))
             if not output_hidden_states:
                 pass
             elif config.pre_layer_norm:
@@ -615,7 +624,22 @@ class MockingjayEncoder(nn.Module):
         else:
             if output_hidden_states:
                 hidden.append(stack.LayerNorm[run](x) if config.pre_layer_norm else x)
-        return EncoderOutput(tuple(hidden), tuple(maps) if output_attentions else None)
+        return EncoderOutput(tuple(hidden), tuple(maps) if output_attentions else None,
+                             tuple(norms) if output_value_norms else None)
+
+
+def value_norms(layer: Layer, x: Tensor) -> Tensor:
+    """``||f_h(x_k)||`` of one layer for its input ``x[batch, step, hidden]`` -> ``[batch, head, step]``:
+    the value vectors (bias included) of the attention input (``x``, or its LayerNorm in pre-LN models)
+    through each head's columns of ``attention.output.dense`` (bias left out)."""
+    from satool.maps import head_value_norms
+
+    attention = layer.attention
+    normed = attention.LayerNorm(x) if attention.pre_layer_norm else x
+    sa = attention.self
+    batch, steps, _ = normed.shape
+    v = sa.value(normed).view(batch, steps, sa.num_heads, sa.head_size).transpose(1, 2)
+    return head_value_norms(v, attention.output.dense.weight)
 
 
 class SpecHead(nn.Module):
@@ -676,6 +700,7 @@ def encode_chunked(
     output_attentions: bool = True,
     output_hidden_states: bool = True,
     num_layers: int | None = None,
+    output_value_norms: bool = False,
 ) -> EncoderOutput:
     """Encode like s3prl's ``PretrainedTransformer`` does with long inputs.
 
@@ -693,7 +718,8 @@ def encode_chunked(
         max_input_length = encoder.config.max_input_length
     steps = features.shape[1]
     kwargs = dict(head_mask=head_mask, attention_span=attention_span, output_attentions=output_attentions,
-                  output_hidden_states=output_hidden_states, num_layers=num_layers)
+                  output_hidden_states=output_hidden_states, num_layers=num_layers,
+                  output_value_norms=output_value_norms)
     if not chunk_long_inputs or max_input_length <= 0 or steps <= max_input_length:
         return encoder(features, lengths, **kwargs)
 
@@ -712,8 +738,12 @@ def encode_chunked(
         torch.cat([out.hidden_states[i] for out in outputs], dim=1)
         for i in range(len(outputs[0].hidden_states))
     )
+    norms = None
+    if output_value_norms:  # each key's norm comes from its own piece
+        norms = tuple(torch.cat([out.value_norms[i] for out in outputs], dim=-1)
+                      for i in range(len(outputs[0].value_norms)))
     if not output_attentions:
-        return EncoderOutput(hidden, None)
+        return EncoderOutput(hidden, None, norms)
     maps = []
     for i in range(len(outputs[0].attentions)):
         first = outputs[0].attentions[i]
@@ -725,4 +755,4 @@ def encode_chunked(
             full[:, :, start:start + size, start:start + size] = block
             start += size
         maps.append(full)
-    return EncoderOutput(hidden, tuple(maps))
+    return EncoderOutput(hidden, tuple(maps), norms)

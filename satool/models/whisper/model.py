@@ -50,6 +50,7 @@ class WhisperModel(AttentionModel):
 
     name = "whisper"
     frames_per_step = 2  # conv2's stride 2 over 10 ms frames
+    gives_value_norms = True
 
     def __init__(self, directory: HFDirectory, config: WhisperConfig, network: WhisperEncoderNet,
                  device: str = "cpu"):
@@ -100,25 +101,27 @@ class WhisperModel(AttentionModel):
 
     @torch.no_grad()
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
-               want_hidden=False, layers=None) -> list[EncodedUtterance]:
+               want_hidden=False, layers=None, want_value_norms=False) -> list[EncodedUtterance]:
         """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
         keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
         bad = [i for i in keep if not 0 <= i < self.num_layers]
         if bad:
             raise ValueError(f"layers {bad} out of range 0..{self.num_layers - 1}")
         mask = self._head_mask(head_mask)
-        run = self.num_layers if want_hidden else (max(keep) + 1 if want_attentions and keep else 0)
-        wanted = set(keep) if want_attentions else set()
+        run = self.num_layers if want_hidden else (max(keep) + 1 if (want_attentions or want_value_norms) and keep
+                                                   else 0)
+        wanted = set(keep) if want_attentions or want_value_norms else set()
         results = []
         for f in features:
             mel = f.to(self.device, torch.float32)
             if self.steps(mel) > self.config.max_positions:
                 raise InputError(f"{self.steps(mel)} steps exceed the encoder's {self.config.max_positions} positions")
             out = self.network(mel, head_mask=mask, attention_span=attention_span, run=run, keep=wanted,
-                               want_hidden=want_hidden)
+                               want_hidden=want_hidden, want_value_norms=want_value_norms)
             attentions = torch.stack([out.attentions[i] for i in keep]).float() if want_attentions else None
             hidden = torch.stack(out.hidden_states).float() if want_hidden else None
-            results.append(EncodedUtterance(attentions, hidden, self.steps(mel)))
+            norms = torch.stack([out.value_norms[i] for i in keep]).float() if want_value_norms else None
+            results.append(EncodedUtterance(attentions, hidden, self.steps(mel), norms))
         return results
 
     # -- bookkeeping -----------------------------------------------------------------------

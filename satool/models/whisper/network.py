@@ -52,6 +52,7 @@ class _Layer(nn.Module):
 class WhisperOutput:
     hidden_states: list[torch.Tensor]  # [embedding, layer 1 .. layer L, final layer norm] ([step, width] each)
     attentions: dict[int, torch.Tensor]  # layer index -> [head, query, key]
+    value_norms: dict[int, torch.Tensor] | None = None  # layer index -> [head, key] (want_value_norms)
 
 
 class WhisperEncoderNet(nn.Module):
@@ -90,8 +91,9 @@ class WhisperEncoderNet(nn.Module):
 
     def forward(self, mel: torch.Tensor, *, head_mask: torch.Tensor | None = None, attention_span: int | None = None,
                 run: int | None = None, keep: set[int] | frozenset[int] = frozenset(),
-                want_hidden: bool = True) -> WhisperOutput:
-        """One utterance ``[frame, n_mels]``; ``run`` layers (default all), maps of the layers in ``keep``."""
+                want_hidden: bool = True, want_value_norms: bool = False) -> WhisperOutput:
+        """One utterance ``[frame, n_mels]``; ``run`` layers (default all), maps of the layers in ``keep``
+        (and with ``want_value_norms`` their keys' ``||f_h(x_k)||``, satool.maps)."""
         x = self.embed(mel)
         t = x.shape[0]
         band = None
@@ -100,11 +102,13 @@ class WhisperEncoderNet(nn.Module):
             band = ((pos[:, None] - pos[None, :]).abs() <= int(attention_span)).to(x.dtype)
         run = self.config.layers if run is None else run
         states = [x] if want_hidden else []
-        maps = {}
+        maps, norms = {}, {}
         for i in range(run):
             layer = self.layers[i]
-            out, probs = self.attend(layer, layer.self_attn_layer_norm(x), None if head_mask is None else head_mask[i],
-                                     band)
+            normed = layer.self_attn_layer_norm(x)
+            if want_value_norms and i in keep:
+                norms[i] = self.value_norms(layer, normed)
+            out, probs = self.attend(layer, normed, None if head_mask is None else head_mask[i], band)
             x = x + out
             x = x + layer.fc2(self.act(layer.fc1(layer.final_layer_norm(x))))
             if i in keep:
@@ -113,4 +117,13 @@ class WhisperEncoderNet(nn.Module):
                 states.append(x)
         if want_hidden and run == self.config.layers:
             states.append(self.layer_norm(x))
-        return WhisperOutput(states, maps)
+        return WhisperOutput(states, maps, norms if want_value_norms else None)
+
+    def value_norms(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        """``[head, key]``: each key's value vector (bias included) of the attention input ``x[step, width]``
+        through its head's columns of ``out_proj`` (its bias left out)."""
+        from satool.maps import head_value_norms
+
+        c = self.config
+        v = layer.self_attn.v_proj(x).view(x.shape[0], c.heads, c.head_dim).transpose(0, 1)
+        return head_value_norms(v, layer.self_attn.out_proj.weight)
