@@ -334,7 +334,7 @@ def score_cache(cache, metrics: Sequence[HeadMetric], *, progress=None) -> HeadS
     return score_heads(
         cache_stream(cache, reuse_buffer=True), metrics, cache.layers, cache.heads, progress=progress,
         source={"cache": str(cache.path), "model": cache.attrs.get("model", {}).get("checkpoint"),
-                "sha256": cache.attrs.get("model", {}).get("sha256")},
+                "sha256": cache.attrs.get("model", {}).get("sha256"), "maps": cache.maps},
     )
 
 

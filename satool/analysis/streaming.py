@@ -162,12 +162,13 @@ class StreamResult:
 
 
 def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_frames: int | None = None,
-                     block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False
-                     ) -> Iterator[StreamedUtterance]:
-    """Each utterance through ``model``, its maps of ``layers`` (0-based) as float16-rounded float32
-    query blocks of at most ``block_bytes``; audio and features are read one ahead. An utterance the
-    corpus or the model refuses is appended to ``skipped`` as (id, reason). ``whole_maps(utt)``: the
-    whole maps of that utterance will be assembled, so they must fit the attention budget."""
+                     block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False,
+                     maps: str = "attention") -> Iterator[StreamedUtterance]:
+    """Each utterance through ``model``, its maps of kind ``maps`` (satool.maps) of ``layers`` (0-based)
+    as float16-rounded float32 query blocks of at most ``block_bytes``; audio and features are read one
+    ahead. An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    ``whole_maps(utt)``: the whole maps of that utterance will be assembled, so they must fit the
+    attention budget."""
     import torch
 
     max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
@@ -189,7 +190,7 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
                                        phone_set=phone_set)
 
         def blocks(features=features):
-            for layer, first, probs in model.attention_blocks(features, list(layers), block_bytes=block_bytes):
+            for layer, first, probs in model.map_blocks(features, list(layers), maps=maps, block_bytes=block_bytes):
                 yield position[layer], first, probs.to(torch.float16).to(torch.float32).cpu().numpy()
 
         yield StreamedUtterance(meta, steps, blocks())

@@ -71,6 +71,14 @@ class AttentionCache:
         return list(self.attrs.get("hidden_states", []))
 
     @property
+    def maps(self) -> str:
+        """The map kind stored (satool.maps): ``attention``, ``value-norm`` or ``rollout`` (head 1 of each
+        layer is the rollout through that layer)."""
+        from satool.maps import kind_of
+
+        return kind_of(self.attrs)
+
+    @property
     def frames_per_step(self) -> int:
         return int(self.attrs["frames_per_step"])
 

@@ -26,7 +26,7 @@ from satool.errors import InputError
 # Fields of the manifest that every shard's own copy must repeat exactly: they decide what the
 # numbers in the shard mean (which model, which layers, which corpus and phone set, which rate).
 SHARD_AGREEMENT = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned",
-                   "frames_per_step", "corpus")
+                   "frames_per_step", "corpus", "maps")
 ROW_SUM_TOLERANCE = 0.02  # float16 storage: a row of weights sums to 1 within this
 DEFAULT_COMPRESSION = "blosc"  # Blosc LZ4 + byte shuffle: the fastest (docs/performance.md)
 FLUSH_EVERY_S = 30.0  # seconds a shard stays open: at most this much work is redone after a crash
@@ -37,12 +37,14 @@ MANIFEST_SETTINGS = ("split", "phone_set", "max_utts", "max_frames", "attention"
 
 def build_manifest(model: Any, corpus: Any, *, corpus_path: str | Path, alignments: str | Path | None,
                    layers: list[int], heads: list[int], hidden_states: list[int], settings: dict[str, Any],
-                   planned: list[str], compression: str) -> dict[str, Any]:
+                   planned: list[str], compression: str, maps: str = "attention") -> dict[str, Any]:
     """The manifest of a cache of ``model`` (an :class:`~satool.models.base.AttentionModel`) over
     ``corpus`` (an opened :class:`~satool.data.corpus.Corpus`): provenance, what is stored, the planned
     utterances in order, and the conventions of the stored arrays. ``settings``: the extraction
-    settings named in :data:`MANIFEST_SETTINGS`. The writer adds ``schema_version``."""
+    settings named in :data:`MANIFEST_SETTINGS`. ``maps``: the map kind stored (satool.maps; a
+    rollout cache stores one map per layer as head 1). The writer adds ``schema_version``."""
     from satool import __version__
+    from satool.maps import DESCRIPTIONS, check_kind
 
     missing = set(MANIFEST_SETTINGS) - set(settings)
     if missing:
@@ -54,6 +56,8 @@ def build_manifest(model: Any, corpus: Any, *, corpus_path: str | Path, alignmen
         "heads": heads,
         "hidden_states": hidden_states,
         "hidden_state_names": [model.hidden_state_names[s] for s in hidden_states],
+        "maps": check_kind(maps),
+        "maps_definition": DESCRIPTIONS[maps],
         "settings": {key: settings[key] for key in MANIFEST_SETTINGS},
         "planned": planned,
         "frames_per_step": model.frames_per_step,
@@ -122,7 +126,24 @@ def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
             raise InputError(f"manifest field 'corpus.{key}' must be text", path=path)
     if not isinstance(manifest.get("settings", {}), dict):
         raise InputError("manifest field 'settings' must be an object", path=path)
+    from satool.maps import MAP_KINDS, PER_LAYER, kind_of
+
+    kind = manifest.get("maps")
+    if kind is not None and kind not in MAP_KINDS:
+        raise InputError(f"manifest field 'maps' = {kind!r} is not a map kind ({', '.join(MAP_KINDS)})", path=path)
+    if kind_of(manifest) in PER_LAYER and manifest["heads"] != [1]:
+        raise InputError(f"a {kind} cache stores one map per layer (heads [1]), the manifest lists heads "
+                         f"{manifest['heads']}", path=path)
     return manifest
+
+
+def same_field(key: str, one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two manifests agree on ``key`` (a manifest written before map kinds existed holds raw weights)."""
+    if key == "maps":
+        from satool.maps import kind_of
+
+        return kind_of(one) == kind_of(other)
+    return one.get(key) == other.get(key)
 
 
 def check_shard_agrees(shard_manifest: Any, manifest: dict[str, Any], shard: Path) -> None:
@@ -131,9 +152,9 @@ def check_shard_agrees(shard_manifest: Any, manifest: dict[str, Any], shard: Pat
     if not isinstance(shard_manifest, dict):
         raise InputError("the shard does not record its manifest", path=shard)
     for key in SHARD_AGREEMENT:
-        if shard_manifest.get(key) != manifest.get(key):
+        if not same_field(key, shard_manifest, manifest):
             what = {"model": "another model", "corpus": "another corpus or phone set",
-                    "frames_per_step": "another frame rate"}.get(key, f"other {key.replace('_', ' ')}")
+                    "frames_per_step": "another frame rate", "maps": "another map kind"}.get(key, f"other {key.replace('_', ' ')}")
             raise InputError(f"this shard was written with {what} than manifest.json records (mixed caches, or "
                              "an edited manifest); extract again into a new directory", path=shard)
 
@@ -216,7 +237,7 @@ AXES = {
     "boundaries": "[boundary] seconds",
 }
 # Manifest fields that must match when resuming into an existing cache.
-IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned")
+IDENTITY_FIELDS = ("schema_version", "model", "layers", "heads", "hidden_states", "settings", "planned", "maps")
 COMPRESSIONS = (DEFAULT_COMPRESSION, "lzf", "gzip", "none")  # blosc = Blosc LZ4 + byte shuffle (hdf5plugin)
 
 

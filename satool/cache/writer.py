@@ -27,6 +27,7 @@ from satool.cache.schema import (
     finished_utterances,
     meta_checksum,
     read_manifest,
+    same_field,
 )
 from satool.errors import BusyError, EnvironmentProblem, UsageError
 from satool.utterance import UtteranceMeta
@@ -183,7 +184,7 @@ class CacheWriter:
         if existing_file.exists():
             existing = read_manifest(self.path)
             for key in IDENTITY_FIELDS:
-                if existing.get(key) != manifest.get(key):
+                if not same_field(key, existing, manifest):
                     raise UsageError(
                         f"{self.path}: this cache was made with different {key.replace('_', ' ')}; "
                         "use another --out (or delete the directory) to start over"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from satool.cli.common import log, parse_csv, parse_numbers, progress_bar, say
+from satool.maps import HELP as MAPS_HELP
 from satool.stages import default, default_csv
 from satool.stages import extract as stage
 
@@ -47,6 +48,8 @@ def extract(
                                       "closes: at most this much work is redone after a crash (0 = after every "
                                       "utterance)."),
     device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto."),
+    maps: str = typer.Option(default(stage.Settings, "maps"), "--maps", help=MAPS_HELP + " Recorded in the "
+                             "cache: every stage reading it works on that kind."),
 ) -> None:
     """Run a model over a corpus and store its attention maps in an HDF5 cache.
 
@@ -72,7 +75,8 @@ def extract(
         checkpoint=checkpoint, corpus=corpus, out=out, alignments=alignments, split=parse_csv(split) or None,
         phone_set=phone_set, layers=parse_numbers(layers), heads=parse_numbers(heads),
         hidden_states=parse_numbers(hidden_states) or [], max_utts=max_utts, max_frames=max_frames,
-        compression=compression, shard=parse_shard(shard), strict=strict, flush_every=flush_every, device=device)
+        compression=compression, shard=parse_shard(shard), strict=strict, flush_every=flush_every, device=device,
+        maps=maps)
     index, count = stage.world_shard(settings.shard)
     label = "extracting" if count == 1 else f"extracting {index}/{count}"
 
@@ -92,7 +96,8 @@ def extract(
                 bars[0].total(total, completed)
 
         summary = stage.run(settings, Lazy(), log, on_ready=ready)
-    say(f"{settings.out}: {summary.written} utterances written, {summary.already_done} already there, "
+    kind = "" if settings.maps == "attention" else f" ({settings.maps} maps)"
+    say(f"{settings.out}{kind}: {summary.written} utterances written, {summary.already_done} already there, "
         f"{len(summary.skipped)} skipped ({summary.seconds:.1f} s; "
         f"{summary.audio_seconds / max(summary.seconds, 1e-9):.0f}x real time)")
     if index == 0:

@@ -16,6 +16,7 @@ from satool.cli.common import (
     say,
 )
 from satool.cli.extract import parse_shard
+from satool.maps import HELP as MAPS_HELP
 from satool.stages import default, default_csv
 from satool.stages import metric as stage
 from satool.stages.submit import Cluster
@@ -70,6 +71,12 @@ def metric(
                                       help="GPUs per --submit slurm task."),
     mem_gb: float = typer.Option(default(stage.Settings, "cluster.mem_gb"), min=0.1,
                                  help="Memory (GB) per --submit slurm task."),
+    maps: str | None = typer.Option(default(stage.Settings, "maps"), "--maps", help=MAPS_HELP + " A cache holds "
+                                    "the kind it was extracted with (the default; another is an error); from a "
+                                    "checkpoint the default is attention."),
+    beside: Path | None = typer.Option(default(stage.Settings, "beside"), "--beside", help="Metric results of the "
+                                       "same heads on another map kind (e.g. an attention cache's): set both side "
+                                       "by side in OUT/maps_side_by_side.csv, shown by 'satool report'."),
 ) -> None:
     """Globalness, verticality, diagonality and weight of every head, and its category.
 
@@ -99,7 +106,7 @@ def metric(
                               max_utts=max_utts, max_frames=max_frames, device=device,
                               layers=parse_numbers(layers), shard=parse_shard(shard), block_mb=block_mb,
                               keep_maps=keep_maps, keep=parse_csv(keep) or None, flush_every=flush_every,
-                              submit=submit, shards=shards,
+                              submit=submit, shards=shards, maps=maps, beside=beside,
                               cluster=Cluster(jobs=jobs, partition=partition, timeout_min=timeout_min,
                                               cpus_per_task=cpus_per_task, gpus_per_node=gpus_per_node,
                                               mem_gb=mem_gb))
@@ -113,6 +120,8 @@ def metric(
         print_json(outputs.scores.records())
     else:
         _print_summary(outputs.scores)
+        if outputs.beside is not None:
+            _print_beside(outputs.beside)
     say(f"wrote {', '.join(str(p) for p in outputs.paths.values())}")
 
 
@@ -123,11 +132,15 @@ def _print_summary(scores) -> None:
     from rich.table import Table
 
     from satool.heads import label
+    from satool.maps import PER_LAYER, kind_of
     from satool.results.metrics import LOCAL_RATIO, NEAR_TIE
 
     out = results_console()
     categories = Counter(scores.categories().ravel().tolist())
-    out.print(f"{len(scores.layers) * len(scores.heads)} heads over {scores.utterances} utterances: "
+    kind = kind_of(scores.source)
+    what = "layers' rollout maps (L3.H1 = through layer 3)" if kind in PER_LAYER else "heads"
+    out.print(f"maps: {kind}" + ("" if kind == "attention" else " (docs/maps.md)"))
+    out.print(f"{len(scores.layers) * len(scores.heads)} {what} over {scores.utterances} utterances: "
               + ", ".join(f"{n} {c}" for c, n in sorted(categories.items()) if c))
     local = scores.locality()
     if local is not None:
@@ -153,3 +166,19 @@ def _print_summary(scores) -> None:
         if tied:
             say(f"{name}: {tied} of {scores.values[name].size} heads lie within {NEAR_TIE:g} x the largest value of "
                 "another head: their order (and ranks, categories) is arbitrary", "note:")
+
+
+def _print_beside(beside) -> None:
+    from rich.table import Table
+
+    out = results_console()
+    first, second = beside.kinds
+    table = Table("metric", f"rank correlation {first} / {second} (Spearman)", title=f"The same heads: {first} "
+                  f"maps beside {second} maps")
+    for name in beside.metrics:
+        rho = beside.rank_correlation[name]
+        table.add_row(name, "n/a" if rho is None else f"{rho:.3f}")
+    out.print(table)
+    changed = [r["label"] for r in beside.rows if r["category changed"]]
+    out.print(f"{len(changed)} of {len(beside.rows)} heads change category"
+              + (f": {', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}" if changed else ""))

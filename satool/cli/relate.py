@@ -8,6 +8,7 @@ import typer
 
 from satool.cli.common import log, parse_csv, parse_numbers, progress_bar, say
 from satool.cli.extract import parse_shard
+from satool.maps import HELP as MAPS_HELP
 from satool.stages import default, default_csv
 from satool.stages import relate as stage
 from satool.stages.submit import Cluster
@@ -62,6 +63,9 @@ def relate(
     mem_gb: float = typer.Option(default(stage.Settings, "cluster.mem_gb"), min=0.1,
                                  help="Memory (GB) per --submit slurm task."),
     device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto (checkpoint mode)."),
+    maps: str | None = typer.Option(default(stage.Settings, "maps"), "--maps", help=MAPS_HELP + " A cache holds "
+                                    "the kind it was extracted with (the default); from a checkpoint the default "
+                                    "is attention."),
 ) -> None:
     """Which phones attend to which: P'_h, the uniform baseline P_U, P_h and the concentration C_h.
 
@@ -94,7 +98,7 @@ def relate(
                               split=parse_csv(split) or None, max_utts=max_utts, max_frames=max_frames,
                               layers=parse_numbers(layers), shard=parse_shard(shard), block_mb=block_mb,
                               keep_maps=keep_maps, keep=parse_csv(keep) or None, flush_every=flush_every,
-                              submit=submit, shards=shards,
+                              submit=submit, shards=shards, maps=maps,
                               cluster=Cluster(jobs=jobs, partition=partition, timeout_min=timeout_min,
                                               cpus_per_task=cpus_per_task, gpus_per_node=gpus_per_node,
                                               mem_gb=mem_gb),

@@ -35,6 +35,9 @@ def segment(
     out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     allow_partial: bool = typer.Option(default(stage.Settings, "allow_partial"),
                                        help="Use an unfinished cache's finished utterances."),
+    maps: str | None = typer.Option(default(stage.Settings, "maps"), "--maps", help="Map kind of the attn: "
+                                    "sources: the cache's own (the default; another is an error: extract with "
+                                    "--maps KIND). docs/maps.md"),
 ) -> None:
     """Find phone boundaries from attention rows or features (kernel-Gram method, docs/science.md §5).
 
@@ -53,11 +56,13 @@ def segment(
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
     settings = stage.Settings(cache=cache_path, features=parse_csv(features), tune_on=tune_on, test_on=test_on,
                               alpha=alpha, beta=beta, tolerance=tolerance, all_heads=all_heads, example=example,
-                              out=out, allow_partial=allow_partial)
+                              out=out, allow_partial=allow_partial, maps=maps)
     with progress_bar(None, "segmenting") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
     _print(outputs.results.results, tolerance, BOUNDARY_CONVENTION)
+    if outputs.results.maps != "attention" and any(r.source.startswith("attn:") for r in outputs.results.results):
+        say(f"attn: sources are {outputs.results.maps} maps (docs/maps.md)", "note:")
     if outputs.results.ranking:
         best = ", ".join(f"{label(r['layer'], r['head'])} {100 * r['strict_r_value']:.1f}"
                          for r in outputs.results.ranking[:5])

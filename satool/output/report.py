@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from satool.results.health import BASELINES, HealthCheck
+from satool.results.maps import MapsSideBySide
 from satool.results.metrics import LOCAL_RATIO, HeadScores
 from satool.results.probe import ProbeResults
 from satool.results.run import RunResults
@@ -83,7 +84,8 @@ def render(run: RunResults, verdicts: VerdictReport | None, out: Path, *, viewer
     # -- heads -----------------------------------------------------------------
     if run.metrics is not None:
         sections.append(("Which heads are global, vertical, diagonal (paper Fig. 1)",
-                         _heads_section(run.metrics, run.paths["metrics"]) + viewer))
+                         _heads_section(run.metrics, run.paths["metrics"]) + viewer
+                         + _maps_section(run.maps_side_by_side)))
 
     # -- segmentation ----------------------------------------------------------
     if run.segment is not None:
@@ -209,7 +211,7 @@ def _heads_section(scores: HeadScores, metrics_dir: Path) -> str:
                     "No head is local: the heads ranked 'diagonal' do not attend near themselves, and this "
                     "report does not call them diagonal heads.") + "</p>")
     top = sorted(rows, key=lambda r: -(r.get("locality") or 0))[:8]
-    return (text + img(metrics_dir / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
+    return (_maps_note(scores) + text + img(metrics_dir / "top_heads.png", "Fig. 1: attention maps of the top heads per metric")
             + table(layer_rows, [("layer", "layer"), ("global", "rank: global"), ("vertical", "rank: vertical"),
                                   ("diagonal", "rank: diagonal"), ("local", f"local (>= {LOCAL_RATIO:g}x)")])
             + "<p>The most local heads:</p>"
@@ -220,6 +222,38 @@ def _heads_section(scores: HeadScores, metrics_dir: Path) -> str:
             + img(metrics_dir / "offset_profiles.png", "Offset profiles: mean weight by relative offset, in units "
                    "of uniform attention", "70%")
             + img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
+
+
+def _maps_note(scores: HeadScores) -> str:
+    from satool.maps import ATTENTION, DESCRIPTIONS, kind_of
+
+    kind = kind_of(scores.source)
+    if kind == ATTENTION:
+        return ""
+    return (f"<p><b>Maps: {html.escape(kind)}</b> ({html.escape(DESCRIPTIONS[kind])}; docs/maps.md): every number "
+            "and figure of this section describes these maps, not the raw attention weights.</p>")
+
+
+def _maps_section(beside: MapsSideBySide | None) -> str:
+    """The same heads' metrics on two map kinds (``satool metric --beside``), when the run has them."""
+    if beside is None:
+        return ""
+    first, second = beside.kinds
+    rho = [{"metric": m, "rho": beside.rank_correlation[m]} for m in beside.metrics]
+    changed = [r for r in beside.rows if r["category changed"]]
+    columns = [("label", "head")] + [(f"{m} ({k})", f"{m[0].upper()} {k}") for m in beside.metrics
+                                      if m in ("globalness", "verticality", "diagonality") for k in beside.kinds]
+    columns += [(f"category ({k})", f"category {k}") for k in beside.kinds]
+    moved = sorted(beside.rows, key=lambda r: -abs((r.get(f"verticality rank ({first})") or 0)
+                                                   - (r.get(f"verticality rank ({second})") or 0)))[:10]
+    return (f"<h3>{html.escape(first)} maps beside {html.escape(second)} maps of the same heads</h3>"
+            "<p>Raw weights can mislead: a key weighted heavily adds little when its transformed value is small "
+            "(docs/maps.md). Rank correlation of each metric between the two kinds (1 = the same order of "
+            f"heads), and the heads whose category differs ({len(changed)} of {len(beside.rows)}):</p>"
+            + table(rho, [("metric", "metric"), ("rho", "Spearman rho")], {"rho": ".3f"})
+            + table(changed, columns, {c: ".3f" for c, _ in columns[1:-2]})
+            + "<p>The heads whose verticality rank moves most:</p>"
+            + table(moved, columns, {c: ".3f" for c, _ in columns[1:-2]}))
 
 
 def _layer_name(layer: int) -> str:

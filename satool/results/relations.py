@@ -34,6 +34,7 @@ class Relations(StoredResult):
     p_uniform: np.ndarray  # [query phone, key phone]
     utterances: int
     verticality: np.ndarray | None = None  # [head] (for Fig. 4)
+    maps: str = "attention"  # the map kind related (satool.maps); files without it hold raw weights
 
     NPZ: ClassVar[str] = "relations.npz"
     MAIN: ClassVar[str] = NPZ
@@ -74,6 +75,7 @@ class Relations(StoredResult):
             phones=np.array(self.phones), p_prime=self.p_prime, p_uniform=self.p_uniform, p_norm=self.p_norm,
             concentration=self.concentration, utterances=self.utterances,
             verticality=self.verticality if self.verticality is not None else np.array([]),
+            maps=np.array(self.maps),
         )
         norm = self.p_norm
         with open(out / self.CSV, "w", newline="") as f:
@@ -109,6 +111,8 @@ class Relations(StoredResult):
             with np.load(file, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("labels", "layers", "heads", "phones", "p_prime", "p_uniform",
                                                "utterances", "verticality")}
+                if "maps" in data.files:
+                    arrays["maps"] = data["maps"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise InputError(f"not a satool relations file ({' '.join(str(exc).split())[:160]})", path=file) from None
         return cls.from_arrays(arrays, file)
@@ -134,9 +138,14 @@ class Relations(StoredResult):
         vert = a["verticality"]
         if vert.size and (vert.shape != (n_heads,) or not np.all(np.isfinite(vert))):
             fail("verticality must hold one finite value per head")
+        from satool.maps import MAP_KINDS
+
+        kind = a.get("maps", np.array("attention"))
+        if kind.shape != () or kind.dtype.kind != "U" or str(kind) not in MAP_KINDS:
+            fail(f"maps must name a map kind ({', '.join(MAP_KINDS)})")
         return cls([str(x) for x in labels], a["layers"].astype(int), a["heads"].astype(int),
                    [str(x) for x in phones], a["p_prime"].astype(np.float64), a["p_uniform"].astype(np.float64),
-                   int(a["utterances"]), vert.astype(np.float64) if vert.size else None)
+                   int(a["utterances"]), vert.astype(np.float64) if vert.size else None, str(kind))
 
     def index(self, layer: int, head: int) -> int:
         """Position of head ``layer``.``head`` (1-based numbers) in the arrays."""

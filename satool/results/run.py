@@ -15,6 +15,7 @@ from typing import Any
 from satool.errors import InputError
 from satool.results.files import Document, read_json
 from satool.results.health import HealthCheck
+from satool.results.maps import MapsSideBySide
 from satool.results.metrics import HeadScores
 from satool.results.probe import ProbeResults
 from satool.results.prune import PruneSweep, SpanSweep
@@ -28,7 +29,8 @@ DEMO_STATE = "demo-state.json"
 # attribute of RunResults <- typed result, read from the folder of that workspace path (in this order)
 LOADED = (("health", HealthCheck, "health"), ("metrics", HeadScores, "metrics"), ("segment", SegmentResults, "segment"),
           ("relations", Relations, "relate"), ("probe", ProbeResults, "probe"), ("prune", PruneSweep, "prune"),
-          ("spans", SpanSweep, "spans"), ("spans", SpanSweep, "prune"))
+          ("spans", SpanSweep, "spans"), ("spans", SpanSweep, "prune"),
+          ("maps_side_by_side", MapsSideBySide, "metrics"))
 
 
 @dataclass
@@ -45,6 +47,7 @@ class RunResults:
     probe: ProbeResults | None = None
     prune: PruneSweep | None = None
     spans: SpanSweep | None = None
+    maps_side_by_side: MapsSideBySide | None = None  # the metrics beside those of another map kind
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # demo stages: seconds, model provenance
     corpus: dict[str, Any] | None = None  # the synthetic corpus's manifest (hours, counts)
 

@@ -91,6 +91,7 @@ class SegmentResults(StoredResult):
     best_hidden: str | None = None
     ranking: list[dict[str, Any]] | None = None
     test_ids: list[str] = field(default_factory=list)  # the test utterances, in per_utterance's order
+    maps: str = "attention"  # the map kind of the cache's attn: sources (satool.maps)
 
     CSV: ClassVar[str] = "segment_results.csv"
     JSON: ClassVar[str] = "segment_results.json"
@@ -106,7 +107,8 @@ class SegmentResults(StoredResult):
         extra = {k: v for k, v in (("cache", self.cache), ("tune_on", self.tune_on), ("test_on", self.test_on),
                                    ("best_head", self.best_head), ("best_hidden", self.best_hidden)) if v is not None}
         curve = [row for r in self.results for row in r.curve_rows()]
-        document = {"tolerance_s": self.tolerance_s, "boundary_convention": BOUNDARY_CONVENTION, "results": rows,
+        document = {"tolerance_s": self.tolerance_s, "boundary_convention": BOUNDARY_CONVENTION, "maps": self.maps,
+                    "results": rows,
                     **extra, "strict_per_utterance": {r.source: r.per_utterance for r in self.results},
                     "pr_curve": curve}
         if self.ranking is not None:
@@ -158,11 +160,21 @@ class SegmentResults(StoredResult):
         if test_ids and any(r.per_utterance and len(r.per_utterance) != len(test_ids) for r in results):
             doc.fail("per-utterance counts and test_utterances disagree in length")
         out = cls(results, tolerance, doc.text("cache", None), doc.text("tune_on", None), doc.text("test_on", None),
-                  doc.text("best_head", None), doc.text("best_hidden", None), ranking, list(test_ids))
+                  doc.text("best_head", None), doc.text("best_hidden", None), ranking, list(test_ids),
+                  _map_kind(doc))
         for label in (out.best_head, out.best_hidden):
             if label is not None and out.source(label) is None:
                 doc.fail(f"names {label!r} as chosen, but has no results for it")
         return out
+
+
+def _map_kind(doc) -> str:
+    from satool.maps import MAP_KINDS
+
+    kind = doc.text("maps", None) or "attention"  # results written before map kinds hold raw weights
+    if kind not in MAP_KINDS:
+        doc.fail(f"maps must name a map kind ({', '.join(MAP_KINDS)}), found {kind!r}")
+    return kind
 
 
 @dataclass

@@ -40,6 +40,7 @@ class Settings:
     max_utts: int | None = None
     max_frames: int | None = None  # 10 ms frames per utterance (longer ones are truncated)
     attention: bool = True  # store the maps (False: hidden states only)
+    maps: str = "attention"  # map kind stored (satool.maps): attention, value-norm or rollout
     compression: str = DEFAULT_COMPRESSION
     shard: tuple[int, int] | None = None  # (i, N): this process's share; None = torchrun's or all
     strict: bool = False  # stop at the first bad utterance instead of skipping it
@@ -114,8 +115,14 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet,
     model = load_model(s.checkpoint, device=s.device, loaders=plugins.models.objects())
     corpus = open_corpus(s.corpus, s.alignments, readers=plugins.corpora.objects(), phone_set=s.phone_set)
     utterances = corpus.select(s.split, s.max_utts)
+    from satool.maps import PER_LAYER, heads_of
+
+    model.require_maps(s.maps)
     layers = _check_selection("layers", s.layers, model.num_layers)
-    heads = _check_selection("heads", s.heads, model.num_heads)
+    if s.maps in PER_LAYER and s.heads is not None:
+        raise UsageError(f"--maps {s.maps} stores one map per layer: --heads does not apply")
+    heads = heads_of(s.maps, model.num_heads) if s.maps in PER_LAYER else \
+        _check_selection("heads", s.heads, model.num_heads)
     states = _check_selection("hidden", s.hidden_states, len(model.hidden_state_names), first=0) \
         if s.hidden_states else []
     planned = [u.id for u in utterances]
@@ -125,7 +132,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet,
         raise InputError(f"utterance id {twice!r} occurs more than once in this corpus", path=s.corpus)
     manifest = build_manifest(
         model, corpus, corpus_path=s.corpus, alignments=s.alignments, layers=layers, heads=heads,
-        hidden_states=states, planned=planned, compression=s.compression,
+        hidden_states=states, planned=planned, compression=s.compression, maps=s.maps,
         settings={"split": s.split, "phone_set": s.phone_set, "max_utts": s.max_utts, "max_frames": s.max_frames,
                   "attention": s.attention})
     layer_list = [layer - 1 for layer in layers]
@@ -162,8 +169,11 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet,
                 write_behind(writer.add_skipped, utt.id, prepared)
             else:
                 features, crc = prepared
-                encoded = model.encode([features], want_attentions=s.attention, want_hidden=bool(states),
-                                       layers=layer_list)[0]
+                if s.attention:
+                    encoded = model.encode_maps(features, maps=s.maps, layers=layer_list, want_hidden=bool(states))
+                else:
+                    encoded = model.encode([features], want_attentions=False, want_hidden=bool(states),
+                                           layers=layer_list)[0]
                 attention = None
                 if encoded.attentions is not None:
                     maps = encoded.attentions
@@ -171,7 +181,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet,
                         raise InputError(f"the model produced NaN or infinite attention weights for {utt.id!r}: "
                                          "its numbers cannot be analysed (finished utterances are kept)",
                                          path=s.checkpoint)
-                    if len(heads) < model.num_heads:
+                    if maps.shape[1] > len(heads):
                         maps = maps.index_select(1, head_index)
                     attention = maps.to(torch.float16).cpu().numpy()
                 hidden = encoded.hidden_states[states].to(torch.float16).cpu().numpy() if states else None
@@ -192,4 +202,5 @@ def record(workspace, settings: Settings, outputs: ExtractSummary) -> None:
     split = settings.split
     workspace.record("extract", {"checkpoint": settings.checkpoint, "corpus": settings.corpus,
                                  "alignments": settings.alignments, "cache": settings.out},
-                     split=",".join(split) if isinstance(split, list) else split, max_frames=settings.max_frames)
+                     split=",".join(split) if isinstance(split, list) else split, max_frames=settings.max_frames,
+                     maps=settings.maps)

@@ -35,6 +35,10 @@ class Settings:
     submit: str | None = None  # run the shards as a job array: "local" or "slurm" (satool.stages.submit)
     shards: int = 4  # with ``submit``: how many
     cluster: Cluster = field(default_factory=Cluster)
+    # map kind (satool.maps): None = the cache's own kind (a cache holds one), raw weights from a checkpoint
+    maps: str | None = None
+    # metric results of the same heads on another map kind: both set side by side (maps_side_by_side.csv)
+    beside: Path | None = None
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Outputs:
     kept: list[str] = field(default_factory=list)  # metrics kept from earlier results
     from_cache: bool = True
     stream: Any = None  # satool.stages.streaming.StreamOutcome of a checkpoint run
+    beside: Any = None  # satool.results.maps.MapsSideBySide with ``Settings.beside``
 
 
 def is_cache(path: Path) -> bool:
@@ -51,6 +56,28 @@ def is_cache(path: Path) -> bool:
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    beside = _beside_scores(settings.beside)  # fails before the pass, not after it
+    outputs = _run(settings, progress, log)
+    if beside is not None and outputs.scores is not None:
+        from satool.analysis.maps import side_by_side
+
+        outputs.beside = side_by_side(outputs.scores, beside)
+        outputs.paths.update(outputs.beside.save(settings.out))
+    return outputs
+
+
+def _beside_scores(where: Path | None):
+    if where is None:
+        return None
+    from satool.errors import UsageError
+    from satool.results.metrics import HeadScores
+
+    if not HeadScores.exists(where):
+        raise UsageError(f"--beside {where}: no metric results there (run 'satool metric' on the other kind first)")
+    return HeadScores.load(where)
+
+
+def _run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
     from satool.errors import UsageError
     from satool.plugins import get_plugins
 
@@ -68,6 +95,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
             raise UsageError(f"{settings.source} is a cache: --shard and --submit are for checkpoints "
                              "(shard a cache with 'satool extract --shard')")
         cache = open_cache(settings.source)
+        cache_kind(cache, settings.maps)
         cache.require_complete(settings.allow_partial, warn=lambda m: log(m, "warning:"))
         progress.total(len(cache.utterance_ids), 0)
         scores = score_cache(cache, metrics, progress=progress.advance)
@@ -94,13 +122,28 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     return _save(scores, settings.out, log, example_id, example, step_s, settings.top, True)
 
 
+def cache_kind(cache, asked: str | None) -> str:
+    """The cache's map kind, or a UsageError when ``--maps`` asks for another (a cache holds one kind,
+    chosen at extraction)."""
+    from satool.errors import UsageError
+    from satool.maps import check_kind
+
+    if asked is not None and check_kind(asked) != cache.maps:
+        raise UsageError(f"{cache.path} holds {cache.maps} maps, not {asked}: extract a cache with --maps {asked} "
+                         f"(or run from the checkpoint: satool metric CHECKPOINT CORPUS --maps {asked})")
+    return cache.maps
+
+
 def stream_pass(settings: Settings, metrics, progress, log):
     """This process's shard of a metric pass straight from the checkpoint (satool.stages.streaming)."""
     from satool.analysis.scoring import ScoreSums
+    from satool.maps import DEFAULT_MAPS, heads_of
     from satool.stages.streaming import StreamInputs, run_stream
 
+    kind = settings.maps or DEFAULT_MAPS
+
     def make_sums(model, corpus, layers):
-        return {"scores": ScoreSums(metrics, layers, list(range(1, model.num_heads + 1)))}
+        return {"scores": ScoreSums(metrics, layers, heads_of(kind, model.num_heads))}
 
     def restore(described, state):
         return {"scores": ScoreSums.from_arrays(described, state["arrays"], state["failed"], where=state["where"],
@@ -110,7 +153,7 @@ def stream_pass(settings: Settings, metrics, progress, log):
         checkpoint=settings.source, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
         split=settings.split, max_utts=settings.max_utts, max_frames=settings.max_frames, layers=settings.layers,
         shard=settings.shard, block_mb=settings.block_mb, keep_maps=settings.keep_maps,
-        keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device)
+        keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device, maps=kind)
     return run_stream("metric", inputs, make_sums, restore, {"top": settings.top}, progress, log)
 
 
@@ -124,7 +167,8 @@ def finish(partial, out: Path, log: Log = quiet, where: Path | None = None) -> O
     settings = partial.settings
     try:
         sums = ScoreSums.from_arrays(settings["analysis"], partial.arrays, partial.info.get("failed", {}), where=where)
-        source = {"checkpoint": str(settings["checkpoint"]), "corpus": str(settings["corpus"])}
+        source = {"checkpoint": str(settings["checkpoint"]), "corpus": str(settings["corpus"]),
+                  "maps": str(settings.get("maps") or "attention")}
         step_s, top = float(settings["step_s"]), int(settings["draw"]["top"])
     except (KeyError, TypeError, ValueError):
         raise InputError("not the partial sums of a metric pass (settings incomplete)", path=where) from None
@@ -170,8 +214,10 @@ def earlier_results(out: Path, scores):
         previous = HeadScores.load(out)
     except InputError:
         return None
+    from satool.maps import kind_of
+
     same = all(previous.source.get(k) == scores.source.get(k) for k in ("cache", "sha256", "checkpoint", "corpus"))
-    return previous if same else None
+    return previous if same and kind_of(previous.source) == kind_of(scores.source) else None
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:
@@ -179,4 +225,7 @@ def record(workspace, settings: Settings, outputs: Outputs) -> None:
         return
     paths = ({"cache": settings.source} if outputs.from_cache else
              {"checkpoint": settings.source, "corpus": settings.corpus})
-    workspace.record("metric", {**paths, "metrics": settings.out}, metrics=",".join(outputs.scores.values))
+    from satool.maps import kind_of
+
+    workspace.record("metric", {**paths, "metrics": settings.out}, metrics=",".join(outputs.scores.values),
+                     maps=kind_of(outputs.scores.source))

@@ -57,6 +57,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     scores = None
     if (any(n != RANDOM for n in settings.by) or settings.spans is None) and HeadScores.exists(settings.metrics):
         scores = HeadScores.load(settings.metrics)
+        _check_orders(scores, settings.metrics, log)
     progress.total(len(train) + len(test), 0)
     data = [ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=settings.data.max_frames,
                       progress=progress.advance) for utts in (train, test)]
@@ -91,6 +92,20 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     for utt, reason in skipped[:5]:
         log(f"{utt}: {reason}", "skipped")
     return Outputs(sweep, paths, len(configurations), skipped)
+
+
+def _check_orders(scores, where, log: Log) -> None:
+    """Metric results of rollout maps (one per layer) order no heads: a UsageError; value-norm orders are
+    orders of real heads, said in a note."""
+    from satool.errors import UsageError
+    from satool.maps import ATTENTION, PER_LAYER, kind_of
+
+    kind = kind_of(scores.source)
+    if kind in PER_LAYER:
+        raise UsageError(f"{where}: metrics of {kind} maps (one map per layer) cannot order heads for pruning; "
+                         "use metric results of an attention or value-norm cache")
+    if kind != ATTENTION:
+        log(f"pruning orders from metrics of {kind} maps ({where}); pruning still zeroes each head's weights", "note:")
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -42,6 +42,8 @@ class Settings:
     shards: int = 4
     cluster: Cluster = field(default_factory=Cluster)
     device: str = "auto"
+    # map kind (satool.maps): None = the cache's own kind, raw weights from a checkpoint
+    maps: str | None = None
 
 
 @dataclass
@@ -67,8 +69,10 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     from satool.analysis.scoring import cache_stream
     from satool.cache import open_cache
     from satool.heads import check
+    from satool.stages.metric import cache_kind
 
     cache = open_cache(settings.cache)
+    kind = cache_kind(cache, settings.maps)
     cache.require_complete(settings.allow_partial, warn=lambda m: log(m, "warning:"))
     if settings.heads is not None:  # checked before the pass over the cache, not after it
         check(settings.heads, cache.layers, cache.heads)
@@ -77,6 +81,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     progress.total(len(cache.utterance_ids), 0)
     relations = relate(cache_stream(cache, reuse_buffer=True), cache.layers, cache.heads, cache.phone_set,
                        progress=progress.advance)
+    relations.maps = kind
     return _save(relations, draw, settings.out)
 
 
@@ -95,10 +100,15 @@ def _from_checkpoint(settings: Settings, progress, log) -> Outputs:
 
         return finish(run_array("relate", settings, progress, log), settings.out, log)
 
+    from satool.maps import DEFAULT_MAPS, heads_of
+
+    kind = settings.maps or DEFAULT_MAPS
+
     def make_sums(model, corpus, layers):
+        heads = heads_of(kind, model.num_heads)
         if settings.heads is not None:
-            check(settings.heads, layers, list(range(1, model.num_heads + 1)))
-        return {"relations": RelationSums(layers, list(range(1, model.num_heads + 1)), list(corpus.phone_set.names))}
+            check(settings.heads, layers, heads)
+        return {"relations": RelationSums(layers, heads, list(corpus.phone_set.names))}
 
     def restore(described, state):
         return {"relations": RelationSums.from_arrays(described, state["arrays"], where=state["where"])}
@@ -107,7 +117,7 @@ def _from_checkpoint(settings: Settings, progress, log) -> Outputs:
         checkpoint=settings.checkpoint, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
         split=settings.split, max_utts=settings.max_utts, max_frames=settings.max_frames, layers=settings.layers,
         shard=settings.shard, block_mb=settings.block_mb, keep_maps=settings.keep_maps,
-        keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device)
+        keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device, maps=kind)
     outcome = run_stream("relate", inputs, make_sums, restore, draw, progress, log)
     if outcome.shard[1] > 1:
         index, count = outcome.shard
@@ -134,7 +144,9 @@ def finish(partial, out: Path, log: Log = quiet, where: Path | None = None) -> O
         raise InputError("not the partial sums of a relation pass (settings incomplete)", path=where) from None
     for utt_id, reason in partial.info.get("skipped", []):
         log(f"{utt_id}: {reason}", "skipped")
-    return _save(sums.relations(), draw, out)
+    relations = sums.relations()
+    relations.maps = str(partial.settings.get("maps") or "attention")
+    return _save(relations, draw, out)
 
 
 def _draw_settings(settings: Settings) -> dict[str, Any]:

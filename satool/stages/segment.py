@@ -30,6 +30,7 @@ class Settings:
     example: str | None = None  # utterance of the figures (default the first test one)
     out: Path = Path("results/segment")
     allow_partial: bool = False
+    maps: str | None = None  # map kind of the attn: sources (satool.maps); None = the cache's own
 
 
 @dataclass
@@ -54,7 +55,10 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     from satool.results.segment import SegmentResults
 
     progress = progress or NoProgress()
+    from satool.stages.metric import cache_kind
+
     cache = open_cache(settings.cache)
+    kind = cache_kind(cache, settings.maps)
     cache.require_complete(settings.allow_partial, warn=lambda m: log(m, "warning:"))
     wanted = [f for f in settings.features if f not in ("attn:best", "hidden:all")]
     sources = parse_sources(",".join(wanted)) if wanted else []
@@ -94,7 +98,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
                              progress=progress.advance)
     results = SegmentResults(study_results, settings.tolerance, str(settings.cache), settings.tune_on,
                              settings.test_on, best_head.label if best_head else None, best_hidden, ranking,
-                             list(test_ids))
+                             list(test_ids), kind)
     paths = {**results.save(settings.out), **figures.draw(results, settings.out)}
     example_id = settings.example or test_ids[0]
     for source in examples:

@@ -10,6 +10,8 @@ settings restart it from the start). ``satool merge OUT`` adds the N shards' sum
 
 ``keep_maps`` (the first N utterances of each shard) or ``keep_ids`` keeps those utterances' whole
 maps in an attention cache ``OUT/maps`` for looking at (``satool view``, the metric figures).
+``maps`` chooses the map kind reduced (satool.maps: raw weights, value-norm or rollout); the partial
+sums record it, so shards of different kinds never merge.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StreamInputs:
     keep_ids: list[str] = field(default_factory=list)
     flush_every: float = 60.0
     device: str = "auto"
+    maps: str = "attention"  # map kind reduced (satool.maps)
 
 
 @dataclass
@@ -85,6 +88,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
     ids = [u.id for u in utterances]
     if len(set(ids)) != len(ids):
         raise InputError("an utterance id occurs more than once in this corpus", path=inputs.corpus)
+    model.require_maps(inputs.maps)
     layers = _layers(inputs.layers, model.num_layers)
     sums = make_sums(model, corpus, layers)
     accumulators = [s for s in (sums.get("scores"), sums.get("relations")) if s is not None]
@@ -93,7 +97,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
         "corpus": str(Path(inputs.corpus).resolve()),
         "alignments": None if inputs.alignments is None else str(Path(inputs.alignments).resolve()),
         "split": inputs.split, "max_utts": inputs.max_utts, "max_frames": inputs.max_frames,
-        "selected": len(ids), "step_s": model.step_s,
+        "selected": len(ids), "step_s": model.step_s, "maps": inputs.maps,
         "analysis": {k: v for s in accumulators for k, v in s.describe().items()}, "draw": draw,
     }
     shard_utts = [u for i, u in enumerate(utterances) if i % count == index]
@@ -160,7 +164,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
             writer.add(meta, maps)
 
         items = model_utterances(model, corpus, todo, [layer - 1 for layer in layers], max_frames=inputs.max_frames,
-                                 block_bytes=int(inputs.block_mb * 2**20), skipped=new_skips,
+                                 block_bytes=int(inputs.block_mb * 2**20), skipped=new_skips, maps=inputs.maps,
                                  whole_maps=lambda utt: utt.id in keep or _needs_whole_maps(scores))
 
         def counted(items):
@@ -259,12 +263,13 @@ class _KeptMaps:
     def __init__(self, path: Path, model, corpus, inputs: StreamInputs, layers: list[int], keep: set[str], rank: int):
         from satool.cache import CacheWriter
         from satool.cache.schema import DEFAULT_COMPRESSION, build_manifest
+        from satool.maps import heads_of
 
         planned = sorted(keep)
         manifest = build_manifest(
             model, corpus, corpus_path=inputs.corpus, alignments=inputs.alignments, layers=layers,
-            heads=list(range(1, model.num_heads + 1)), hidden_states=[], planned=planned,
-            compression=DEFAULT_COMPRESSION,
+            heads=heads_of(inputs.maps, model.num_heads), hidden_states=[], planned=planned,
+            compression=DEFAULT_COMPRESSION, maps=inputs.maps,
             settings={"split": inputs.split, "phone_set": corpus.phone_set.name, "max_utts": inputs.max_utts,
                       "max_frames": inputs.max_frames, "attention": True})
         self.writer = CacheWriter(path, manifest, rank=rank, compression=DEFAULT_COMPRESSION)

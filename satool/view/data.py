@@ -95,10 +95,15 @@ class ViewData:
 
     # -- API ---------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        from satool.maps import DESCRIPTIONS, kind_of
+
         corpus = self.corpus()
         rows = self.metric_rows()
         return {
             "cache": str(self.cache_path), "layers": self.cache.layers, "heads": self.cache.heads,
+            "maps": self.cache.maps, "maps_definition": DESCRIPTIONS[self.cache.maps],
+            "metrics_maps": None if self._scores is None else kind_of(self._scores.source),
+            "relations_maps": self._relations_kind(),
             "step_s": self.step_s, "frames_per_step": self.cache.frames_per_step,
             "phone_set": self.cache.phone_set, "utterances": len(self.cache.utterance_ids),
             "audio": corpus is not None, "audio_note": None if corpus is not None else self._corpus_problem,
@@ -221,6 +226,16 @@ class ViewData:
 
     def metric_rows(self) -> list[dict[str, Any]] | None:
         return None if self._scores is None else self._scores.records()
+
+    def _relations_kind(self) -> str | None:
+        if not self.has_relations():
+            return None
+        from satool.results.relations import Relations
+
+        try:
+            return Relations.load(self.relate_dir).maps
+        except InputError:
+            return None
 
     def has_relations(self) -> bool:
         from satool.results.relations import Relations

@@ -254,7 +254,14 @@ function showTab(name) {
 async function start() {
   state.info = await get("info");
   $("cache").textContent = state.info.cache + (EMBEDDED ? " (exported)" : "");
-  if (!state.info.audio) $("note").textContent = "audio is missing: " + (state.info.audio_note || "");
+  const kind = state.info.maps || "attention";
+  $("maps").textContent = "maps: " + kind;
+  $("maps").title = state.info.maps_definition || "";
+  const notes = [];
+  if (!state.info.audio) notes.push("audio is missing: " + (state.info.audio_note || ""));
+  for (const [what, other] of [["metrics", state.info.metrics_maps], ["relations", state.info.relations_maps]])
+    if (other && other !== kind) notes.push(`the ${what} shown were computed on ${other} maps, the cache holds ${kind} maps`);
+  $("note").textContent = notes.join("; ");
   state.rows = await get("utterances");
   state.metrics = state.info.metrics ? await get("metrics").catch(() => null) : null;
   state.profiles = state.info.profiles || null;
