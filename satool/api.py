@@ -60,6 +60,7 @@ class Run:
         phone_set: the phone set the labels come from.
         meta: the utterance's metadata, the record metrics read (frame labels at 10 ms, phone set,
             boundaries, step and frame counts), as for an utterance of a cache.
+        maps: the map kind of ``attentions`` (``run_with_cache(maps=...)``; docs/maps.md).
     """
 
     attentions: np.ndarray
@@ -70,6 +71,7 @@ class Run:
     step_phones: list[str | None] | None
     phone_set: str | None
     meta: UtteranceMeta
+    maps: str = "attention"  # the map kind of ``attentions`` (satool.maps)
 
     def head(self, label: str) -> np.ndarray:
         """The map ``[query, key]`` of the head named ``"L3.H7"`` (layer 3, head 7, from 1)."""
@@ -86,8 +88,12 @@ class Run:
 
 
 def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Path | None = None,
-                   phone_set: str = "arpabet") -> Run:
+                   phone_set: str = "arpabet", maps: str = "attention") -> Run:
     """Encode one waveform (a file, or float samples at 16 kHz) and keep every map and hidden state.
+
+    ``maps``: the map kind kept (satool.maps, docs/maps.md): ``attention`` (raw weights),
+    ``value-norm`` (weights times each key's transformed value norm, rows normalised) or ``rollout``
+    (one map per layer, as head 1).
 
     ``alignment``: a TextGrid or TIMIT .PHN file; each step then carries the phone under its middle,
     folded into ``phone_set`` (see docs/corpora.md). Utterances too short for the model, or whose
@@ -100,7 +106,7 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     wave = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, dtype=np.float32)
     features = model.input_features(wave)
     model.check_attention_size(features)
-    encoded = model.encode([features], want_attentions=True, want_hidden=True)[0]
+    encoded = model.encode_maps(features, maps=maps, want_hidden=True)
     steps = encoded.n_steps
     times = np.arange(steps) * model.step_s
     n_frames, duration = 1 + len(wave) // HOP_SAMPLES, len(wave) / SAMPLE_RATE
@@ -127,7 +133,7 @@ def run_with_cache(model, audio: str | Path | np.ndarray, *, alignment: str | Pa
     return Run(attentions=encoded.attentions.float().cpu().numpy(),
                hidden_states=encoded.hidden_states.float().cpu().numpy(), state_names=list(model.hidden_state_names),
                step_s=model.step_s, step_times=times, step_phones=phones,
-               phone_set=phone_set if alignment else None, meta=meta)
+               phone_set=phone_set if alignment else None, meta=meta, maps=maps)
 
 
 def score(source, metrics: list[str] | None = None):

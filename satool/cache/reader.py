@@ -189,6 +189,19 @@ class AttentionCache:
         """float32 hidden states ``[state, step, hidden]`` or one state ``[step, hidden]`` (array index)."""
         return self._read(utt_id, "hidden", () if state is None else (state,))
 
+    def value_norms(self, utt_id: str) -> np.ndarray | None:
+        """float32 ``[layer, head, key]``: each key's transformed value norm ``||f_h(x_k)||`` before the
+        rows were normalised (value-norm caches written since satool stores them; else None)."""
+        group, shard = self._group(utt_id)
+        if "value_norms" not in group:
+            return None
+        data = self._read(utt_id, "value_norms", stored=True).astype(np.float32)
+        expected = (len(self.layers), len(self.heads))
+        if data.ndim != 3 or data.shape[:2] != expected or not np.all(np.isfinite(data)) or data.min() < 0:
+            raise InputError(f"utterance {utt_id!r}: value_norms are not {list(expected)} x keys of finite norms",
+                             path=shard)
+        return data
+
     def meta(self, utt_id: str) -> UtteranceMeta:
         """The utterance's metadata (speaker, split, n_frames, n_steps, frame_labels, boundaries, ...)."""
         group, shard = self._group(utt_id)

@@ -220,8 +220,9 @@ class CacheWriter:
         return {}
 
     def add(self, utt_id: str, *, attention: np.ndarray | None, meta: UtteranceMeta | dict[str, Any],
-            hidden: np.ndarray | None = None) -> None:
-        """Store one utterance (attention float ``[layer, head, query, key]``, hidden ``[state, step, hidden]``)."""
+            hidden: np.ndarray | None = None, value_norms: np.ndarray | None = None) -> None:
+        """Store one utterance (attention float ``[layer, head, query, key]``, hidden ``[state, step, hidden]``,
+        and in value-norm caches the keys' norms ``||f_h(x_k)||`` ``[layer, head, key]`` as float32)."""
         if isinstance(meta, UtteranceMeta):
             meta = meta.stored()
         if utt_id in self.done:
@@ -237,6 +238,10 @@ class CacheWriter:
                 group.create_dataset("attention", data=a, chunks=attention_chunks(a.shape) if a.size else None,
                                      fletcher32=bool(a.size), **(self._filters() if a.size else {}))
                 shard.nbytes += a.nbytes
+            if value_norms is not None:
+                v = np.asarray(value_norms, dtype=np.float32)
+                group.create_dataset("value_norms", data=v, fletcher32=bool(v.size))
+                shard.nbytes += v.nbytes
             if hidden is not None:
                 h = np.asarray(hidden, dtype=np.float16)
                 group.create_dataset("hidden", data=h, chunks=(1, *h.shape[1:]) if h.size else None,

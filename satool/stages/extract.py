@@ -185,10 +185,16 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet,
                         maps = maps.index_select(1, head_index)
                     attention = maps.to(torch.float16).cpu().numpy()
                 hidden = encoded.hidden_states[states].to(torch.float16).cpu().numpy() if states else None
+                norms = None
+                if encoded.value_norms is not None:  # the raw norms, before the rows were normalised
+                    norms = encoded.value_norms
+                    if norms.shape[1] > len(heads):
+                        norms = norms.index_select(1, head_index)
+                    norms = norms.float().cpu().numpy()
                 meta = UtteranceMeta.of_loaded(utt, loaded, n_steps=encoded.n_steps,
                                                frames_per_step=model.frames_per_step, phone_set=phone_set,
                                                audio_crc32=crc, order=order[utt.id])
-                write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta=meta)
+                write_behind(writer.add, utt.id, attention=attention, hidden=hidden, meta=meta, value_norms=norms)
                 audio_seconds += loaded.duration_s
             done += 1
             progress.total(len(mine), done)

@@ -39,6 +39,12 @@ def test_the_cache_records_its_kind_and_holds_distributions(setup):
                                                                                                    "value-norm"))
     assert np.abs(raw - norm).max() > 1e-3
     assert open_cache(root / "rollout").heads == [1]
+    cache = open_cache(root / "value-norm")
+    norms = cache.value_norms(cache.utterance_ids[0])  # the raw norms are kept beside the normalised maps
+    assert norms.shape == (2, 2, raw.shape[-1]) and norms.min() > 0
+    expected = raw * norms[:, :, None, :]
+    np.testing.assert_allclose(norm, expected / expected.sum(-1, keepdims=True), atol=2e-3)  # float16 storage
+    assert open_cache(root / "attention").value_norms(cache.utterance_ids[0]) is None
 
 
 def test_a_cache_resumes_only_under_its_own_kind(setup):
