@@ -34,7 +34,7 @@ DESCRIPTIONS = {
 }
 HELP = ("What a map is: attention (raw weights), value-norm (weights times the size of each key's transformed "
         "value, rows normalised; Kobayashi et al. 2020) or rollout (mixing through the layers with the residual, "
-        "one map per layer; Abnar & Zuidema 2020). docs/maps.md")
+        "one map per layer; Abnar & Zuidema 2020); docs/maps.md.")
 NORM_KEYS_BYTES = 64 * 2**20  # value norms are computed over keys in chunks of at most this many float32 bytes
 
 
