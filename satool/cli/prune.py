@@ -53,6 +53,10 @@ def prune(
                                            help="Alignment directory (phone labels)."),
     out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     device: str = typer.Option(default(stage.Settings, "data.device"), help="cpu, cuda, mps or auto."),
+    maps: str | None = typer.Option(default(stage.Settings, "maps"), "--maps", help="The map kind the --metrics "
+                                    "results must describe (default: whichever they do; rollout results order no "
+                                    "heads and are refused). Pruning always zeroes the heads' weights. "
+                                    "docs/maps.md"),
 ) -> None:
     """Prune heads cumulatively in a metric's order and measure what the probes lose (paper Fig. 5).
 
@@ -72,7 +76,7 @@ def prune(
     settings = stage.Settings(data=data, by=parse_csv(by), tasks=parse_csv(tasks), step=step,
                               random_seeds=random_seeds, spans=parse_numbers(spans), layer=layer,
                               metrics=metrics or workspace.path("metrics"), probing=ProbeSettings(steps=steps),
-                              seed=seed, out=out)
+                              seed=seed, out=out, maps=maps)
     with progress_bar(None, "pruning") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

@@ -24,6 +24,8 @@ def view(
                                   "program on this machine (other people on a shared node; with --host, your "
                                   "network) can then read the corpus's audio, transcripts, speaker ids and maps. "
                                   "The Host and cross-origin checks stay on."),
+    maps: str | None = typer.Option(None, "--maps", help="The map kind the cache must hold (default: whichever "
+                                    "it does; the page names it). docs/maps.md"),
 ) -> None:
     """Browse every head of every utterance: the head grid on one colour scale, a head in detail over
     the log-Mel spectrogram with phones and words on both time axes, its row under the pointer, the
@@ -46,6 +48,10 @@ def view(
     cache = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract'")
     data = ViewData(cache, metrics or workspace.path("metrics"), relate or workspace.path("relate"),
                     readers=get_plugins().corpora.objects())
+    if maps is not None:
+        from satool.stages.metric import cache_kind
+
+        cache_kind(data.cache, maps)
     if export is not None:
         chosen = parse_csv(utts)
         if not chosen:

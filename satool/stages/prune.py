@@ -25,6 +25,7 @@ class Settings:
     probing: ProbeSettings = field(default_factory=ProbeSettings)  # training budget (at most steps; early stop)
     seed: int = 0
     out: Path = Path("results/prune")
+    maps: str | None = None  # map kind the ``metrics`` must describe (satool.maps); None = whichever they do
 
 
 @dataclass
@@ -57,7 +58,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     scores = None
     if (any(n != RANDOM for n in settings.by) or settings.spans is None) and HeadScores.exists(settings.metrics):
         scores = HeadScores.load(settings.metrics)
-        _check_orders(scores, settings.metrics, log)
+        _check_orders(scores, settings.metrics, log, settings.maps)
     progress.total(len(train) + len(test), 0)
     data = [ProbeData(model, corpus, utts, reconstruction=need_recon, max_frames=settings.data.max_frames,
                       progress=progress.advance) for utts in (train, test)]
@@ -94,13 +95,16 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     return Outputs(sweep, paths, len(configurations), skipped)
 
 
-def _check_orders(scores, where, log: Log) -> None:
+def _check_orders(scores, where, log: Log, asked: str | None = None) -> None:
     """Metric results of rollout maps (one per layer) order no heads: a UsageError; value-norm orders are
-    orders of real heads, said in a note."""
+    orders of real heads, said in a note. ``asked``: the kind the results must describe (``--maps``)."""
     from satool.errors import UsageError
-    from satool.maps import ATTENTION, PER_LAYER, kind_of
+    from satool.maps import ATTENTION, PER_LAYER, check_kind, kind_of
 
     kind = kind_of(scores.source)
+    if asked is not None and check_kind(asked) != kind:
+        raise UsageError(f"{where}: metrics of {kind} maps, not {asked}: run 'satool metric' on a cache extracted "
+                         f"with --maps {asked} and pass its results with --metrics")
     if kind in PER_LAYER:
         raise UsageError(f"{where}: metrics of {kind} maps (one map per layer) cannot order heads for pruning; "
                          "use metric results of an attention or value-norm cache")

@@ -82,3 +82,6 @@ def test_from_a_checkpoint_beside_raw_weights_and_a_wrong_kind(tmp_path, satool_
     result = satool_cli("metric", tmp_path / "cache", "--maps", "value-norm", cwd=tmp_path)
     assert result.returncode == 2 and "holds rollout maps, not value-norm" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    result = satool_cli("view", tmp_path / "cache", "--maps", "value-norm", "--export", tmp_path / "v.html",
+                        "--utts", "x", cwd=tmp_path)
+    assert result.returncode == 2 and "holds rollout maps, not value-norm" in result.stderr

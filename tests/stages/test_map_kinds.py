@@ -117,6 +117,8 @@ def test_pruning_orders_refuse_rollout_metrics(setup, tmp_path, monkeypatch):
     normed = metric.run(metric.Settings(source=root / "value-norm", out=tmp_path / "n")).scores
     _check_orders(normed, tmp_path / "n", lambda message, *a: notes.append(message))
     assert "value-norm" in notes[0]
+    with pytest.raises(UsageError, match="metrics of value-norm maps, not attention"):
+        _check_orders(normed, tmp_path / "n", lambda *a: None, "attention")
 
 
 def test_raw_weights_and_norms_side_by_side_in_the_report(setup, tmp_path, monkeypatch):
