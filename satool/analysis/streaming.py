@@ -173,10 +173,13 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
 
     max_seconds = None if max_frames is None else frames_to_seconds(max_frames)
 
+    # a model without blockwise attention makes every layer's maps at once: for rollout, every layer up to the last
+    made = max(layers) + 1 if maps == "rollout" and layers else len(layers)
+
     def prepare(loaded):
         features = model.input_features(loaded.wave)
         if whole_maps(loaded.utterance) or not getattr(model, "blockwise_attention", False):
-            model.check_attention_size(features, len(layers))
+            model.check_attention_size(features, made)
         return features
 
     phone_set = list(corpus.phone_set.names)
