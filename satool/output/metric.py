@@ -19,7 +19,11 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
     """head_distribution.png, offset_profiles.png/.csv and, with ``example`` (the maps
     ``attn[layer, head, query, key]`` of ``scores.example``), top_heads.png + top_heads.npz (the maps
     drawn). ``step_s``: seconds per model step (axes in seconds)."""
+    from satool.maps import ATTENTION, kind_of
+
     out = Path(out_dir)
+    kind = kind_of(scores.source)
+    of_kind = "" if kind == ATTENTION else f" ({kind} maps)"  # figures of other map kinds say which
     paths = {"distribution": figures.head_distribution(scores, out / "head_distribution.png")}
     local = scores.locality()
     if local is not None:
@@ -32,7 +36,7 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
                   for h, (i, j) in zip(ranked, index)]
         paths["offset_profiles"] = figures.offset_profiles(
             rows, labels, out / "offset_profiles.png", step_s=step_s,
-            title=f"Offset profiles of the {k} most local and the {k} most diagonal heads")
+            title=f"Offset profiles of the {k} most local and the {k} most diagonal heads{of_kind}")
         max_offset = (scores.offset_profile.shape[-1] - 1) // 2
         paths["offset_profiles_csv"] = write_csv(out / "offset_profiles.csv", [
             {"label": head_label(*h), "offset_steps": d - max_offset,
@@ -50,7 +54,7 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
                 arrays[f"{name}/{head_label(layer, head)}"] = example[i, j]
             rows_by_metric[f"top {name}"] = items
         paths["top_heads"] = figures.attention_grid(
-            rows_by_metric, out / "top_heads.png", f"Top {k} heads per metric, utterance {scores.example}",
+            rows_by_metric, out / "top_heads.png", f"Top {k} heads per metric, utterance {scores.example}{of_kind}",
             step_s=step_s)
         np.savez_compressed(out / "top_heads.npz", utterance=np.array(scores.example), **arrays)
         paths["top_heads_npz"] = out / "top_heads.npz"
