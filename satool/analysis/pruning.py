@@ -31,8 +31,14 @@ from satool.results.prune import RANDOM, PruneRow, PruneSweep, SpanRow, SpanSwee
 Head = tuple[int, int]  # (layer, head), 1-based
 
 
-def levels(total: int, step: int | None = None) -> list[int]:
-    """0, k, 2k, ..., total (k = total / 12 rounded, at least 1, by default)."""
+def levels(total: int, step: int | None = None, chosen: Sequence[int] | None = None) -> list[int]:
+    """0, k, 2k, ..., total (k = total / 12 rounded, at least 1, by default); or the ``chosen`` numbers of
+    heads, sorted, with 0 (the unpruned model every order starts from) added."""
+    if chosen is not None:
+        bad = [n for n in chosen if not 0 <= n <= total]
+        if bad:
+            raise UsageError(f"--levels {bad[0]}: a level is a number of heads from 0 to {total}")
+        return sorted({0, *chosen})
     step = max(1, round(total / 12)) if step is None else step
     if step < 1:
         raise UsageError("--step must be >= 1")
@@ -55,8 +61,9 @@ class SweepPlan:
 
 
 def plan(by: Sequence[str], scores, n_layers: int, n_heads: int, *, step: int | None = None,
-         random_seeds: Sequence[int] = (0, 1, 2)) -> SweepPlan:
-    """Pruning orders from metric results (``HeadScores``) and the level grid."""
+         random_seeds: Sequence[int] = (0, 1, 2), chosen_levels: Sequence[int] | None = None) -> SweepPlan:
+    """Pruning orders from metric results (``HeadScores``) and the level grid (every ``step`` heads, or
+    ``chosen_levels``)."""
     orders: dict[str, list[list[Head]]] = {}
     seeds: dict[str, list[int | None]] = {}
     for name in by:
@@ -73,7 +80,7 @@ def plan(by: Sequence[str], scores, n_layers: int, n_heads: int, *, step: int | 
             )
         orders[name] = [scores.pruning_order(name)]
         seeds[name] = [None]
-    return SweepPlan(orders, levels(n_layers * n_heads, step), seeds)
+    return SweepPlan(orders, levels(n_layers * n_heads, step, chosen_levels), seeds)
 
 
 def distinct(configurations: Sequence[Configuration]) -> list[Configuration]:

@@ -23,6 +23,9 @@ def prune(
                               help="Probing tasks, comma-separated."),
     step: int | None = typer.Option(default(stage.Settings, "step"), min=1, help="Heads pruned per level (default: "
                                     "all heads / 12)."),
+    levels: str | None = typer.Option(default_csv(stage.Settings, "levels"), "--levels", help="Or exactly these "
+                                      "numbers of pruned heads, comma-separated (e.g. 8,24,32,48; 0 is always "
+                                      "added)."),
     random_seeds: int = typer.Option(default(stage.Settings, "random_seeds"), min=1, help="Random orders for --by "
                                      "random; their spread is the noise the report's verdicts compare every order "
                                      "with (at least 3)."),
@@ -73,7 +76,7 @@ def prune(
     data = data_settings(workspace, checkpoint=checkpoint, corpus=corpus, alignments=alignments, max_utts=max_utts,
                          splits=splits, phone_set=phone_set, train_split=train_split, test_split=test_split,
                          max_frames=max_frames, device=device)
-    settings = stage.Settings(data=data, by=parse_csv(by), tasks=parse_csv(tasks), step=step,
+    settings = stage.Settings(data=data, by=parse_csv(by), tasks=parse_csv(tasks), step=step, levels=parse_numbers(levels),
                               random_seeds=random_seeds, spans=parse_numbers(spans), layer=layer,
                               metrics=metrics or workspace.path("metrics"), probing=ProbeSettings(steps=steps),
                               seed=seed, out=out, maps=maps)

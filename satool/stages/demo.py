@@ -10,8 +10,10 @@ it pre-trains here with the same recipe and each span):
    locality, where the local heads look under pre-training masks), extract (dev and test), metric
    (G, V, D, W, offset profiles, bootstrap replicates), segment (every head ranked on dev; the best
    head and hidden state scored on test), relate (phone relation maps), probe (every hidden layer and
-   the input features), prune (every metric order and five random orders), spans (attention spans),
-   report;
+   the input features), prune, spans (attention spans), report. The first model gets the whole
+   single-model study (every metric order and five random orders, three tasks: the paper's Fig. 5 a-c
+   are M3's); the others what the comparison findings judge (globalness against five random orders,
+   phone task, at half the heads and above: Fig. 5 d-f), which keeps three models inside the budget;
 3. study: the models side by side (``satool compare``) and a verdict on every finding of the paper,
    in ``DIR/report.html`` (tables and figures in ``DIR/study/``).
 
@@ -55,8 +57,15 @@ class DemoSettings:
     probe_steps: int = 8000  # at most; probes stop early when held-out training utterances stop improving
     probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
     probe_test_utts: int | None = 120
-    prune_step: int = 8  # 0, 8, ..., 48 heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, ...
+    # The first model gets the whole single-model study (the paper's pruning figures for the three tasks
+    # are M3's); the others what the comparison findings judge (phone task, globalness against random).
+    prune_levels: tuple[int, ...] = (8, 16, 24, 32, 48)  # heads: 1/6 (the paper's 24 of 144), 1/3, 1/2, 2/3, all
     prune_tasks: tuple[str, ...] = ("phone", "speaker", "speaker-utt")
+    prune_by: tuple[str, ...] = ("globalness", "verticality", "diagonality", "weight", "random")
+    compared_prune_levels: tuple[int, ...] = (24, 32, 48)  # half, the first level above half, all
+    compared_prune_tasks: tuple[str, ...] = ("phone",)
+    compared_prune_by: tuple[str, ...] = ("globalness", "random")
+    compared_probe_tasks: tuple[str, ...] = ("phone", "speaker-utt", "reconstruction")  # on every layer
     random_seeds: int = 5  # the spread of the random orders is the noise every verdict is compared with
     attention_spans: tuple[int, ...] = (0, 1, 2, 4, 8, 16)  # span pruning: r in model steps (phone task)
     judge: bool = True  # False: the sizes are too small to measure the noise; every verdict inconclusive
@@ -68,7 +77,8 @@ class DemoSettings:
         pruning levels; it judges nothing."""
         return cls(speakers=4, utterances_per_speaker=6, hidden_states=(0, 2, 4), segment_tune_utts=4,
                    segment_test_utts=4, probe_steps=40, probe_train_utts=None, probe_test_utts=None,
-                   prune_step=48, prune_tasks=("phone", "speaker-utt"), random_seeds=3, attention_spans=(2,),
+                   prune_levels=(48,), prune_tasks=("phone", "speaker-utt"), compared_prune_levels=(48,),
+                   compared_probe_tasks=("phone", "speaker-utt"), random_seeds=3, attention_spans=(2,),
                    judge=False)
 
     def model_names(self) -> list[str]:
@@ -211,8 +221,9 @@ MODEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metric", ()),
     ("segment", ("segment_tune_utts", "segment_test_utts")),
     ("relate", ()),
-    ("probe", ("probe_steps", "probe_train_utts", "probe_test_utts")),
-    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_step", "prune_tasks", "random_seeds")),
+    ("probe", ("probe_steps", "probe_train_utts", "probe_test_utts", "compared_probe_tasks")),
+    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_levels", "prune_tasks", "prune_by",
+               "compared_prune_levels", "compared_prune_tasks", "compared_prune_by", "random_seeds")),
     ("spans", ("probe_steps", "probe_train_utts", "probe_test_utts", "attention_spans")),
     ("report", ()),
 )
@@ -332,7 +343,9 @@ class ModelRun:
         from satool.stages.probe import ALL_LAYERS
 
         outputs = self._run(stage, stage.Settings(
-            data=self._data(), tasks=["phone", "speaker", "speaker-utt", "reconstruction"], layers=[ALL_LAYERS],
+            data=self._data(), layers=[ALL_LAYERS],
+            tasks=["phone", "speaker", "speaker-utt", "reconstruction"] if self.shared_from is None
+            else list(self.settings.compared_probe_tasks),
             probing=self._probing(), seed=self.settings.seed, inputs=self.shared_from is None,
             out=self.results / "probe"), bar)
         if self.shared_from is not None:  # the input features' rows do not depend on the model: computed once
@@ -346,8 +359,10 @@ class ModelRun:
     def prune(self, bar):
         from satool.stages import prune as stage
 
-        self._run(stage, stage.Settings(data=self._data(), step=self.settings.prune_step,
-                                        tasks=list(self.settings.prune_tasks),
+        s, first = self.settings, self.shared_from is None
+        self._run(stage, stage.Settings(data=self._data(), levels=list(s.prune_levels if first else s.compared_prune_levels),
+                                        tasks=list(s.prune_tasks if first else s.compared_prune_tasks),
+                                        by=list(s.prune_by if first else s.compared_prune_by),
                                         random_seeds=self.settings.random_seeds, metrics=self.results / "metric",
                                         probing=self._probing(), seed=self.settings.seed,
                                         out=self.results / "prune"), bar)

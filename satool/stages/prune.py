@@ -18,6 +18,7 @@ class Settings:
     by: list[str] = field(default_factory=lambda: ["globalness", "verticality", "diagonality", "weight", "random"])
     tasks: list[str] = field(default_factory=lambda: ["phone", "speaker", "speaker-utt"])
     step: int | None = None  # heads per level (default all / 12)
+    levels: list[int] | None = None  # or these numbers of pruned heads (0 is always added)
     random_seeds: int = 5  # their spread is the noise the report's verdicts compare with
     spans: list[int] | None = None  # span pruning instead: r values
     metrics: Path | None = None  # 'satool metric' results (orders)
@@ -72,7 +73,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         measure = lambda: sweep_spans(pair, spans, tasks, **common)  # noqa: E731
     else:
         orders = plan(settings.by, scores, model.num_layers, model.num_heads, step=settings.step,
-                      random_seeds=range(settings.random_seeds))
+                      random_seeds=range(settings.random_seeds), chosen_levels=settings.levels)
         configurations = distinct([Configuration.pruned(model.num_layers, model.num_heads, order[:level], state)
                                    for many in orders.orders.values() for order in many for level in orders.levels])
         points = sum(len(o) for o in orders.orders.values()) * len(orders.levels)

@@ -70,6 +70,17 @@ def test_exactly_prune_by_globalness_task_speaker(workspace, satool_cli):
     assert "5 points, 5 pruned models x 1 probes" in said and "5 pruned models represented and probed" in said
 
 
+def test_chosen_levels(workspace, satool_cli):
+    result = satool_cli("prune", "--by", "globalness,random", "--random-seeds", "3", "--task", "phone",
+                        "--levels", "4,2", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(workspace / "results" / "prune" / "prune_results.csv")
+    assert sorted({int(r["pruned"]) for r in rows}) == [0, 2, 4]  # 0 added, sorted
+    assert len([r for r in rows if r["by"] == "random"]) == 3 * 3
+    bad = satool_cli("prune", "--levels", "5", cwd=workspace)
+    assert bad.returncode == 2 and "--levels 5: a level is a number of heads from 0 to 4" in bad.stderr
+
+
 def test_plugin_metric_and_task_work_in_prune(workspace, satool_cli):
     result = satool_cli("prune", "--by", "silence-focus,weight", "--task", "boundary", "--steps", "40", "--step", "2",
                         "--out", "plug", cwd=workspace)

@@ -278,3 +278,18 @@ def test_bad_kaldi_block_through_the_cli_is_one_line(tmp_path, satool_cli):
     result = satool_cli("extract", path, tmp_path, "--out", tmp_path / "c", cwd=tmp_path)
     assert result.returncode == 3 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "kaldi.feat_type" in result.stderr and not (tmp_path / "PWNED").exists()
+
+
+@needs_s3prl
+def test_tera_without_its_audio_block_is_refused(tmp_path, satool_cli):
+    """A TERA checkpoint trained on pre-extracted features (fMLLR) has no 'audio' block: satool refuses
+    it rather than feeding it log-Mel."""
+    path, _ = s3prl_checkpoint(tmp_path / "fmllr.ckpt", **CASES["tera-logmel"])
+    states = torch.load(path, weights_only=False)
+    del states["Upstream_Config"]["audio"]
+    torch.save(states, path)
+    testing.make_librispeech(tmp_path / "LS", per_speaker=1)
+    result = satool_cli("extract", path, tmp_path / "LS", "--out", tmp_path / "cache", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "a tera checkpoint without its 'audio' block" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from satool.errors import InputError
 from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
 from satool.models.mockingjay.model import MockingjayModel
 from satool.models.tera.family import Family, alterations, detect_family
@@ -27,6 +28,11 @@ class S3prlTransformerModel(MockingjayModel):
     """A Mockingjay-architecture checkpoint (Mockingjay, TERA or Audio ALBERT) with its front end."""
 
     def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
+        family = checkpoint_family(checkpoint)
+        if family.name != "mockingjay" and not checkpoint.audio:
+            raise InputError(f"{checkpoint.path}: a {family.name} checkpoint without its 'audio' block was trained on "
+                             "pre-extracted features (e.g. Kaldi fMLLR) that satool cannot compute; it will not "
+                             "substitute log-Mel (docs/other-models.md)")
         kaldi = KaldiFeatureConfig.is_kaldi(checkpoint.audio)
         # MockingjayModel builds the online front end; a Kaldi block is swapped in below.
         super().__init__(dataclasses.replace(checkpoint, audio=None) if kaldi else checkpoint, device=device)
@@ -34,7 +40,7 @@ class S3prlTransformerModel(MockingjayModel):
         if kaldi:
             self.features = KaldiFeatureConfig.from_s3prl(checkpoint.audio)
             self.extractor = KaldiExtractor(self.features, device=str(self.device))
-        self.family = checkpoint_family(checkpoint)
+        self.family = family
         self.name = self.family.name
 
     def provenance(self) -> dict[str, Any]:
