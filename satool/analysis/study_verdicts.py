@@ -411,13 +411,13 @@ def globalness_vs_weight(name: str, curves: PruneCurves) -> Verdict | None:
                    if not worse else f"globalness hurts more on {', '.join(worse)}", "global_vs_weight", 9, name)
 
 
-def disagreement_neglect(name: str, scores, relations, curves: PruneCurves, *, permutations: int = 2000,
+def disagreement_neglect(name: str, scores, relations, *, permutations: int = 2000,
                          seed: int = 0) -> Verdict | None:
     claim = "the heads that pruning by weight removes early but pruning by globalness keeps show neglect (Fig. 6)"
     if relations is None or scores is None or not {"globalness", "weight"} <= set(scores.values):
         return None
-    k = curves.nearest_level(PAPER_SHARE) if curves is not None else max(1, round(PAPER_SHARE * len(
-        scores.layers) * len(scores.heads)))
+    # the first 1/6 of the heads of every model, whatever levels its pruning sweep measured
+    k = max(1, round(PAPER_SHARE * len(scores.layers) * len(scores.heads)))
     by_weight, by_global = scores.pruning_order("weight")[:k], set(scores.pruning_order("globalness")[:k])
     chosen = [h for h in by_weight if h not in by_global]
     neglect = relations.strongest_neglect()
@@ -575,9 +575,9 @@ def judge_study(study: Study, *, judge: bool = True, why_not: str = "") -> Verdi
             extra += [off_diagonal(run.name, run.metrics), even_layers(run.name, run.metrics)]
         if curves is not None:
             extra += [globalness_vs_weight(run.name, curves), half_prunable(run.name, curves),
-                      disagreement_neglect(run.name, run.metrics, run.relations, curves),
                       harm_phones(run.name, curves), diagonal_dip(run.name, curves)]
-        extra.append(neglect_diagonal(run.name, run.metrics, run.relations))
+        extra += [neglect_diagonal(run.name, run.metrics, run.relations),
+                  disagreement_neglect(run.name, run.metrics, run.relations)]
         if run.spans is not None:
             extra += span_findings(run.name, run.spans)
         found += gate([v for v in extra if v is not None], state)

@@ -264,3 +264,28 @@ def test_neglect_diagonal_rule():
                               p_prime, np.full((2, 2), 0.25), 10)
         verdict = sv.neglect_diagonal("M3", Scores(), relations)
         assert verdict.verdict == expected, verdict.this_run
+
+
+def test_disagreement_neglect_rule_uses_the_first_sixth_of_the_heads():
+    from satool.results.relations import Relations
+
+    n = 48  # the first 1/6: 8 heads; weight prunes lowest first, globalness highest first
+    weight = np.arange(n, dtype=float)[None]  # heads 1..8 first by weight
+    globalness = np.zeros((1, n))
+    globalness[0, 4:12] = 1.0  # globalness prunes heads 5..12 first: heads 1..4 are pruned by weight only
+    scores = HeadScores([1], list(range(1, n + 1)), {"weight": weight, "globalness": globalness},
+                        {k: np.ones((1, n), int) for k in ("weight", "globalness")}, 50,
+                        prune_first={"weight": "lowest", "globalness": "highest"})
+    assert scores.pruning_order("weight")[:8] == [(1, h) for h in range(1, 9)]
+    for neglected, expected in (([0, 1, 2, 3], REPRODUCES), ([20, 21, 22, 23, 24, 25, 26, 27], DOES_NOT),
+                                ([0, *range(20, 31)], INCONCLUSIVE)):  # a quarter of each group
+        p_prime = np.full((n, 2, 2), 0.25)
+        p_prime[neglected, :, 1] = 0.01  # these heads avoid phone 1
+        if expected == DOES_NOT:
+            p_prime[:, :, 1] = 0.01  # every head neglects phone 1 but the four that differ
+            p_prime[[0, 1, 2, 3], :, 1] = 0.25
+        relations = Relations([f"L1.H{h + 1}" for h in range(n)], np.ones(n, int), np.arange(1, n + 1), ["a", "b"],
+                              p_prime, np.full((2, 2), 0.25), 10)
+        verdict = sv.disagreement_neglect("M3", scores, relations)
+        assert verdict.verdict == expected, verdict.this_run
+        assert verdict.this_run.startswith("4 of the first 8 by weight")
