@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from satool.errors import InputError
-from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
+from satool.models.mockingjay.checkpoint import LAYOUT_PAPER, MockingjayCheckpoint
 from satool.models.mockingjay.model import MockingjayModel
 from satool.models.tera.family import Family, alterations, detect_family
 from satool.models.tera.kaldi import KaldiExtractor, KaldiFeatureConfig
@@ -29,7 +29,10 @@ class S3prlTransformerModel(MockingjayModel):
 
     def __init__(self, checkpoint: MockingjayCheckpoint, device: str = "cpu"):
         family = checkpoint_family(checkpoint)
-        if family.name != "mockingjay" and not checkpoint.audio:
+        # s3prl writes the 'audio' block of every online front end; without one, a TERA or ALBERT file of the
+        # current layout was trained on pre-extracted features. (Paper-era files name no front end at all:
+        # they get the paper-era log-Mel front end, as paper-era Mockingjay files do.)
+        if family.name != "mockingjay" and not checkpoint.audio and checkpoint.layout != LAYOUT_PAPER:
             raise InputError(f"{checkpoint.path}: a {family.name} checkpoint without its 'audio' block was trained on "
                              "pre-extracted features (e.g. Kaldi fMLLR) that satool cannot compute; it will not "
                              "substitute log-Mel (docs/other-models.md)")
