@@ -29,10 +29,12 @@ def demo(
     M9 are 4-layer, 12-head Mockingjay models pre-trained alike except for the
     mask span Cnum (3, 6, 9). For each: health checks, attention, metrics with
     bootstrap intervals, segmentation, phone relations, probes of every layer,
-    pruning and span pruning (OUT/M3/, ... with a report each). Then the study
-    (OUT/study/, OUT/report.html) judges every finding of the paper by a
-    stated rule: reproduces, does not reproduce, or inconclusive. About 15
-    minutes on 2 CPU cores (--quick: under one). Running it again reuses
+    pruning and span pruning (OUT/M3/, ... with a report each; M3 gets the
+    whole pruning study, M6 and M9 the globalness-against-random sweep the
+    comparison needs). Then the study (OUT/study/, OUT/report.html) judges
+    every finding of the paper by a stated rule: reproduces, does not
+    reproduce, or inconclusive. About 21 minutes on 2 CPU cores (--quick:
+    under one). Running it again reuses
     finished stages; any stage can be rerun by hand inside OUT/M3 (its
     satool.toml holds the inputs).
     """
