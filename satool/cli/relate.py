@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 
-from satool.cli.common import log, parse_csv, parse_numbers, progress_bar, say
-from satool.cli.extract import parse_shard
+from satool.cli import stream_options as so
+from satool.cli.common import log, progress_bar, say
 from satool.maps import HELP as MAPS_HELP
 from satool.stages import default, default_csv
 from satool.stages import relate as stage
-from satool.stages.submit import Cluster
 
 
 def relate(
@@ -27,42 +26,25 @@ def relate(
     out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
     allow_partial: bool = typer.Option(default(stage.Settings, "allow_partial"),
                                        help="Use an unfinished cache's finished utterances."),
-    alignments: Path | None = typer.Option(default(stage.Settings, "alignments"),
-                                           help="Alignments (checkpoint mode)."),
-    split: str | None = typer.Option(default_csv(stage.Settings, "split"),
-                                     help="Splits to use, comma-separated (checkpoint mode)."),
-    max_utts: int | None = typer.Option(default(stage.Settings, "max_utts"), min=1,
-                                        help="At most this many utterances (checkpoint mode)."),
-    max_frames: int | None = typer.Option(default(stage.Settings, "max_frames"), min=1,
-                                          help="Truncate utterances (checkpoint mode)."),
-    layers: str | None = typer.Option(default_csv(stage.Settings, "layers"), help="Layers whose maps are "
-                                      "computed, e.g. 1,2,12 (checkpoint mode; default all)."),
-    shard: str | None = typer.Option(default(stage.Settings, "shard"), help="Process share i/N of the corpus "
-                                     "into OUT/partial/ (checkpoint mode); then 'satool merge OUT'."),
-    block_mb: float = typer.Option(default(stage.Settings, "block_mb"), min=0.001, help="Attention weights "
-                                   "are computed in query blocks of at most this many MB (checkpoint mode)."),
-    keep_maps: int = typer.Option(default(stage.Settings, "keep_maps"), min=0, help="Keep the whole maps of "
-                                  "the first N utterances of each shard in OUT/maps (a cache; checkpoint mode)."),
-    keep: str | None = typer.Option(default_csv(stage.Settings, "keep"), "--keep", help="Keep the whole "
-                                    "maps of these utterances too, comma-separated ids (checkpoint mode)."),
-    flush_every: float = typer.Option(default(stage.Settings, "flush_every"), min=0.0, help="Seconds between "
-                                      "saves of a shard's partial sums (an interrupted shard resumes from the last)."),
-    submit: str | None = typer.Option(default(stage.Settings, "submit"), help="Run --shards tasks as a job "
-                                      "array through submitit: local or slurm, then merge (checkpoint mode)."),
-    shards: int = typer.Option(default(stage.Settings, "shards"), min=1, help="Tasks of the --submit array."),
-    jobs: Path = typer.Option(default(stage.Settings, "cluster.jobs"), help="submitit's folder for --submit "
-                              "(logs and results of every task)."),
-    partition: str | None = typer.Option(default(stage.Settings, "cluster.partition"),
-                                         help="SLURM partition for --submit slurm."),
-    timeout_min: int = typer.Option(default(stage.Settings, "cluster.timeout_min"), min=1,
-                                    help="Minutes per --submit task."),
-    cpus_per_task: int = typer.Option(default(stage.Settings, "cluster.cpus_per_task"), min=1,
-                                      help="CPUs per --submit slurm task."),
-    gpus_per_node: int = typer.Option(default(stage.Settings, "cluster.gpus_per_node"), min=0,
-                                      help="GPUs per --submit slurm task."),
-    mem_gb: float = typer.Option(default(stage.Settings, "cluster.mem_gb"), min=0.1,
-                                 help="Memory (GB) per --submit slurm task."),
-    device: str = typer.Option(default(stage.Settings, "device"), help="cpu, cuda, mps or auto (checkpoint mode)."),
+    alignments: so.Alignments = default(stage.Settings, "alignments"),
+    split: so.Split = default_csv(stage.Settings, "split"),
+    max_utts: so.MaxUtts = default(stage.Settings, "max_utts"),
+    max_frames: so.MaxFrames = default(stage.Settings, "max_frames"),
+    device: so.Device = default(stage.Settings, "device"),
+    layers: so.Layers = default_csv(stage.Settings, "layers"),
+    shard: so.Shard = default(stage.Settings, "shard"),
+    block_mb: so.BlockMb = default(stage.Settings, "block_mb"),
+    keep_maps: so.KeepMaps = default(stage.Settings, "keep_maps"),
+    keep: so.Keep = default_csv(stage.Settings, "keep"),
+    flush_every: so.FlushEvery = default(stage.Settings, "flush_every"),
+    submit: so.Submit = default(stage.Settings, "submit"),
+    shards: so.Shards = default(stage.Settings, "shards"),
+    jobs: so.Jobs = default(stage.Settings, "cluster.jobs"),
+    partition: so.Partition = default(stage.Settings, "cluster.partition"),
+    timeout_min: so.TimeoutMin = default(stage.Settings, "cluster.timeout_min"),
+    cpus_per_task: so.CpusPerTask = default(stage.Settings, "cluster.cpus_per_task"),
+    gpus_per_node: so.GpusPerNode = default(stage.Settings, "cluster.gpus_per_node"),
+    mem_gb: so.MemGb = default(stage.Settings, "cluster.mem_gb"),
     maps: str | None = typer.Option(default(stage.Settings, "maps"), "--maps", help=MAPS_HELP + " A cache holds "
                                     "the kind it was extracted with (the default); from a checkpoint the default "
                                     "is attention."),
@@ -94,15 +76,7 @@ def relate(
         corpus = workspace.resolve("corpus", corpus, hint="pass CORPUS after the checkpoint")
     settings = stage.Settings(cache=cache, heads=parse_list(heads) or None, top=top, by=by,
                               metrics=workspace.path("metrics"), out=out, allow_partial=allow_partial,
-                              checkpoint=checkpoint, corpus=corpus, alignments=alignments,
-                              split=parse_csv(split) or None, max_utts=max_utts, max_frames=max_frames,
-                              layers=parse_numbers(layers), shard=parse_shard(shard), block_mb=block_mb,
-                              keep_maps=keep_maps, keep=parse_csv(keep) or None, flush_every=flush_every,
-                              submit=submit, shards=shards, maps=maps,
-                              cluster=Cluster(jobs=jobs, partition=partition, timeout_min=timeout_min,
-                                              cpus_per_task=cpus_per_task, gpus_per_node=gpus_per_node,
-                                              mem_gb=mem_gb),
-                              device=device)
+                              checkpoint=checkpoint, corpus=corpus, maps=maps, **so.stream_settings(locals()))
     with progress_bar(None, "relating phones") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)
