@@ -150,6 +150,26 @@ class AttentionModel(ABC):
         (``EncodedUtterance.value_norms`` of the returned layers).
         """
 
+    def checked_layers(self, layers) -> list[int]:
+        """The 0-based attention layers asked for (all when None), checked against the model's."""
+        keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
+        bad = [i for i in keep if not 0 <= i < self.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range 0..{self.num_layers - 1}")
+        return keep
+
+    def checked_head_mask(self, head_mask) -> torch.Tensor | None:
+        """``head_mask`` as a float tensor ``[layer, head]`` on the model's device (None stays None)."""
+        if head_mask is None:
+            return None
+        import torch
+
+        mask = torch.as_tensor(head_mask, dtype=torch.float32, device=self.device)
+        if tuple(mask.shape) != (self.num_layers, self.num_heads):
+            raise ValueError(f"head_mask must be [layer, head] = [{self.num_layers}, {self.num_heads}], "
+                             f"got {tuple(mask.shape)}")
+        return mask
+
     def require_maps(self, kind: str) -> str:
         """``kind`` when this model can give maps of that kind (satool.maps), else a UsageError."""
         from satool.maps import VALUE_NORM, check_kind

@@ -393,15 +393,6 @@ class HFSpeechModel(AttentionModel):
             x = layer.final_layer_norm(x + layer.feed_forward(x))
         return x
 
-    def _head_mask(self, head_mask) -> torch.Tensor | None:
-        if head_mask is None:
-            return None
-        mask = torch.as_tensor(head_mask, dtype=torch.float32, device=self.device)
-        if tuple(mask.shape) != (self.num_layers, self.num_heads):
-            raise ValueError(f"head_mask must be [layer, head] = [{self.num_layers}, {self.num_heads}], "
-                             f"got {tuple(mask.shape)}")
-        return mask
-
     def _band(self, t: int, span: int | None) -> torch.Tensor | None:
         if span is None:
             return None
@@ -412,11 +403,8 @@ class HFSpeechModel(AttentionModel):
     def encode(self, features, *, head_mask=None, attention_span=None, want_attentions=True,
                want_hidden=False, layers=None, want_value_norms=False) -> list[EncodedUtterance]:
         """One utterance at a time (no padding); see :meth:`AttentionModel.encode`."""
-        keep = list(range(self.num_layers)) if layers is None else [int(i) for i in layers]
-        bad = [i for i in keep if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"layers {bad} out of range 0..{self.num_layers - 1}")
-        mask = self._head_mask(head_mask)
+        keep = self.checked_layers(layers)
+        mask = self.checked_head_mask(head_mask)
         if want_hidden:
             run = self.num_layers
         elif (want_attentions or want_value_norms) and keep:
