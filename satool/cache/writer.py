@@ -29,19 +29,11 @@ from satool.cache.schema import (
     read_manifest,
     same_field,
 )
+from satool.durable import fsync_directory
 from satool.errors import BusyError, EnvironmentProblem, UsageError
 from satool.utterance import UtteranceMeta
 
 MIN_FREE_BYTES = 8 << 20  # head room for HDF5 metadata and the shard being closed
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _disk_error(exc: OSError, path: Path) -> EnvironmentProblem:
@@ -58,7 +50,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -302,7 +294,7 @@ class CacheWriter:
             finally:
                 os.close(fd)
             os.replace(shard.path, final)
-            _fsync_dir(self.path)
+            fsync_directory(self.path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 shard.path.unlink()

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from satool.durable import fsync_directory
 from satool.errors import InputError
 from satool.results.files import MAX_RESULT_BYTES, json_ready
 
@@ -74,7 +75,7 @@ class PartialSums:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(temporary, final)
-            _fsync_directory(folder)
+            fsync_directory(folder)
         finally:
             if temporary.exists():
                 temporary.unlink()
@@ -220,16 +221,3 @@ def merge(parts: list[PartialSums], *, where: Path | None = None) -> PartialSums
 
 def _refuse(token: str) -> Any:
     raise ValueError(f"bare {token} is not JSON")
-
-
-def _fsync_directory(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

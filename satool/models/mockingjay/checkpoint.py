@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from satool.durable import fsync_directory
 from satool.errors import EnvironmentProblem, InputError
 from satool.models.mockingjay.network import (
     EncoderOutput,
@@ -509,7 +510,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
         reason = getattr(exc, "strerror", None) or _write_failure(directory)
         raise EnvironmentProblem(f"cannot write checkpoint: {reason}", path=path) from None
@@ -549,19 +550,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------
