@@ -93,6 +93,11 @@ class RowTable(StoredResult):
     JSON: str
     ROW: type
 
+    @property
+    def tasks(self) -> list[str]:
+        """The rows' task names, in the order first met."""
+        return list(dict.fromkeys(r.task for r in self.rows))
+
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """CSV (without the per-utterance counts) and JSON (everything)."""
         documents = [r.as_dict() for r in self.rows]

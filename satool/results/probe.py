@@ -142,10 +142,6 @@ class ProbeResults(RowTable):
     # -- questions the report and the verdicts ask ----------------------------------------------
 
     @property
-    def tasks(self) -> list[str]:
-        return list(dict.fromkeys(r.task for r in self.rows))
-
-    @property
     def layers(self) -> list[int]:
         """Hidden states probed on the model, in the order probed."""
         return list(dict.fromkeys(r.layer for r in self.rows if r.is_model))

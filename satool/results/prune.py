@@ -105,10 +105,6 @@ class PruneSweep(RowTable):
         return sorted({r.pruned for r in self.rows})
 
     @property
-    def tasks(self) -> list[str]:
-        return list(dict.fromkeys(r.task for r in self.rows))
-
-    @property
     def orders(self) -> list[str]:
         return list(dict.fromkeys(r.by for r in self.rows))
 
@@ -133,10 +129,6 @@ class SpanSweep(RowTable):
     CSV: ClassVar[str] = "span_results.csv"
     JSON: ClassVar[str] = "span_results.json"
     ROW: ClassVar[type] = SpanRow
-
-    @property
-    def tasks(self) -> list[str]:
-        return list(dict.fromkeys(r.task for r in self.rows))
 
     def spans(self) -> list[int | None]:
         return list(dict.fromkeys(r.span for r in self.rows))
