@@ -101,6 +101,23 @@ class Representation:
     states: dict[int, np.ndarray] | None = None  # hidden state index -> [step, hidden], when several were asked
 
 
+def conv_steps(n_samples: int, kernels_strides) -> int:
+    """Output length of a stack of unpadded 1-D convolutions ``[(kernel, stride), ...]`` (first layer
+    first) over ``n_samples`` inputs: the model steps of a wav2vec 2.0-style feature encoder."""
+    n = n_samples
+    for kernel, stride in kernels_strides:
+        n = (n - kernel) // stride + 1 if n >= kernel else 0
+    return n
+
+
+def conv_receptive_field(kernels_strides) -> int:
+    """Inputs one output step of that stack depends on (400 samples for the usual wav2vec 2.0 stack)."""
+    field = 1
+    for kernel, stride in reversed(list(kernels_strides)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
 class AttentionModel(ABC):
     """A loaded transformer whose attention satool can read and mask."""
 

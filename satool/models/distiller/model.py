@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from satool.errors import InputError
-from satool.models.base import AttentionModel, EncodedUtterance
+from satool.models.base import AttentionModel, EncodedUtterance, conv_receptive_field, conv_steps
 from satool.models.distiller.checkpoint import DistillerCheckpoint, load_distiller
 from satool.models.distiller.network import DistillerNet
 from satool.timebase import HOP_SAMPLES
@@ -51,16 +51,10 @@ class DistillerModel(AttentionModel):
         return cls(load_distiller(path), device=device)
 
     def receptive_field(self) -> int:
-        field = 1
-        for _, kernel, stride in reversed(self.config.conv_layers):
-            field = (field - 1) * stride + kernel
-        return field
+        return conv_receptive_field((kernel, stride) for _, kernel, stride in self.config.conv_layers)
 
     def n_steps(self, n_samples: int) -> int:
-        n = n_samples
-        for _, kernel, stride in self.config.conv_layers:
-            n = (n - kernel) // stride + 1 if n >= kernel else 0
-        return n
+        return conv_steps(n_samples, ((kernel, stride) for _, kernel, stride in self.config.conv_layers))
 
     def steps(self, features: torch.Tensor) -> int:
         return self.n_steps(int(features.shape[0]))

@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from satool.errors import InputError, UnsafeFileError
-from satool.models.base import DEFAULT_BLOCK_MB, AttentionModel, EncodedUtterance, rows_per_block
+from satool.models.base import (
+    DEFAULT_BLOCK_MB,
+    AttentionModel,
+    EncodedUtterance,
+    conv_receptive_field,
+    conv_steps,
+    rows_per_block,
+)
 from satool.models.hf.checks import strict_flag
 from satool.models.hf.directory import HFDirectory
 from satool.timebase import HOP_SAMPLES, SAMPLE_RATE
@@ -215,17 +222,11 @@ class HFSpeechModel(AttentionModel):
 
     def receptive_field(self) -> int:
         """Samples the feature encoder needs for one step (400 for the usual conv stack)."""
-        field = 1
-        for k, s in zip(reversed(self.kernels), reversed(self.strides)):
-            field = (field - 1) * s + k
-        return field
+        return conv_receptive_field(zip(self.kernels, self.strides))
 
     def n_steps(self, n_samples: int) -> int:
         """Model steps for ``n_samples`` samples (transformers' conv output length)."""
-        n = n_samples
-        for k, s in zip(self.kernels, self.strides):
-            n = (n - k) // s + 1 if n >= k else 0
-        return n
+        return conv_steps(n_samples, zip(self.kernels, self.strides))
 
     def steps(self, features: torch.Tensor) -> int:
         return self.n_steps(int(features.shape[0]))
