@@ -12,10 +12,14 @@ Pruning orders come from metric results on 40 dev utterances.
   every probe trained alone with the trainer satool used before (kept in tests/reference_probe.py,
   on materialised up-sampled frames);
 - grouped: ``satool.analysis.pruning.sweep_heads`` (pruned models side by side, probes of a task
-  trained as one group).
+  trained as one group), in float32;
+- grouped in bfloat16: the same with the probes' products in bfloat16, where this machine multiplies
+  bfloat16 natively (``fastest_precision``; skipped elsewhere, where it would be slower).
 
-Prints both times, the ratio, and the largest score difference over every (order, level, task)
-point (0 means bit-identical results).
+Prints the times, the ratios, and the largest score difference over every (order, level, task)
+point against the sequential sweep (0 means bit-identical results); for bfloat16 also how many
+points differ from float32 by more than the spread (standard deviation) of the random orders at
+that level and task.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
@@ -78,6 +85,7 @@ def main() -> None:
 
     from satool import reference
     from satool.analysis.metrics import BUILTIN_METRICS
+    from satool.analysis.probing.classifiers import fastest_precision
     from satool.analysis.probing.passes import ProbeData
     from satool.analysis.probing.tasks import BUILTIN_TASKS, ProbeSettings
     from satool.analysis.pruning import plan, sweep_heads
@@ -103,24 +111,50 @@ def main() -> None:
         began = time.perf_counter()
         grouped = sweep_heads(data, orders, tasks, settings=settings)
         grouped_s = time.perf_counter() - began
+        fast = fastest_precision()
+        if fast != "float32":
+            began = time.perf_counter()
+            low = sweep_heads(data, orders, tasks, settings=replace(settings, precision=fast))
+            low_s = time.perf_counter() - began
         began = time.perf_counter()
         alone, represent_s, probe_s, configurations = sequential(data, orders, tasks, settings)
         sequential_s = time.perf_counter() - began
 
-        differences = [abs(r.score.score - alone[(r.by, r.order_seed, r.pruned, r.task)]) for r in grouped.rows]
+        def key(row):
+            return row.by, row.order_seed, row.pruned, row.task
+
+        differences = [abs(r.score.score - alone[key(r)]) for r in grouped.rows]
         points = len(grouped.rows) // len(tasks)
+        rows = [["sequential: representations (s)", represent_s],
+                ["sequential: probes (s)", probe_s],
+                ["sequential: total (s)", sequential_s],
+                ["grouped float32: total (s)", grouped_s],
+                ["speed-up (sequential / grouped float32)", sequential_s / grouped_s],
+                ["largest score difference over all points", max(differences)],
+                ["points with any difference", sum(d > 0 for d in differences)]]
+        if fast != "float32":
+            spread = {}  # (level, task) -> standard deviation of the random orders' scores
+            for r in grouped.rows:
+                if r.by == "random":
+                    spread.setdefault((r.pruned, r.task), []).append(r.score.score)
+            spread = {k: float(np.std(v)) for k, v in spread.items() if np.std(v) > 0}  # levels where orders differ
+            low_differences = [abs(r.score.score - alone[key(r)]) for r in low.rows]
+            judged = [(abs(r.score.score - alone[key(r)]), spread[(r.pruned, r.task)]) for r in low.rows
+                      if (r.pruned, r.task) in spread]
+            rows += [[f"grouped {fast}: total (s)", low_s],
+                     [f"speed-up (sequential / grouped {fast})", sequential_s / low_s],
+                     [f"{fast}: largest score difference from float32", max(low_differences)],
+                     [f"{fast}: mean score difference from float32", float(np.mean(low_differences))],
+                     ["spread of the random orders (mean std over the levels where they differ)",
+                      float(np.mean(list(spread.values())))],
+                     [f"{fast}: points there differing from float32 by more than that level's spread",
+                      f"{sum(d > s for d, s in judged)} of {len(judged)}"]]
+        else:
+            rows.append(["bfloat16", "skipped: this machine has no native bfloat16 (it would be slower)"])
         print_table(
             f"Pruning sweep of the demo: {points} (order, level) points, {configurations} distinct pruned models, "
             f"{len(tasks)} probes each ({len(data[0].items)} train / {len(data[1].items)} test utterances)",
-            ["what", "value"],
-            [["sequential: representations (s)", represent_s],
-             ["sequential: probes (s)", probe_s],
-             ["sequential: total (s)", sequential_s],
-             ["grouped: total (s)", grouped_s],
-             ["speed-up (sequential / grouped)", sequential_s / grouped_s],
-             ["largest score difference over all points", max(differences)],
-             ["points with any difference", sum(d > 0 for d in differences)]],
-        )
+            ["what", "value"], rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -55,6 +55,7 @@ class DemoSettings:
     segment_tune_utts: int | None = 60
     segment_test_utts: int | None = 120
     probe_steps: int = 8000  # at most; probes stop early when held-out training utterances stop improving
+    probe_precision: str = "auto"  # the probes' products: bfloat16 where native (about 2x faster), else float32
     probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
     probe_test_utts: int | None = 120
     # The first model gets the whole single-model study (the paper's pruning figures for the three tasks
@@ -221,10 +222,10 @@ MODEL_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metric", ()),
     ("segment", ("segment_tune_utts", "segment_test_utts")),
     ("relate", ()),
-    ("probe", ("probe_steps", "probe_train_utts", "probe_test_utts", "compared_probe_tasks")),
-    ("prune", ("probe_steps", "probe_train_utts", "probe_test_utts", "prune_levels", "prune_tasks", "prune_by",
-               "compared_prune_levels", "compared_prune_tasks", "compared_prune_by", "random_seeds")),
-    ("spans", ("probe_steps", "probe_train_utts", "probe_test_utts", "attention_spans")),
+    ("probe", ("probe_steps", "probe_precision", "probe_train_utts", "probe_test_utts", "compared_probe_tasks")),
+    ("prune", ("probe_steps", "probe_precision", "probe_train_utts", "probe_test_utts", "prune_levels", "prune_tasks",
+               "prune_by", "compared_prune_levels", "compared_prune_tasks", "compared_prune_by", "random_seeds")),
+    ("spans", ("probe_steps", "probe_precision", "probe_train_utts", "probe_test_utts", "attention_spans")),
     ("report", ()),
 )
 
@@ -336,7 +337,7 @@ class ModelRun:
     def _probing(self) -> Any:
         from satool.analysis.probing.tasks import ProbeSettings
 
-        return ProbeSettings(steps=self.settings.probe_steps)
+        return ProbeSettings(steps=self.settings.probe_steps, precision=self.settings.probe_precision)
 
     def probe(self, bar):
         from satool.stages import probe as stage

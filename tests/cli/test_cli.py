@@ -163,3 +163,13 @@ def test_messages_with_brackets_are_printed_literally(tmp_path, satool_cli):
     result = satool_cli("corpus", "check", root)
     assert result.returncode == 3, result.stderr  # a bad utterance: corpus check fails
     assert "[take 2]" in result.stderr and "bad:" in result.stderr, result.stderr
+
+
+def test_an_unknown_probe_precision_is_a_usage_error(satool_cli, tmp_path):
+    """prune, probe and demo refuse --precision float16 with one line and the usage code, before any work."""
+    for command in (("prune", "m.ckpt", "corpus"), ("probe", "m.ckpt", "corpus"), ("demo", "--out", str(tmp_path / "d"))):
+        result = satool_cli(*command, "--precision", "float16")
+        assert result.returncode == errors.EXIT_USAGE, (command, result.stderr)
+        assert result.stderr.strip() == ("satool: error: --precision: probe precision must be one of float32, "
+                                         "bfloat16, auto, not 'float16'")
+    assert not (tmp_path / "d").exists()

@@ -13,6 +13,12 @@ Grouping changes nothing but the speed: every probe draws the same mini-batches,
 same initial weights and sees exactly the floating-point operations it would see alone (batched
 products compute each probe's slice with the same kernel; Adam is element-wise), so a probe's
 numbers are bit-for-bit those of training it alone, which the tests check.
+
+Precision: the matrix products run in ``settings.precision``. In ``"bfloat16"`` the inputs are
+stored and multiplied in bfloat16 while the weights, Adam's state and the loss stay float32 (mixed
+precision); scores differ from float32 by training noise, not by a bias (``benchmarks/bench_prune.py``
+prints the differences beside the spread of random pruning orders). :func:`fastest_precision` picks
+bfloat16 only where the hardware multiplies it natively.
 """
 
 from __future__ import annotations
@@ -69,11 +75,26 @@ class ClassifierProblem:
 @dataclass
 class ClassifierResult:
     """Test accuracy, the test predictions and the training report of one probe (:func:`converged`'s
-    fields plus ``steps_run``, ``best_step``, ``validation_error``, ``train_loss``)."""
+    fields plus ``steps_run``, ``best_step``, ``validation_error``, ``train_loss``, ``precision``)."""
 
     accuracy: float
     predictions: np.ndarray
     report: dict[str, Any]
+
+
+def fastest_precision(device: str = "cpu") -> str:
+    """``"bfloat16"`` where the device multiplies bfloat16 natively (a CUDA GPU that supports it, a
+    CPU with AVX512-BF16 or AMX), else ``"float32"``: elsewhere bfloat16 is emulated and slower."""
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return "float32"
+    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
 
 
 def validation_split(n: int, groups: np.ndarray | None, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,16 +169,9 @@ class _Stack:
         self.optimiser = torch.optim.Adam(self.params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     def __call__(self, x):
-        """Logits ``[probe, row, class]`` of inputs ``[probe, row, dim]``."""
-        import torch
-
-        out = x
-        pairs = list(zip(self.params[::2], self.params[1::2]))
-        for k, (weight, bias) in enumerate(pairs):
-            out = torch.baddbmm(bias, out, weight.transpose(1, 2))
-            if k < len(pairs) - 1:
-                out = torch.relu(out)
-        return out
+        """Float32 logits ``[probe, row, class]`` of inputs ``[probe, row, dim]``, multiplied in the
+        inputs' dtype."""
+        return _forward(self.params, x)
 
     def state(self, i: int) -> list:
         return [p.detach()[i].clone() for p in self.params]
@@ -213,7 +227,9 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
         std = fitted.std(axis=0, keepdims=True) + 1e-5
         scaled.append(((p.x_train - mean) / std).astype(np.float32))
         scales.append((mean, std))
-    x = torch.from_numpy(np.stack(scaled)).to(device)  # [probe, item, dim]
+    precision = fastest_precision(device) if settings.precision == "auto" else settings.precision
+    dtype = getattr(torch, precision)
+    x = torch.from_numpy(np.stack(scaled)).to(device=device, dtype=dtype)  # [probe, item, dim]
     del scaled
     fit_rows = torch.from_numpy(first.rows_train[fit].astype(np.int64)).to(device)
     yt = torch.from_numpy(first.y_train[fit].astype(np.int64)).to(device)
@@ -242,20 +258,18 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
     while step < settings.steps and active:
         index = torch.randint(0, n, (batch,), generator=generator).to(device)
         rows = fit_rows[index]
-        chosen = torch.tensor(active, dtype=torch.long, device=x.device)
-        logits = stack(x[chosen[:, None], rows[None, :]])  # [probe, batch, class]
-        target = yt[index]
-        per_probe = [torch.nn.functional.cross_entropy(logits[k], target) for k in range(len(active))]
+        logits = stack(x.index_select(1, rows))  # [probe, batch, class]
+        per_probe = _mean_cross_entropy(logits, yt[index])
         stack.optimiser.zero_grad(set_to_none=True)
-        torch.stack(per_probe).sum().backward()
+        per_probe.sum().backward()
         stack.optimiser.step()
-        recent[chosen.cpu(), step % settings.eval_every] = torch.stack(per_probe).detach().cpu()
+        recent[active, step % settings.eval_every] = per_probe.detach().cpu()
         step += 1
         if len(yv) == 0 or step % settings.eval_every:
             continue
         stopped = []
         with torch.no_grad():
-            val_logits = stack(xv[chosen])
+            val_logits = stack(xv)
             for k, probe in enumerate(active):
                 errors[probe].append(float((val_logits[k].argmax(-1) != yv).float().mean()))
                 losses[probe].append(float(torch.nn.functional.cross_entropy(val_logits[k], yv)))
@@ -271,6 +285,8 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
             active = [active[k] for k in kept]
             if active:
                 stack.keep(kept)
+                kept_index = torch.tensor(kept, dtype=torch.long, device=x.device)
+                x, xv = x[kept_index], xv[kept_index]  # only the probes still training are gathered
     for k, probe in enumerate(active):
         finish(k, probe)
     del x, xv
@@ -282,9 +298,11 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
         report.update(steps_run=steps_run[probe],
                       best_step=best_step[probe] if best_state[probe] is not None else steps_run[probe],
                       validation_error=best[probe] if best_state[probe] is not None else float("nan"),
-                      train_loss=float(recent[probe, : min(steps_run[probe], settings.eval_every)].mean()))
+                      train_loss=float(recent[probe, : min(steps_run[probe], settings.eval_every)].mean()),
+                      precision=precision)
         mean, std = scales[probe]
-        xs = torch.from_numpy(((p.x_test[p.rows_test] - mean) / std).astype(np.float32)).to(device)
+        xs = torch.from_numpy(((p.x_test[p.rows_test] - mean) / std).astype(np.float32)).to(device=device,
+                                                                                             dtype=dtype)
         with torch.no_grad():
             predictions = torch.cat([_logits(state, chunk).argmax(-1) for chunk in xs.split(65536)]).cpu().numpy() \
                 if len(xs) else np.zeros(0, np.int64)
@@ -293,15 +311,33 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
     return results
 
 
+def _mean_cross_entropy(logits, target):
+    """Cross-entropy ``[probe]`` of logits ``[probe, row, class]`` against one target ``[row]``, each
+    probe's mean over its rows (the gradient is bit-for-bit that of one mean per probe)."""
+    import torch
+
+    count, rows, classes = logits.shape
+    losses = torch.nn.functional.cross_entropy(logits.reshape(count * rows, classes), target.repeat(count),
+                                               reduction="none")
+    return losses.view(count, rows).mean(1)
+
+
+def _forward(params: Sequence, x):
+    """Float32 logits ``[probe, row, class]`` of inputs ``[probe, row, dim]`` through stacked layers
+    (``params``: weight ``[probe, out, in]``, bias ``[probe, 1, out]`` per layer), the products in
+    ``x``'s dtype (a no-op cast in float32)."""
+    import torch
+
+    out = x
+    pairs = list(zip(params[::2], params[1::2]))
+    for k, (weight, bias) in enumerate(pairs):
+        out = torch.baddbmm(bias.to(x.dtype), out, weight.to(x.dtype).transpose(1, 2))
+        if k < len(pairs) - 1:
+            out = torch.relu(out)
+    return out.float()
+
+
 def _logits(state: list, x):
     """One probe's logits ``[row, class]`` from its weights (``state``: weight, bias per layer, as
     :meth:`_Stack.state` returns them), computed as the stack computes them."""
-    import torch
-
-    out = x[None]
-    pairs = list(zip(state[::2], state[1::2]))
-    for k, (weight, bias) in enumerate(pairs):
-        out = torch.baddbmm(bias[None], out, weight[None].transpose(1, 2))
-        if k < len(pairs) - 1:
-            out = torch.relu(out)
-    return out[0]
+    return _forward([p[None] for p in state], x[None])[0]
