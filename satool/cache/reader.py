@@ -21,6 +21,8 @@ from satool.cache.schema import (
 from satool.errors import InputError, UsageError
 from satool.utterance import STORED_ARRAYS, UtteranceMeta
 
+META_KEPT = 4096  # utterances' metadata kept in memory (a few kB each: labels of every 10 ms frame)
+
 
 class AttentionCache:
     """Read access to a cache directory (see module docstring)."""
@@ -53,6 +55,7 @@ class AttentionCache:
         self.duplicate_ids = duplicates
         self._files: OrderedDict[Path, Any] = OrderedDict()
         self._max_open = max_open_files
+        self._metas: OrderedDict[str, UtteranceMeta] = OrderedDict()  # the last META_KEPT read
 
     # -- provenance ----------------------------------------------------------
     @property
@@ -203,7 +206,18 @@ class AttentionCache:
         return data
 
     def meta(self, utt_id: str) -> UtteranceMeta:
-        """The utterance's metadata (speaker, split, n_frames, n_steps, frame_labels, boundaries, ...)."""
+        """The utterance's metadata (speaker, split, n_frames, n_steps, frame_labels, boundaries, ...),
+        read and checked once while it is among the last :data:`META_KEPT` asked for (its arrays are
+        read-only)."""
+        if utt_id in self._metas:
+            self._metas.move_to_end(utt_id)
+        else:
+            self._metas[utt_id] = self._read_meta(utt_id)
+            if len(self._metas) > META_KEPT:
+                self._metas.popitem(last=False)
+        return self._metas[utt_id]
+
+    def _read_meta(self, utt_id: str) -> UtteranceMeta:
         group, shard = self._group(utt_id)
         try:
             text = group.attrs["meta"]
@@ -218,6 +232,9 @@ class AttentionCache:
             raise InputError(f"utterance {utt_id!r}: unreadable metadata ({' '.join(str(exc).split())[:80]})",
                              path=shard) from None
         check_meta(stored, utt_id, self.attrs, shard)
+        for value in stored.values():
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
         return UtteranceMeta.of_stored(utt_id, stored, frames_per_step=self.frames_per_step,
                                        phone_set=self.phone_set)
 

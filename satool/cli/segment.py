@@ -30,6 +30,9 @@ def segment(
     all_heads: bool = typer.Option(default(stage.Settings, "all_heads"), "--all-heads", help="Also tune and test "
                                    "every head; rank them by R-value (coarser grid: 5 alphas x 12 betas, 40 tuning "
                                    "utterances)."),
+    workers: int = typer.Option(default(stage.Settings, "workers"), "--workers", min=0, help="Processes that rank "
+                                "the heads (attn:best, --all-heads), each on one core; 0 = one per core. The "
+                                "ranking is the same for any number."),
     example: str | None = typer.Option(default(stage.Settings, "example"),
                                        help="Utterance for the Fig. 2 example (default: first test one)."),
     out: Path = typer.Option(default(stage.Settings, "out"), "--out", "-o", help="Results directory."),
@@ -56,7 +59,7 @@ def segment(
     cache_path = workspace.resolve("cache", cache, hint="pass a cache made by 'satool extract --alignments ...'")
     settings = stage.Settings(cache=cache_path, features=parse_csv(features), tune_on=tune_on, test_on=test_on,
                               alpha=alpha, beta=beta, tolerance=tolerance, all_heads=all_heads, example=example,
-                              out=out, allow_partial=allow_partial, maps=maps)
+                              workers=workers, out=out, allow_partial=allow_partial, maps=maps)
     with progress_bar(None, "segmenting") as bar:
         outputs = stage.run(settings, bar, log)
     stage.record(workspace, settings, outputs)

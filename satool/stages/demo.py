@@ -308,7 +308,8 @@ class ModelRun:
         outputs = self._run(stage, stage.Settings(
             cache=self.cache, features=features, tune_on="dev", test_on="test",
             tune_utts=self.settings.segment_tune_utts, test_utts=self.settings.segment_test_utts, curve_hidden=False,
-            examples=["mfcc", "attn:best"] if shared is None else ["attn:best"], out=self.results / "segment"), bar)
+            examples=["mfcc", "attn:best"] if shared is None else ["attn:best"], workers=0,
+            out=self.results / "segment"), bar)
         if shared is not None:
             results = outputs.results
             if shared.test_ids != results.test_ids:

@@ -28,6 +28,7 @@ class Settings:
     curve_hidden: bool = True  # precision-recall sweep for hidden states too
     examples: list[str] | None = None  # sources drawn as Fig. 2 (default every requested source)
     example: str | None = None  # utterance of the figures (default the first test one)
+    workers: int = 1  # processes ranking the heads (attn:best, all_heads); 0 = one per usable core
     out: Path = Path("results/segment")
     allow_partial: bool = False
     maps: str | None = None  # map kind of the attn: sources (satool.maps); None = the cache's own
@@ -73,7 +74,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
         half = len(tune_ids) // 2
         progress.total(len(cache.layers) * len(cache.heads), 0)
         ranking = rank_heads(frames, tune_ids[:half], tune_ids[half:], tolerance=settings.tolerance,
-                             progress=progress.advance)
+                             progress=progress.advance, workers=_workers(settings.workers))
         best_head = FeatureSource("attn", ranking[0]["layer"], ranking[0]["head"])
     requested = []
     for name in settings.features:  # the order asked for
@@ -95,7 +96,7 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     if settings.all_heads and ranking is None:
         progress.total(len(cache.layers) * len(cache.heads), 0)
         ranking = rank_heads(frames, tune_ids or test_ids, test_ids, tolerance=settings.tolerance,
-                             progress=progress.advance)
+                             progress=progress.advance, workers=_workers(settings.workers))
     results = SegmentResults(study_results, settings.tolerance, str(settings.cache), settings.tune_on,
                              settings.test_on, best_head.label if best_head else None, best_hidden, ranking,
                              list(test_ids), kind)
@@ -107,6 +108,15 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
             example(frames, source, example_id, chosen.alpha, chosen.beta),
             settings.out / f"example_{source.label.replace(':', '_')}.png")
     return Outputs(results, paths)
+
+
+def _workers(asked: int) -> int:
+    """``asked`` processes, or one per core this process may use (0)."""
+    import os
+
+    if asked:
+        return asked
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:

@@ -58,6 +58,12 @@ def test_fixed_parameters_and_all_heads(cache, tmp_path, satool_cli):
     assert [r["rank"] for r in heads] == ["1", "2", "3", "4"]
     values = [float(r["strict_r_value"]) for r in heads]
     assert values == sorted(values, reverse=True)
+    # two processes rank the heads exactly as one does
+    result = satool_cli("segment", cache, "--features", "attn:2.1", "--alpha", "0.5", "--beta", "1.0",
+                        "--all-heads", "--workers", "2", "--out", tmp_path / "seg2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "seg2" / "heads_by_r_value.csv").read_bytes() == \
+        (tmp_path / "seg" / "heads_by_r_value.csv").read_bytes()
 
 
 def test_errors(cache, tmp_path, satool_cli):

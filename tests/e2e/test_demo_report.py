@@ -39,6 +39,11 @@ def test_demo_quick_writes_everything(demo_dir):
                     "results/probe/probe_results.csv", "results/prune/prune_results.csv",
                     "results/spans/span_results.csv"):
             assert (demo_dir / model / rel).exists(), (model, rel)
+    from satool.analysis.probing.classifiers import fastest_precision
+    from satool.results.prune import PruneSweep
+
+    rows = PruneSweep.load(demo_dir / models[0] / "results/prune").rows  # the demo's probes: --precision auto
+    assert {r.score.details["precision"] for r in rows} == {fastest_precision()}
     report = (demo_dir / "report.html").read_text()
     for title in ("Models", "Every finding of the paper, judged", "favourite offset", "Rules"):
         assert title in report, title

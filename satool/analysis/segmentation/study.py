@@ -283,25 +283,79 @@ def example(frames: FrameSource, source: FeatureSource, utt_id: str, alpha: floa
 
 def rank_heads(frames: FrameSource, tune_ids: Sequence[str], test_ids: Sequence[str], *, tolerance: float,
                alphas_per_head: int = 5, betas: Sequence[float] | None = None, max_tune: int = 40,
-               progress: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
-    """Tune (a coarser grid) and test every stored head; rows sorted by strict R-value, best first."""
+               progress: Callable[[int], Any] | None = None, workers: int = 1) -> list[dict[str, Any]]:
+    """Tune (a coarser grid) and test every stored head; rows sorted by strict R-value, best first.
+
+    ``workers`` > 1 ranks the heads in that many processes (each reopens the cache read-only); the
+    rows are the same as from one process, since every head is tuned on its own."""
     from satool.analysis.segmentation import ALPHA_MULTIPLIERS
 
     betas = list(betas if betas is not None else DEFAULT_BETAS[::2])
     tune_subset = list(tune_ids)[:max_tune]
     multipliers = ALPHA_MULTIPLIERS[np.linspace(0, len(ALPHA_MULTIPLIERS) - 1, alphas_per_head).round().astype(int)]
+    heads = [(layer, head) for layer in frames.cache.layers for head in frames.cache.heads]
+    job = (tune_subset, list(test_ids), tolerance, multipliers, betas)
     rows = []
-    for layer in frames.cache.layers:
-        for head in frames.cache.heads:
-            source = FeatureSource("attn", layer, head)
-            tuning = [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in tune_subset]
-            grid = default_alpha_grid(tuning, multipliers=multipliers)
-            result = run_source(frames, source, tune_subset, test_ids, tuned_on="tune", tolerance=tolerance,
-                                alphas=grid, betas=betas, curve=False)
-            rows.append({"layer": layer, "head": head, **result.row()})
+    if workers <= 1 or len(heads) < 2:
+        for layer, head in heads:
+            rows.append(_rank_head(frames, layer, head, *job))
             if progress is not None:
                 progress(1)
+    else:
+        rows = _rank_in_processes(frames.cache.path, heads, job, workers, progress)
     rows.sort(key=lambda r: -(r["strict_r_value"] if r["strict_r_value"] == r["strict_r_value"] else -1e9))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
     return rows
+
+
+def _rank_head(frames: FrameSource, layer: int, head: int, tune_ids, test_ids, tolerance, multipliers,
+               betas) -> dict[str, Any]:
+    """One row of :func:`rank_heads`: the head tuned on ``tune_ids`` (alpha grid scaled by
+    ``multipliers``) and scored on ``test_ids``."""
+    source = FeatureSource("attn", layer, head)
+    tuning = [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in tune_ids]
+    grid = default_alpha_grid(tuning, multipliers=multipliers)
+    result = run_source(frames, source, tune_ids, test_ids, tuned_on="tune", tolerance=tolerance,
+                        alphas=grid, betas=betas, curve=False)
+    return {"layer": layer, "head": head, **result.row()}
+
+
+_WORKER_FRAMES: dict[str, FrameSource] = {}  # per worker process: the cache it opened
+
+
+def _rank_head_in_worker(cache_path: str, layer: int, head: int, job: tuple) -> dict[str, Any]:
+    if cache_path not in _WORKER_FRAMES:
+        from satool.cache import open_cache
+
+        _WORKER_FRAMES[cache_path] = FrameSource(open_cache(cache_path))
+    return _rank_head(_WORKER_FRAMES[cache_path], layer, head, *job)
+
+
+def _rank_in_processes(cache_path, heads, job, workers: int, progress) -> list[dict[str, Any]]:
+    """:func:`_rank_head` of every head in ``workers`` fresh processes ("spawn": nothing of this
+    process's open files or threads is inherited), rows in the order of ``heads``. Each process's
+    numpy runs on one thread, so the processes do not compete for the cores."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    single = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    saved = {name: os.environ.get(name) for name in single}
+    os.environ.update(single)  # read by the workers' numpy when they start
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_rank_head_in_worker, str(cache_path), layer, head, job): i
+                       for i, (layer, head) in enumerate(heads)}
+            rows: list[dict[str, Any] | None] = [None] * len(heads)
+            for future in as_completed(futures):
+                rows[futures[future]] = future.result()
+                if progress is not None:
+                    progress(1)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return rows  # type: ignore[return-value]
