@@ -37,7 +37,8 @@ def demo(
     whole pruning study, M6 and M9 the globalness-against-random sweep the
     comparison needs). Then the study (OUT/study/, OUT/report.html) judges
     every finding of the paper by a stated rule: reproduces, does not
-    reproduce, or inconclusive. About 21 minutes on 2 CPU cores (--quick:
+    reproduce, or inconclusive. About 13 minutes on 2 CPU cores with native
+    bfloat16, about 20 without (--quick:
     under one). Running it again reuses
     finished stages; any stage can be rerun by hand inside OUT/M3 (its
     satool.toml holds the inputs).
