@@ -18,7 +18,7 @@ def demo(
     pretrain: bool = typer.Option(default(DemoSettings, "pretrain"), "--pretrain", help="Pre-train one model per "
                                   "mask span (3, 6, 9) here with the reference recipe (as many steps as --steps) "
                                   "instead of studying the shipped reference models."),
-    precision: str = typer.Option(default(DemoSettings, "probe_precision"), "--precision", help="Arithmetic of "
+    probe_precision: str = typer.Option(default(DemoSettings, "probe_precision"), "--precision", help="Arithmetic of "
                                   "the probes' matrix products: auto (bfloat16 where this machine multiplies it "
                                   "natively, about 2x faster; else float32), float32 or bfloat16. Each probe's row "
                                   "names the one that ran."),
@@ -51,8 +51,8 @@ def demo(
     settings = DemoSettings.quick() if quick else DemoSettings()
     if pretrain and not quick:
         settings = replace(settings, pretrain=True, pretrain_steps=pretrain_steps)
-    probe_settings(1, precision)  # a bad --precision is refused before any work
-    settings = replace(settings, probe_precision=precision)
+    probe_settings(1, probe_precision)  # a bad --precision is refused before any work
+    settings = replace(settings, probe_precision=probe_precision)
 
     total = stage_count(settings)
 
