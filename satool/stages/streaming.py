@@ -80,6 +80,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
 
     if inputs.block_mb <= 0:
         raise UsageError("--block-mb must be > 0")
+    bound_kernel_cache()
     index, count = world_shard(inputs.shard)
     plugins = get_plugins()
     model = load_model(inputs.checkpoint, device=inputs.device, loaders=plugins.models.objects())
@@ -189,6 +190,21 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
     reduced = len(covered) - resumed
     return StreamOutcome(partial, file, (index, count), reduced, resumed, False, skipped, model.step_s,
                          time.perf_counter() - began, audio[0])
+
+
+KERNEL_CACHE_ENTRIES = "8"
+
+
+def bound_kernel_cache() -> None:
+    """Keep oneDNN's cache of compiled kernels small (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, unless the
+    user set it): it keeps one entry per input shape (the convolutions of a wav2vec 2.0-style front
+    end see every utterance length), up to 1,024 by default, which grew a stream's peak memory by
+    140 MB over 1,000 utterances of many lengths; with 8 entries it stays flat (docs/scale.md). oneDNN
+    reads the variable when it first compiles a kernel, so this works only before the process's
+    first convolution, as in a command-line run."""
+    import os
+
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_ENTRIES)
 
 
 def _needs_whole_maps(scores) -> bool:

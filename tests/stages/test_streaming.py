@@ -5,6 +5,7 @@ through submitit's local executor, and a 60 s utterance on a 24 x 16 model withi
 from __future__ import annotations
 
 import json
+import os
 import resource
 
 import numpy as np
@@ -78,6 +79,7 @@ def test_a_stream_gives_the_cache_numbers_and_four_shards_merge_into_one(setup, 
 def test_query_blocks_and_chosen_layers_give_the_same_numbers(setup, tmp_path, monkeypatch):
     root, ckpt = setup
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     whole = metric.run(metric.Settings(source=ckpt, corpus=root / "LS", out=tmp_path / "a", by=["globalness",
                                        "verticality", "diagonality", "weight"])).scores
     rows = metric.run(metric.Settings(source=ckpt, corpus=root / "LS", out=tmp_path / "b", block_mb=1e-5,
@@ -87,6 +89,11 @@ def test_query_blocks_and_chosen_layers_give_the_same_numbers(setup, tmp_path, m
                                         by=["globalness", "weight"])).scores
     assert second.layers == [2]
     np.testing.assert_allclose(second.values["globalness"], whole.values["globalness"][1:], rtol=1e-5)
+    # a stream bounds oneDNN's per-shape kernel cache (memory flat over many lengths) unless the user chose
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "8"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "100")
+    metric.run(metric.Settings(source=ckpt, corpus=root / "LS", out=tmp_path / "d", layers=[2], by=["globalness"]))
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "100"
 
 
 def test_a_finished_shard_is_skipped_and_an_interrupted_one_resumes(setup, tmp_path, monkeypatch):
