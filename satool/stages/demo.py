@@ -54,6 +54,7 @@ class DemoSettings:
     hidden_states: tuple[int, ...] = (0, 1, 2, 3, 4)
     segment_tune_utts: int | None = 60
     segment_test_utts: int | None = 120
+    segment_workers: int = 0  # processes ranking the heads: one per core (1: no processes to start)
     probe_steps: int = 8000  # at most; probes stop early when held-out training utterances stop improving
     probe_precision: str = "auto"  # the probes' products: bfloat16 where native (about 2x faster), else float32
     probe_train_utts: int | None = 300  # taken round-robin over speakers, so every test speaker is seen
@@ -77,7 +78,7 @@ class DemoSettings:
         """A smoke test of every stage on the shipped models: a small corpus, short probes, few
         pruning levels; it judges nothing."""
         return cls(speakers=4, utterances_per_speaker=6, hidden_states=(0, 2, 4), segment_tune_utts=4,
-                   segment_test_utts=4, probe_steps=40, probe_train_utts=None, probe_test_utts=None,
+                   segment_test_utts=4, segment_workers=1, probe_steps=40, probe_train_utts=None, probe_test_utts=None,
                    prune_levels=(48,), prune_tasks=("phone", "speaker-utt"), compared_prune_levels=(48,),
                    compared_probe_tasks=("phone", "speaker-utt"), random_seeds=3, attention_spans=(2,),
                    judge=False)
@@ -308,7 +309,7 @@ class ModelRun:
         outputs = self._run(stage, stage.Settings(
             cache=self.cache, features=features, tune_on="dev", test_on="test",
             tune_utts=self.settings.segment_tune_utts, test_utts=self.settings.segment_test_utts, curve_hidden=False,
-            examples=["mfcc", "attn:best"] if shared is None else ["attn:best"], workers=0,
+            examples=["mfcc", "attn:best"] if shared is None else ["attn:best"], workers=self.settings.segment_workers,
             out=self.results / "segment"), bar)
         if shared is not None:
             results = outputs.results
