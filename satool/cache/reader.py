@@ -13,6 +13,7 @@ from satool.cache.precision import to_float32
 from satool.cache.schema import (
     _shard_contents,
     check_attention,
+    check_attention_rows,
     check_meta,
     finished_shards,
     meta_checksum,
@@ -149,8 +150,11 @@ class AttentionCache:
         except Exception as exc:
             raise InputError(f"corrupt data for {utt_id!r} ({type(exc).__name__}: {' '.join(str(exc).split())[:80]})",
                              path=shard) from None
-        if name == "attention" and not selection:
-            check_attention(data, utt_id, self.attrs, shard)
+        if name == "attention":  # all maps: their shape and a sample of rows; one head or layer: every row
+            if selection:
+                check_attention_rows(data, utt_id, shard)
+            else:
+                check_attention(data, utt_id, self.attrs, shard)
         return data if stored else to_float32(data)
 
     def position(self, head: str) -> tuple[int, int]:

@@ -218,13 +218,22 @@ def check_attention(data: np.ndarray, utt_id: str, manifest: dict[str, Any], sha
     steps = data.shape[-1]
     if steps == 0:
         raise bad("has no steps")
-    rows = data[:, :, :: max(1, steps // 4), :].astype(np.float32)
+    check_attention_rows(data[:, :, :: max(1, steps // 4), :], utt_id, shard)
+
+
+def check_attention_rows(rows: np.ndarray, utt_id: str, shard: Path) -> None:
+    """Attention rows ``[..., key]`` (a sample of an utterance's maps, or a head or layer read on its
+    own, checked whole) that are non-negative, finite and sum to 1."""
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.size == 0:
+        return
     if not np.all(np.isfinite(rows)) or rows.min() < 0:
-        raise bad("has negative, NaN or infinite weights")
+        raise InputError(f"utterance {utt_id!r}: attention has negative, NaN or infinite weights", path=shard)
     sums = rows.sum(axis=-1)
     if np.abs(sums - 1).max() > ROW_SUM_TOLERANCE:
         worst = float(sums.flat[np.abs(sums - 1).argmax()])
-        raise bad(f"rows do not sum to 1 (one sums to {worst:.3f}): not softmax weights")
+        raise InputError(f"utterance {utt_id!r}: attention rows do not sum to 1 (one sums to {worst:.3f}): not "
+                         "softmax weights", path=shard)
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"

@@ -98,3 +98,30 @@ def test_mfcc_beats_evenly_spaced_on_the_synthetic_corpus(tmp_path, satool_cli):
     baseline = next(r for r in rows if r["source"].startswith("evenly spaced"))
     assert mfcc["strict_r_value"] > baseline["strict_r_value"] + 0.15, (mfcc, baseline)
     assert np.isfinite(mfcc["strict_f1"]) and mfcc["n_test"] >= 12
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_nan_row_in_one_head_is_one_line_and_exit_3(cache, tmp_path, satool_cli, workers):
+    """A head read on its own is checked row by row (a whole-utterance read samples every 4th row), in
+    the ranking's worker processes too: a NaN in an unsampled row of one head stops the run."""
+    import shutil
+
+    import h5py
+
+    from satool.cache import open_cache
+
+    broken = tmp_path / "cache"
+    shutil.copytree(cache, broken)
+    first = open_cache(broken).utterance_ids[0]
+    for shard in broken.glob("shard-*.h5"):
+        with h5py.File(shard, "r+") as f:
+            if f"utterances/{first}" in f:
+                maps = f[f"utterances/{first}/attention"]
+                values = maps[()]
+                values[1, 0, 1, :] = np.nan  # L2.H1, query row 1: not among the rows a whole read samples
+                maps[...] = values
+    result = satool_cli("segment", broken, "--features", "attn:best", "--workers", workers, "--out",
+                        tmp_path / "s", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().endswith(f"utterance {first!r}: attention has negative, NaN or infinite weights")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -348,10 +348,14 @@ def _rank_in_processes(cache_path, heads, job, workers: int, progress) -> list[d
             futures = {pool.submit(_rank_head_in_worker, str(cache_path), layer, head, job): i
                        for i, (layer, head) in enumerate(heads)}
             rows: list[dict[str, Any] | None] = [None] * len(heads)
-            for future in as_completed(futures):
-                rows[futures[future]] = future.result()
-                if progress is not None:
-                    progress(1)
+            try:
+                for future in as_completed(futures):
+                    rows[futures[future]] = future.result()
+                    if progress is not None:
+                        progress(1)
+            except BaseException:  # a head failed (e.g. a corrupt map) or Ctrl-C: the rest is not started
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         for name, value in saved.items():
             if value is None:
