@@ -149,6 +149,7 @@ class StreamedUtterance:
     meta: UtteranceMeta
     steps: int
     blocks: Iterator[tuple[int, int, np.ndarray]]  # (layer position, first query, probs[head, query, key])
+    wave: np.ndarray | None = None  # float32 [sample] at 16 kHz, as analysed
 
 
 @dataclass
@@ -193,19 +194,22 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
                                        phone_set=phone_set)
 
         def blocks(features=features):
+            if not layers:  # no maps asked for (e.g. segmentation of MFCC only)
+                return
             for layer, first, probs in model.map_blocks(features, list(layers), maps=maps, block_bytes=block_bytes):
                 yield position[layer], first, probs.to(torch.float16).to(torch.float32).cpu().numpy()
 
-        yield StreamedUtterance(meta, steps, blocks())
+        yield StreamedUtterance(meta, steps, blocks(), loaded.wave)
 
 
-def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None,
+def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, segments=None,
            on_utterance: Callable[[str], None] | None = None,
            on_maps: Callable[[UtteranceMeta, np.ndarray], None] | None = None,
            keep: Callable[[UtteranceMeta], bool] = lambda meta: False,
            result: StreamResult | None = None) -> StreamResult:
-    """Reduce every utterance of ``items`` into ``scores`` (a ScoreSums) and/or ``relations`` (a
-    RelationSums). ``on_utterance(id)`` after each utterance (a stage saves its state there);
+    """Reduce every utterance of ``items`` into ``scores`` (a ScoreSums), ``relations`` (a
+    RelationSums) and/or ``segments`` (a SegmentSums: the maps of its heads are assembled, one
+    utterance at a time, and segmented). ``on_utterance(id)`` after each utterance (a stage saves its state there);
     utterances for which ``keep(meta)`` is true have their whole maps assembled and given to
     ``on_maps(meta, maps)``. Memory does not grow with the number of utterances."""
     from satool.analysis.relations import step_label_counts, uniform_relation
@@ -215,7 +219,10 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None,
     names = [BLOCK_FORMS[m.per_utterance] for m in metrics if blockwise(m)]
     plugins = [m for m in metrics if not blockwise(m)]
     owner = scores if scores is not None else relations
-    n_layers, n_heads = len(owner.layers), len(owner.heads)
+    n_layers, n_heads = (len(owner.layers), len(owner.heads)) if owner is not None else (0, 0)
+    wanted: dict[int, list[tuple[int, int]]] = {}  # layer position -> the segmented heads (layer, head) in it
+    for layer, head in ([] if segments is None else segments.heads()):
+        wanted.setdefault(segments.layers().index(layer), []).append((layer, head))
     with threadpool_limits(limits=1, user_api="blas"):
         for item in items:
             meta = item.meta
@@ -227,8 +234,15 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None,
             reduction = UtteranceReduction(n_layers, n_heads, item.steps, names=names, offsets=scores is not None,
                                            max_offset=(len(scores.offset_queries) - 1) // 2 if scores else 10,
                                            counts=counts, full=bool(plugins) or kept)
+            head_maps = {head: np.zeros((item.steps, item.steps), np.float32) for heads in wanted.values()
+                         for head in heads}
             for layer, first, probs in item.blocks:
-                reduction.add(layer, first, probs)
+                if owner is not None:
+                    reduction.add(layer, first, probs)
+                for number in wanted.get(layer, ()):
+                    head_maps[number][first:first + len(probs[0])] = probs[number[1] - 1]
+            if segments is not None:
+                segments.add_utterance(meta, item.wave, head_maps)
             if scores is not None:
                 def values_of(metric, reduction=reduction, meta=meta):
                     if blockwise(metric):

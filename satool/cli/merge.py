@@ -13,15 +13,15 @@ from satool.stages import merge as stage
 
 def merge(
     out: Path = typer.Argument(..., help="The results directory the shards wrote into (--out of "
-                               "'satool metric|relate CKPT CORPUS --shard i/N')."),
-    kind: str | None = typer.Option(default(stage.Settings, "kind"), help="metric or relate, when OUT holds "
-                                    "the partial sums of both."),
+                               "'satool metric|relate|segment CKPT CORPUS --shard i/N')."),
+    kind: str | None = typer.Option(default(stage.Settings, "kind"), help="metric, relate or segment, when OUT "
+                                    "holds the partial sums of several."),
 ) -> None:
     """Add the partial sums of the N shards in OUT/partial/ and write the results one process would have.
 
     Every shard 0..N-1 must be there and finished (rerun an unfinished one: it
     resumes), run with the same settings over disjoint utterances. Writes the
-    stage's results and figures into OUT, as 'satool metric' or 'satool relate'.
+    stage's results and figures into OUT, as 'satool metric', 'relate' or 'segment'.
 
     Example: for i in 0 1 2 3; do satool metric model.ckpt LS/ --shard $i/4 -o res & done; wait
              satool merge res
@@ -36,6 +36,9 @@ def merge(
     if outputs.kind == "metric":
         say(f"merged {outputs.shards} shards ({result.scores.utterances} utterances scored); wrote "
             f"{', '.join(str(p) for p in result.paths.values())}")
-    else:
+    elif outputs.kind == "relate":
         say(f"merged {outputs.shards} shards ({result.relations.utterances} aligned utterances); wrote "
             f"relations into {out}")
+    else:
+        say(f"merged {outputs.shards} shards ({len(result.results.test_ids)} test utterances segmented); wrote "
+            f"segmentation scores into {out}")

@@ -1,4 +1,4 @@
-"""The options of the commands that stream from a checkpoint (`satool metric`, `satool relate`):
+"""The options of the commands that stream from a checkpoint (`satool metric`, `relate`, `segment`):
 declared once here, with their help; each command gives the defaults of its own stage's Settings.
 
     alignments: Alignments = default(stage.Settings, "alignments")
@@ -43,19 +43,19 @@ MemGb = Annotated[float, typer.Option(min=0.1, help="Memory (GB) per --submit sl
 
 
 def stream_settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The stage Settings fields of the options above, from a command's parameter values (its
-    ``locals()``): lists parsed, the shard as (i, N), the cluster options as one Cluster."""
+    """The stage Settings fields of the options above that a command declares, from its parameter values
+    (its ``locals()``): lists parsed, the shard as (i, N), the cluster options as one Cluster."""
     from satool.cli.common import parse_csv, parse_numbers
     from satool.cli.extract import parse_shard
     from satool.stages.submit import Cluster
 
-    return dict(
-        alignments=values["alignments"], split=parse_csv(values["split"]) or None, max_utts=values["max_utts"],
-        max_frames=values["max_frames"], device=values["device"], layers=parse_numbers(values["layers"]),
-        shard=parse_shard(values["shard"]), block_mb=values["block_mb"], keep_maps=values["keep_maps"],
-        keep=parse_csv(values["keep"]) or None, flush_every=values["flush_every"], submit=values["submit"],
-        shards=values["shards"],
-        cluster=Cluster(jobs=values["jobs"], partition=values["partition"], timeout_min=values["timeout_min"],
-                        cpus_per_task=values["cpus_per_task"], gpus_per_node=values["gpus_per_node"],
-                        mem_gb=values["mem_gb"]),
-    )
+    parsers = {"split": lambda v: parse_csv(v) or None, "layers": parse_numbers, "shard": parse_shard,
+               "keep": lambda v: parse_csv(v) or None}
+    plain = ("alignments", "max_utts", "max_frames", "device", "block_mb", "keep_maps", "flush_every", "submit",
+             "shards")
+    settings = {name: parsers.get(name, lambda v: v)(values[name]) for name in (*parsers, *plain) if name in values}
+    if "jobs" in values:
+        settings["cluster"] = Cluster(jobs=values["jobs"], partition=values["partition"],
+                                      timeout_min=values["timeout_min"], cpus_per_task=values["cpus_per_task"],
+                                      gpus_per_node=values["gpus_per_node"], mem_gb=values["mem_gb"])
+    return settings

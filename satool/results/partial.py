@@ -32,7 +32,7 @@ from satool.durable import fsync_directory
 from satool.errors import InputError
 from satool.results.files import MAX_RESULT_BYTES, json_ready
 
-KINDS = ("metric", "relate")
+KINDS = ("metric", "relate", "segment")
 REDUCTIONS = ("sum", "max", "min")
 FORMAT = 1
 MAX_UTTERANCES = 50_000_000  # ids one partial file may list
@@ -42,7 +42,7 @@ MAX_UTTERANCES = 50_000_000  # ids one partial file may list
 class PartialSums:
     """What one shard of a streaming pass accumulated."""
 
-    kind: str  # "metric" or "relate": which analysis finishes these sums
+    kind: str  # "metric", "relate" or "segment": which analysis finishes these sums
     shard: tuple[int, int]  # (index, count)
     settings: dict[str, Any]  # what every shard of one run shares (source, metrics, layers, ...)
     arrays: dict[str, np.ndarray]  # name -> float64 sums (or running max/min)

@@ -3,7 +3,8 @@
 Reads ``OUT/partial/KIND-i-of-N.npz`` (every file checked), requires exactly shards 0..N-1 of one
 run, each finished, over disjoint utterances, adds their sums (:func:`satool.results.partial.merge`)
 and finishes them as the stage would have (``metric``: metrics.csv/.json, the bootstrap replicates
-and figures; ``relate``: relations.npz/.csv, concentration.csv and figures) in OUT.
+and figures; ``relate``: relations.npz/.csv, concentration.csv and figures; ``segment``:
+segment_results.csv/.json and the precision-recall curves) in OUT.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from satool.stages import Log, NoProgress, Progress, quiet
 @dataclass
 class Settings:
     out: Path  # the results directory the shards wrote into (it holds partial/)
-    kind: str | None = None  # "metric" or "relate" when OUT holds both; None = the one it holds
+    kind: str | None = None  # "metric", "relate" or "segment" when OUT holds several; None = the one it holds
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Outputs:
     kind: str
     shards: int
     utterances: int  # covered by the shards (reduced or skipped)
-    result: Any  # metric.Outputs or relate.Outputs
+    result: Any  # metric.Outputs, relate.Outputs or segment.Outputs
 
 
 def merge_directory(out: Path, kind: str | None = None):
@@ -38,7 +39,7 @@ def merge_directory(out: Path, kind: str | None = None):
         raise UsageError(f"--kind {kind}: expected one of {', '.join(KINDS)}")
     files = [f for f in shard_files(out) if kind is None or f.name.startswith(f"{kind}-")]
     if not files:
-        raise InputError(f"no partial sums here (run 'satool metric|relate CKPT CORPUS --shard i/N --out {out}' "
+        raise InputError(f"no partial sums here (run 'satool metric|relate|segment CKPT CORPUS --shard i/N --out {out}' "
                          "first)", path=Path(out) / PartialSums.DIR)
     kinds = sorted({f.name.split("-")[0] for f in files})
     if len(kinds) > 1:
@@ -47,18 +48,39 @@ def merge_directory(out: Path, kind: str | None = None):
     if len(counts) > 1:
         raise InputError(f"partial sums of different shardings ({', '.join(c.removesuffix('.npz') for c in counts)} "
                          "shards): remove the stale ones", path=Path(out) / PartialSums.DIR)
-    return merge([PartialSums.load(f) for f in files], where=Path(out) / PartialSums.DIR)
+    parts = [PartialSums.load(f) for f in files]
+    for part, file in zip(parts, files):
+        check_part(part, file)
+    return merge(parts, where=Path(out) / PartialSums.DIR)
+
+
+def check_part(part, file: Path) -> None:
+    """Rebuild one shard's accumulators from its file, so that impossible sums (negative counts, say) are
+    refused naming that file, before they are added to the others'."""
+    from satool.analysis.relations import RelationSums
+    from satool.analysis.scoring import ScoreSums
+    from satool.analysis.segmentation.streamed import SegmentSums
+    from satool.errors import InputError
+
+    try:
+        described = part.settings["analysis"]
+        if part.kind == "metric":
+            ScoreSums.from_arrays(described, part.arrays, part.info.get("failed", {}), where=file)
+        elif part.kind == "relate":
+            RelationSums.from_arrays(described, part.arrays, where=file)
+        else:
+            SegmentSums.from_arrays(described, part.arrays, where=file)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"not the partial sums of a {part.kind} pass (settings incomplete)", path=file) from None
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
-    from satool.stages import metric, relate
+    from satool.stages import metric, relate, segment
 
     progress = progress or NoProgress()
     merged = merge_directory(settings.out, settings.kind)
-    if merged.kind == "metric":
-        result = metric.finish(merged, settings.out, log, where=Path(settings.out) / "partial")
-    else:
-        result = relate.finish(merged, settings.out, log, where=Path(settings.out) / "partial")
+    stage = {"metric": metric, "relate": relate, "segment": segment}[merged.kind]
+    result = stage.finish(merged, settings.out, log, where=Path(settings.out) / "partial")
     return Outputs(merged.kind, _shard_count(settings.out, merged.kind), len(merged.utterances), result)
 
 
@@ -69,5 +91,5 @@ def _shard_count(out: Path, kind: str) -> int:
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:
-    name = "metrics" if outputs.kind == "metric" else "relate"
+    name = {"metric": "metrics", "relate": "relate", "segment": "segment"}[outputs.kind]
     workspace.record(outputs.kind, {name: settings.out}, merged_shards=outputs.shards)

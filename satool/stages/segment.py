@@ -1,5 +1,11 @@
 """Stage `segment`: phone boundaries from attention rows, hidden states, MFCC or log-Mel (kernel-Gram
-method), tuned on one split and scored once on another, beside an evenly spaced baseline."""
+method), tuned on one split and scored once on another, beside an evenly spaced baseline.
+
+From an attention cache, or straight from a checkpoint over a corpus (``checkpoint`` and ``corpus``):
+then alpha and beta are tuned on at most ``tune_utts`` (default :data:`STREAM_TUNE_UTTS`) tuning
+utterances held in memory, and the test split is streamed, each utterance's maps segmented and
+dropped, keeping counts only (:mod:`satool.analysis.segmentation.streamed`), in shards with
+``shard`` or ``submit`` that ``satool merge`` adds up."""
 
 from __future__ import annotations
 
@@ -7,12 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satool.models.base import DEFAULT_BLOCK_MB
 from satool.stages import Log, NoProgress, Progress, quiet
+from satool.stages.submit import Cluster
+
+STREAM_TUNE_UTTS = 100  # from a checkpoint, tuning holds this many utterances' features in memory at most
 
 
 @dataclass
 class Settings:
-    cache: Path
+    cache: Path | None = None  # an attention cache with alignments; or ``checkpoint`` and ``corpus``
     # sources: mfcc, mel, attn:L3.H7, hidden:S, plus attn:best (the head ranked best on the tuning split,
     # tuned on one half of it and scored on the other: the test split is never used to choose) and
     # hidden:all (every stored hidden state)
@@ -32,15 +42,41 @@ class Settings:
     out: Path = Path("results/segment")
     allow_partial: bool = False
     maps: str | None = None  # map kind of the attn: sources (satool.maps); None = the cache's own
+    # straight from a checkpoint (satool.stages.streaming; docs/scale.md): attn:L.H, mfcc and mel sources
+    checkpoint: Path | None = None
+    corpus: Path | None = None
+    alignments: Path | None = None
+    max_frames: int | None = None
+    shard: tuple[int, int] | None = None  # (i, N): this process's share of the test split
+    block_mb: float = DEFAULT_BLOCK_MB
+    flush_every: float = 60.0
+    submit: str | None = None  # "local" or "slurm": the shards as a job array (satool.stages.submit)
+    shards: int = 4
+    cluster: Cluster = field(default_factory=Cluster)
+    device: str = "auto"
 
 
 @dataclass
 class Outputs:
-    results: Any  # satool.results.segment.SegmentResults
+    results: Any  # satool.results.segment.SegmentResults (None for one shard of several)
     paths: dict[str, Path]
+    stream: Any = None  # satool.stages.streaming.StreamOutcome of a checkpoint run
 
 
 def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) -> Outputs:
+    from satool.errors import UsageError
+
+    if (settings.cache is None) == (settings.checkpoint is None):
+        raise UsageError("give an attention cache, or a checkpoint and a corpus")
+    if settings.checkpoint is not None:
+        return _from_checkpoint(settings, progress or NoProgress(), log)
+    if settings.shard is not None or settings.submit is not None:
+        raise UsageError(f"{settings.cache} is a cache: --shard and --submit are for checkpoints "
+                         "(shard a cache with 'satool extract --shard')")
+    return _from_cache(settings, progress, log)
+
+
+def _from_cache(settings: Settings, progress: Progress | None, log: Log) -> Outputs:
     from satool.analysis.segmentation.study import (
         FeatureSource,
         FrameSource,
@@ -110,6 +146,137 @@ def run(settings: Settings, progress: Progress | None = None, log: Log = quiet) 
     return Outputs(results, paths)
 
 
+def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Outputs:
+    """Tune on the tuning split in memory, then stream the test split (this shard of it) counting."""
+    from satool.analysis.segmentation import DEFAULT_BETAS
+    from satool.analysis.segmentation.streamed import EVENLY, SegmentSums
+    from satool.analysis.segmentation.study import boundary_rate, parse_sources, tune_source
+    from satool.errors import InputError, UsageError
+    from satool.stages.streaming import StreamInputs, run_stream, select_utterances
+
+    if settings.corpus is None:
+        raise UsageError(f"{settings.checkpoint}: give the CORPUS (with alignments) to run the model on")
+    unsupported = [f for f in settings.features if f in ("attn:best", "hidden:all") or f.startswith("hidden:")]
+    if unsupported or settings.all_heads:
+        what = unsupported[0] if unsupported else "--all-heads"
+        raise UsageError(f"{what} needs a cache: from a checkpoint, segment streams attn:L.H, mfcc and mel sources "
+                         "(rank the heads on a small cache: 'satool extract --split dev --max-utts 40 "
+                         "--alignments ...', 'satool segment CACHE -f attn:best'; then stream the chosen head)")
+    if settings.maps not in (None, "attention"):
+        raise UsageError("from a checkpoint, segment reads raw attention weights: for other map kinds extract a "
+                         "cache (satool extract --maps KIND)")
+    if settings.examples or settings.example:
+        raise UsageError("example figures need a cache (satool extract --keep ... then satool segment CACHE)")
+    sources = parse_sources(",".join(settings.features))
+    if settings.submit is not None:
+        from satool.stages.submit import run_array
+
+        return finish(run_array("segment", settings, progress, log), settings.out, log)
+    fixed = settings.alpha is not None and settings.beta is not None
+    inputs = StreamInputs(
+        checkpoint=settings.checkpoint, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
+        split=[settings.test_on], max_utts=settings.test_utts, aligned_only=True, max_frames=settings.max_frames,
+        layers=sorted({s.layer for s in sources if s.kind == "attn"}), layers_from="--features attn:",
+        shard=settings.shard,
+        block_mb=settings.block_mb, flush_every=settings.flush_every, device=settings.device)
+    tuned: list[dict[str, Any]] = []
+
+    def make_sums(model, corpus, layers):
+        from satool.heads import check
+
+        check([(s.layer, s.head) for s in sources if s.kind == "attn"], range(1, model.num_layers + 1),
+              range(1, model.num_heads + 1))
+        tune = select_utterances(corpus, [settings.tune_on], settings.tune_utts or STREAM_TUNE_UTTS, aligned_only=True)
+        if not tune:
+            raise InputError(f"split {settings.tune_on!r} has no utterances with phone alignments (the evenly spaced "
+                             "baseline's rate and the tuning come from it; choose one with --tune-on)",
+                             path=settings.corpus)
+        progress.info(f"tuning on {len(tune)} utterances")
+        frames = _tuning_frames(model, corpus, tune, sources, inputs)
+        metas = frames.pop(None)
+        tuned[:] = [{"label": f"evenly spaced ({boundary_rate(metas):.1f}/s)", "kind": EVENLY, "alpha": float("nan"),
+                     "beta": float("nan"), "tune_r_value": None, "n_tune": len(metas), "curve": False,
+                     "rate": boundary_rate(metas)}]
+        for source in sources:
+            pairs = [(f, m.boundaries) for f, m in zip(frames[source.label], metas)] if not fixed else []
+            alpha, beta, tune_r = tune_source(pairs, settings.alpha, settings.beta, tolerance=settings.tolerance,
+                                              where=settings.corpus)
+            tuned.append({"label": source.label, "kind": source.kind, "alpha": alpha, "beta": beta,
+                          "tune_r_value": tune_r, "n_tune": 0 if fixed else len(metas),
+                          "curve": True,  # hidden states, whose sweep is optional, are not streamed
+                          **({"layer": source.layer, "head": source.head} if source.kind == "attn" else {})})
+        del frames
+        test = select_utterances(corpus, [settings.test_on], settings.test_utts, aligned_only=True)
+        return {"segments": SegmentSums(tuned, [u.id for u in test], DEFAULT_BETAS, settings.tolerance,
+                                        None if fixed else settings.tune_on)}
+
+    def restore(described, state):
+        return {"segments": SegmentSums.from_arrays(described, state["arrays"], where=state["where"])}
+
+    draw = {"tune_on": settings.tune_on, "test_on": settings.test_on}
+    outcome = run_stream("segment", inputs, make_sums, restore, draw, progress, log)
+    if outcome.shard[1] > 1:
+        index, count = outcome.shard
+        log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
+            f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are done: "
+            f"satool merge {settings.out}", "note:")
+        return Outputs(None, {"partial": outcome.file}, outcome)
+    result = finish(outcome.partial, settings.out, log, where=outcome.file)
+    result.stream = outcome
+    return result
+
+
+def _tuning_frames(model, corpus, utterances, sources, inputs) -> dict:
+    """Each source's frames of the tuning utterances (and their UtteranceMeta under the key None),
+    computed as a stream computes the test utterances'."""
+    from satool.analysis.segmentation.streamed import source_frames
+    from satool.analysis.streaming import model_utterances, stream
+
+    class Collect:  # what stream() feeds a SegmentSums, kept instead of counted
+        def __init__(self):
+            self.frames: dict = {None: [], **{s.label: [] for s in sources}}
+
+        def heads(self):
+            return sorted({(s.layer, s.head) for s in sources if s.kind == "attn"})
+
+        def layers(self):
+            return sorted({layer for layer, _ in self.heads()})
+
+        def add_utterance(self, meta, wave, head_maps):
+            self.frames[None].append(meta)
+            for s in sources:
+                self.frames[s.label].append(source_frames(s.kind, meta, wave, head_maps.get((s.layer, s.head))))
+
+    collect = Collect()
+    skipped: list = []
+    stream(model_utterances(model, corpus, utterances, [layer - 1 for layer in collect.layers()],
+                            max_frames=inputs.max_frames, block_bytes=int(inputs.block_mb * 2**20), skipped=skipped),
+           segments=collect)
+    return collect.frames
+
+
+def finish(partial, out: Path, log: Log = quiet, where: Path | None = None) -> Outputs:
+    """The results of a whole streamed segmentation from its (merged) partial sums: saved and drawn in ``out``."""
+    from satool.analysis.segmentation.streamed import SegmentSums
+    from satool.errors import InputError
+    from satool.output import segment as figures
+    from satool.results.segment import SegmentResults
+
+    try:
+        sums = SegmentSums.from_arrays(partial.settings["analysis"], partial.arrays, where=where)
+        draw = partial.settings["draw"]
+        tune_on, test_on = str(draw["tune_on"]), str(draw["test_on"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("not the partial sums of a segmentation pass (settings incomplete)", path=where) from None
+    for utt_id, reason in partial.info.get("skipped", []):
+        log(f"{utt_id}: {reason}", "skipped")
+    if not sums.seen.any():
+        raise InputError(f"no test utterance of split {test_on!r} could be segmented", path=where)
+    results = SegmentResults(sums.results(), sums.tolerance, None, tune_on, test_on, None, None, None,
+                             sums.scored_ids(), "attention")
+    return Outputs(results, {**results.save(out), **figures.draw(results, out)})
+
+
 def _workers(asked: int) -> int:
     """``asked`` processes, or one per core this process may use (0)."""
     import os
@@ -120,4 +287,9 @@ def _workers(asked: int) -> int:
 
 
 def record(workspace, settings: Settings, outputs: Outputs) -> None:
-    workspace.record("segment", {"cache": settings.cache, "segment": settings.out}, features=",".join(settings.features))
+    if settings.cache is not None:
+        workspace.record("segment", {"cache": settings.cache, "segment": settings.out},
+                         features=",".join(settings.features))
+    elif outputs.results is not None:
+        workspace.record("segment", {"checkpoint": settings.checkpoint, "corpus": settings.corpus,
+                                     "segment": settings.out}, features=",".join(settings.features))

@@ -25,6 +25,7 @@ from typing import Any
 from satool.stages import Log, Progress
 
 KEPT_MAPS = "maps"  # OUT/maps: the attention cache of the kept utterances
+ACCUMULATORS = ("scores", "relations", "segments")  # what make_sums may return, by name
 
 
 @dataclass
@@ -46,6 +47,8 @@ class StreamInputs:
     flush_every: float = 60.0
     device: str = "auto"
     maps: str = "attention"  # map kind reduced (satool.maps)
+    aligned_only: bool = False  # select only utterances with phone alignments (max_utts counts those)
+    layers_from: str = "--layers"  # the option that chose ``layers`` (named when one is out of range)
 
 
 @dataclass
@@ -67,8 +70,8 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
                progress: Progress, log: Log) -> StreamOutcome:
     """Run (or resume) this process's shard of a ``kind`` pass.
 
-    ``make_sums(model, corpus, layers) -> {"scores": ScoreSums, "relations": RelationSums}`` (either)
-    builds empty accumulators; ``restore(settings, partial)`` rebuilds them from a saved state.
+    ``make_sums(model, corpus, layers) -> {"scores": ScoreSums, "relations": RelationSums, "segments":
+    SegmentSums}`` (any of them) builds empty accumulators; ``restore(settings, partial)`` rebuilds them from a saved state.
     ``draw``: settings the final results need (the same in every shard)."""
     from satool.analysis.streaming import model_utterances, stream
     from satool.data.corpus import open_corpus
@@ -85,19 +88,20 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
     plugins = get_plugins()
     model = load_model(inputs.checkpoint, device=inputs.device, loaders=plugins.models.objects())
     corpus = open_corpus(inputs.corpus, inputs.alignments, readers=plugins.corpora.objects())
-    utterances = corpus.select(inputs.split or None, inputs.max_utts)
+    utterances = select_utterances(corpus, inputs.split, inputs.max_utts, aligned_only=inputs.aligned_only)
     ids = [u.id for u in utterances]
     if len(set(ids)) != len(ids):
         raise InputError("an utterance id occurs more than once in this corpus", path=inputs.corpus)
     model.require_maps(inputs.maps)
-    layers = _layers(inputs.layers, model.num_layers)
+    layers = _layers(inputs.layers, model.num_layers, inputs.layers_from)
     sums = make_sums(model, corpus, layers)
-    accumulators = [s for s in (sums.get("scores"), sums.get("relations")) if s is not None]
+    accumulators = [s for s in (sums.get(k) for k in ACCUMULATORS) if s is not None]
     settings = {
         "checkpoint": str(Path(inputs.checkpoint).resolve()), "sha256": model.provenance().get("sha256"),
         "corpus": str(Path(inputs.corpus).resolve()),
         "alignments": None if inputs.alignments is None else str(Path(inputs.alignments).resolve()),
-        "split": inputs.split, "max_utts": inputs.max_utts, "max_frames": inputs.max_frames,
+        "split": inputs.split, "max_utts": inputs.max_utts, "aligned_only": inputs.aligned_only,
+        "max_frames": inputs.max_frames,
         "selected": len(ids), "step_s": model.step_s, "maps": inputs.maps,
         "analysis": {k: v for s in accumulators for k, v in s.describe().items()}, "draw": draw,
     }
@@ -129,11 +133,11 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
         resumed, earlier_skips = len(covered), len(skipped)
         done = set(covered)
         todo = [u for u in shard_utts if u.id not in done]
-        scores, relations = sums.get("scores"), sums.get("relations")
+        scores, relations, segments = (sums.get(k) for k in ACCUMULATORS)
 
         def snapshot(complete: bool) -> PartialSums:
             arrays, reduce = {}, {}
-            for s in (scores, relations):
+            for s in (scores, relations, segments):
                 if s is not None:
                     a, r = s.arrays()
                     arrays.update(a)
@@ -174,7 +178,8 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
                 yield item
 
         try:
-            stream(counted(items), scores=scores, relations=relations, on_utterance=after, on_maps=on_maps,
+            stream(counted(items), scores=scores, relations=relations, segments=segments, on_utterance=after,
+                   on_maps=on_maps,
                    keep=lambda meta: meta.id in keep)
         finally:
             if writer is not None:
@@ -190,6 +195,14 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
     reduced = len(covered) - resumed
     return StreamOutcome(partial, file, (index, count), reduced, resumed, False, skipped, model.step_s,
                          time.perf_counter() - began, audio[0])
+
+
+def select_utterances(corpus, split: list[str] | None, max_utts: int | None, *, aligned_only: bool = False) -> list:
+    """The utterances of ``split`` (all if None) a pass covers, in the corpus's order: the first
+    ``max_utts`` of them, or of those with phone alignments (``aligned_only``)."""
+    if not aligned_only:
+        return corpus.select(split or None, max_utts)
+    return [u for u in corpus.select(split or None) if u.alignment is not None][:max_utts]
 
 
 KERNEL_CACHE_ENTRIES = "8"
@@ -213,14 +226,14 @@ def _needs_whole_maps(scores) -> bool:
     return scores is not None and not all(blockwise(m) for m in scores.metrics)
 
 
-def _layers(chosen: list[int] | None, available: int) -> list[int]:
+def _layers(chosen: list[int] | None, available: int, option: str = "--layers") -> list[int]:
     from satool.errors import UsageError
 
     if chosen is None:
         return list(range(1, available + 1))
     bad = [c for c in chosen if not 1 <= c <= available]
     if bad:
-        raise UsageError(f"--layers {','.join(map(str, bad))} out of range (1..{available})")
+        raise UsageError(f"{option}: layer {','.join(map(str, bad))} out of range (1..{available})")
     return sorted(set(chosen))
 
 

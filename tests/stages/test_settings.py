@@ -20,7 +20,7 @@ from satool.stages import STAGES, default, default_csv
 # The inputs a stage cannot do without (the command line resolves them from the workspace).
 REQUIRED = {
     "pretrain": {"corpus"}, "health": {"checkpoint", "corpus"}, "extract": {"checkpoint", "corpus"},
-    "metric": {"source"}, "segment": {"cache"}, "relate": set(), "probe": {"data"}, "prune": {"data"},
+    "metric": {"source"}, "segment": set(), "relate": set(), "probe": {"data"}, "prune": {"data"},
     "report": set(), "compare": {"runs"}, "merge": {"out"},
 }
 NESTED_REQUIRED = {"Data": {"checkpoint", "corpus"}}

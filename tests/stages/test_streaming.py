@@ -273,3 +273,101 @@ def test_a_60_s_utterance_on_a_24_by_16_model_within_the_block_budget(tmp_path, 
     assert all(np.isfinite(v).all() for v in scores.values.values())
     steps = 2000  # 60 s of 10 ms frames, 3 per step: whole maps would be 24 x 16 x 2000^2 x 4 B = 6.1 GB
     assert 24 * 16 * steps**2 * 4 > 6e9 and grown < 1.5e9
+
+
+def _segment_rows(results):
+    """Everything a segmentation result (SegmentResults) holds, comparable (NaN written as a string)."""
+    return json.dumps([(r.row(), r.curve, r.per_utterance) for r in results.results] + [results.test_ids],
+                      sort_keys=True, default=str)
+
+
+def test_segmentation_from_a_stream_gives_the_cache_scores_and_three_shards_merge_into_one(setup, tmp_path,
+                                                                                           monkeypatch):
+    from satool.stages import segment
+
+    root, ckpt = setup
+    monkeypatch.chdir(tmp_path)
+    common = dict(features=["mfcc", "attn:L1.H2", "attn:L2.H1"], tune_on="dev-clean", test_on="dev-clean",
+                  tune_utts=4)
+    cached = segment.run(segment.Settings(cache=root / "cache", examples=[], out=tmp_path / "cache-seg", **common))
+    streamed = segment.run(segment.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "one", **common))
+    assert [r.source for r in streamed.results.results] == [r.source for r in cached.results.results]
+    assert len(streamed.results.test_ids) == 9 and streamed.results.results[1].n_tune == 4
+    # alpha, beta, every count, the curves, the counts per utterance
+    assert _segment_rows(streamed.results) == _segment_rows(cached.results)
+    for i in range(3):
+        part = segment.run(segment.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "three",
+                                            shard=(i, 3), **common))
+        assert part.results is None
+    merged = merge.run(merge.Settings(out=tmp_path / "three"))
+    assert merged.kind == "segment" and merged.shards == 3
+    assert _segment_rows(merged.result.results) == _segment_rows(streamed.results)
+    # what was written reads back the same, and the partial files hold counts, not maps
+    from satool.results.segment import SegmentResults
+
+    def written(results):  # what a result file keeps (the curves' points keep the ratios), numbers as floats
+        def floats(value):
+            if isinstance(value, dict):
+                return {k: floats(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [floats(v) for v in value]
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+        return json.dumps(floats([(r.row(), r.per_utterance, r.curve_rows()) for r in results.results]))
+
+    assert written(SegmentResults.load(tmp_path / "three")) == written(streamed.results)
+    assert (tmp_path / "three" / "pr_curve.png").stat().st_size > 0
+    assert sum(f.stat().st_size for f in shard_files(tmp_path / "three")) < 100_000
+
+
+def test_segmentation_shards_resume_and_a_crafted_count_is_refused(setup, tmp_path, monkeypatch):
+    from satool.stages import segment
+
+    root, ckpt = setup
+    monkeypatch.chdir(tmp_path)
+    common = dict(checkpoint=ckpt, corpus=root / "LS", features=["attn:L1.H1"], tune_on="dev-clean",
+                  test_on="dev-clean", tune_utts=3, out=tmp_path / "r", flush_every=0.0)
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterTwo:
+        seen = 0
+
+        def total(self, total, completed=None):
+            pass
+
+        def advance(self, n=1):
+            DiesAfterTwo.seen += n
+            if DiesAfterTwo.seen == 3:
+                raise Killed
+
+        def info(self, text):
+            pass
+
+    with pytest.raises(Killed):
+        segment.run(segment.Settings(**common, shard=(0, 2)), DiesAfterTwo())
+    resumed = segment.run(segment.Settings(**common, shard=(0, 2)))
+    assert resumed.stream.resumed == 2 and resumed.stream.reduced == 3
+    segment.run(segment.Settings(**common, shard=(1, 2)))
+    merged = merge.run(merge.Settings(out=tmp_path / "r")).result
+    single = segment.run(segment.Settings(**{**common, "out": tmp_path / "one"}))
+    assert _segment_rows(merged.results) == _segment_rows(single.results)
+    # a count no pass can make: one line, exit 3
+    _rewrite(tmp_path / "r" / "partial" / "segment-00001-of-00002.npz",
+             lambda c: c["array/segment/point"].fill(-2))
+    with pytest.raises(InputError, match="whole counts") as caught:
+        merge.run(merge.Settings(out=tmp_path / "r"))
+    assert caught.value.exit_code == 3 and "\n" not in str(caught.value)
+
+
+def test_segmentation_from_a_checkpoint_refuses_what_needs_a_cache(setup, tmp_path, satool_cli):
+    root, ckpt = setup
+    for extra, message in ((["-f", "attn:best"], "attn:best needs a cache"),
+                           (["-f", "hidden:2"], "hidden:2 needs a cache"),
+                           (["-f", "mfcc", "--all-heads"], "--all-heads needs a cache"),
+                           (["-f", "attn:L9.H1"], "layer 9")):
+        result = satool_cli("segment", ckpt, root / "LS", *extra, "--tune-on", "dev-clean", "--test-on", "dev-clean",
+                            "--out", tmp_path / "x", cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -180,21 +180,31 @@ def evaluate_boundaries(
             f"reference has {len(refs)} utterances but predicted has {len(preds)}; "
             "pass one list of boundary times per utterance in both"
         )
-    tol = tolerance + TOLERANCE_SLACK_S
-    hits = hits_ref = n_ref = n_pred = 0
+    totals = np.zeros(4, np.int64)
     for r, p in zip(refs, preds, strict=True):
-        r = _sorted_times(r, "reference")
-        p = _sorted_times(p, "predicted")
-        n_ref += len(r)
-        n_pred += len(p)
-        if mode == "strict":
-            h = _strict_hits(r, p, tol)
-            hits += h
-            hits_ref += h
-        else:
-            hits += _near_count(p, r, tol)
-            hits_ref += _near_count(r, p, tol)
-    out: dict[str, Any] = {"mode": mode, "tolerance": tolerance, "n_utterances": len(refs)}
+        totals += boundary_counts(r, p, tolerance, mode)
+    return scores_of_counts(totals, tolerance, mode, len(refs))
+
+
+def boundary_counts(reference: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray,
+                    tolerance: float, mode: str) -> np.ndarray:
+    """One utterance's ``[hits, hits_ref, n_ref, n_pred]`` (int64) as :func:`evaluate_boundaries` counts
+    them; counts of several utterances add up to theirs."""
+    tol = tolerance + TOLERANCE_SLACK_S
+    r = _sorted_times(reference, "reference")
+    p = _sorted_times(predicted, "predicted")
+    if mode == "strict":
+        hits = hits_ref = _strict_hits(r, p, tol)
+    else:
+        hits, hits_ref = _near_count(p, r, tol), _near_count(r, p, tol)
+    return np.array([hits, hits_ref, len(r), len(p)], np.int64)
+
+
+def scores_of_counts(counts: Sequence[int] | np.ndarray, tolerance: float, mode: str, n_utterances: int
+                     ) -> dict[str, Any]:
+    """:func:`evaluate_boundaries`'s dict from summed ``[hits, hits_ref, n_ref, n_pred]``."""
+    hits, hits_ref, n_ref, n_pred = (int(c) for c in counts)
+    out: dict[str, Any] = {"mode": mode, "tolerance": tolerance, "n_utterances": int(n_utterances)}
     out.update(_metrics(hits, hits_ref, n_ref, n_pred, mode))
     return out
 

@@ -155,19 +155,23 @@ class FrameSource:
                     f"(stored: {states or 'none'}; extract with --hidden)"
                 )
             return upsample_frames(self.cache.hidden(utt_id, state=states.index(source.layer)), self.rate)
-        wave = self._audio(utt_id)
-        if source.kind == "mfcc":
-            from satool.data.features import mfcc
-
-            return mfcc(wave).numpy()
-        from satool.data.features import FeatureConfig, FeatureExtractor
-
-        return FeatureExtractor(FeatureConfig())(wave).numpy()
+        return audio_frames(source.kind, self._audio(utt_id))
 
     def _position(self, stored: list[int], number: int, what: str) -> int:
         if number not in stored:
             raise UsageError(f"{self.cache.path}: {what} {number} is not in this cache (stored: {stored})")
         return stored.index(number)
+
+
+def audio_frames(kind: str, wave: np.ndarray) -> np.ndarray:
+    """``[frame, dim]`` MFCC (``kind="mfcc"``) or log-Mel (``"mel"``) frames of 16 kHz samples."""
+    if kind == "mfcc":
+        from satool.data.features import mfcc
+
+        return mfcc(wave).numpy()
+    from satool.data.features import FeatureConfig, FeatureExtractor
+
+    return FeatureExtractor(FeatureConfig())(wave).numpy()
 
 
 def aligned_ids(cache, split: str | None, *, option: str | None = None) -> list[str]:
@@ -206,19 +210,29 @@ def run_source(
         return [(frames.frames(source, u), frames.cache.meta(u)["boundaries"]) for u in ids]
 
     test = pairs(test_ids)
-    tune_r = None
-    if alpha is None or beta is None:
-        tuning = pairs(tune_ids)
-        if not tuning:
-            raise InputError("no aligned utterances in the tuning split", path=frames.cache.path)
-        grid = [alpha] if alpha is not None else list(alphas if alphas is not None else default_alpha_grid(tuning))
-        beta_grid = [beta] if beta is not None else list(betas)
-        best = tune(tuning, grid, beta_grid, tolerance=tolerance, progress=progress)
-        alpha, beta, tune_r = best.alpha, best.beta, float(best.metrics["r_value"])
+    alpha, beta, tune_r = tune_source(pairs(tune_ids) if alpha is None or beta is None else [], alpha, beta,
+                                      tolerance=tolerance, alphas=alphas, betas=betas, progress=progress,
+                                      where=frames.cache.path)
     strict, lenient, per_utterance = _evaluate(test, alpha, beta, tolerance)
     sweep = pr_curve(test, alpha, betas, tolerance=tolerance) if curve else []
     return SourceResult(source.label, float(alpha), float(beta), tuned_on, len(tune_ids), len(test_ids),
                         strict, lenient, sweep, tune_r, per_utterance)
+
+
+def tune_source(tuning: Sequence[tuple[np.ndarray, Any]], alpha: float | None, beta: float | None, *,
+                tolerance: float, alphas: Sequence[float] | None = None, betas: Sequence[float] = tuple(DEFAULT_BETAS),
+                progress: Callable[[int, int], Any] | None = None, where=None) -> tuple[float, float, float | None]:
+    """``(alpha, beta, strict R-value on the tuning split)``: the given ones when both are given (R-value
+    None), else the best on ``tuning`` (``(frames, boundaries)`` pairs) over ``alphas`` (default: the
+    data-derived grid) and ``betas``, a given alpha or beta held fixed."""
+    if alpha is not None and beta is not None:
+        return alpha, beta, None
+    if not tuning:
+        raise InputError("no aligned utterances in the tuning split", path=where)
+    grid = [alpha] if alpha is not None else list(alphas if alphas is not None else default_alpha_grid(tuning))
+    beta_grid = [beta] if beta is not None else list(betas)
+    best = tune(tuning, grid, beta_grid, tolerance=tolerance, progress=progress)
+    return best.alpha, best.beta, float(best.metrics["r_value"])
 
 
 def _evaluate(pairs, alpha: float, beta: float, tolerance: float) -> tuple[dict, dict, list[dict[str, int]]]:
@@ -255,10 +269,14 @@ def study(frames: FrameSource, sources: Sequence[FeatureSource], tune_ids: Seque
     return results
 
 
+def boundary_rate(metas) -> float:
+    """Phone boundaries per second over these utterances (their metadata): the evenly spaced baseline's rate."""
+    return sum(len(m["boundaries"]) for m in metas) / max(sum(m["duration_s"] for m in metas), 1e-9)
+
+
 def evenly_spaced_result(cache, tune_ids: Sequence[str], test_ids: Sequence[str], tolerance: float) -> SourceResult:
     """The trivial baseline: boundaries every 1/rate s, rate = the tuning split's phone boundary rate."""
-    metas_tune = [cache.meta(u) for u in tune_ids]
-    rate = sum(len(m["boundaries"]) for m in metas_tune) / max(sum(m["duration_s"] for m in metas_tune), 1e-9)
+    rate = boundary_rate([cache.meta(u) for u in tune_ids])
     metas = [cache.meta(u) for u in test_ids]
     predicted = [evenly_spaced_boundaries(m["n_samples"] / SAMPLE_RATE, rate) for m in metas]
     reference = [m["boundaries"] for m in metas]

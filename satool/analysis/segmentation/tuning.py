@@ -27,6 +27,7 @@ from satool.analysis.segmentation.evaluation import (
     _near_count,
     _sorted_times,
     _strict_hits,
+    scores_of_counts,
 )
 from satool.errors import UsageError
 
@@ -201,16 +202,26 @@ def pr_curve(
     tolerance = _check_tolerance(tolerance)
     frame_shift_s = _check_frame_shift(frame_shift_s)
     c = _sweep(prepared, [alpha], beta_list, tolerance + TOLERANCE_SLACK_S, frame_shift_s, lenient=True)[0]
-    out = []
-    for b, beta in enumerate(beta_list):
-        n_ref, n_pred = int(c["n_ref"][b]), int(c["n_pred"][b])
-        common = {"tolerance": tolerance, "n_utterances": len(prepared)}
-        strict = {"mode": "strict", **common,
-                  **_metrics(int(c["hits"][b]), int(c["hits"][b]), n_ref, n_pred, "strict")}
-        lenient = {"mode": "lenient", **common,
-                   **_metrics(int(c["l_hits"][b]), int(c["l_hits_ref"][b]), n_ref, n_pred, "lenient")}
-        out.append({"beta": beta, "strict": strict, "lenient": lenient})
-    return out
+    counts = _curve_counts(c)
+    return [{"beta": beta, **{mode: scores_of_counts(counts[b, m], tolerance, mode, len(prepared))
+                              for m, mode in enumerate(("strict", "lenient"))}}
+            for b, beta in enumerate(beta_list)]
+
+
+def pr_curve_counts(features: np.ndarray, reference: Any, alpha: float, betas: Sequence[float], *,
+                    tolerance: float = DEFAULT_TOLERANCE_S, frame_shift_s: float = 0.01) -> np.ndarray:
+    """One utterance's counts of :func:`pr_curve`, ``[beta, mode (strict, lenient), 4]`` with
+    ``[hits, hits_ref, n_ref, n_pred]`` (int64): the counts of several utterances add up to theirs."""
+    prepared = [(np.asarray(features), _sorted_times(reference, "reference"))]
+    c = _sweep(prepared, [alpha], list(betas), tolerance + TOLERANCE_SLACK_S, frame_shift_s, lenient=True)[0]
+    return _curve_counts(c)
+
+
+def _curve_counts(c: dict[str, np.ndarray]) -> np.ndarray:
+    """``[beta, mode, 4]`` counts from one alpha's :func:`_sweep` dict."""
+    strict = np.stack([c["hits"], c["hits"], c["n_ref"], c["n_pred"]], axis=-1)
+    lenient = np.stack([c["l_hits"], c["l_hits_ref"], c["n_ref"], c["n_pred"]], axis=-1)
+    return np.stack([strict, lenient], axis=1)
 
 
 def default_alpha_grid(
