@@ -250,6 +250,16 @@ def test_a_job_array_through_submitits_local_executor_matches_one_process(setup,
     assert len(shard_files(tmp_path / "array")) == 4
     assert_same_scores(array.scores, single)
     assert any((tmp_path / "jobs").rglob("*_log.out"))  # submitit's own logs of each task
+    # segmentation's shards too: each tunes on its own, the merge finds they chose the same
+    from satool.stages import segment
+
+    common = dict(checkpoint=ckpt, corpus=root / "LS", features=["attn:L2.H2", "mel"], tune_on="dev-clean",
+                  test_on="dev-clean", tune_utts=3)
+    one = segment.run(segment.Settings(**common, out=tmp_path / "seg-one"))
+    four = segment.run(segment.Settings(**common, out=tmp_path / "seg-array", submit="local", shards=4,
+                                        cluster=cluster))
+    assert len(shard_files(tmp_path / "seg-array")) == 4
+    assert _segment_rows(four.results) == _segment_rows(one.results)
 
 
 @pytest.mark.slow
