@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from satool.analysis.histogram import BINS, weight_histogram
 from satool.analysis.metrics import HeadMetric
 from satool.cache import to_float32
 from satool.errors import InputError
@@ -80,6 +81,7 @@ class ScoreSums:
         self.boot_weights = {name: np.zeros((replicates, *shape)) for name in self.boot_sums}
         self.boot_offsets = np.zeros((replicates, *shape, width))
         self.boot_queries = np.zeros((replicates, width))
+        self.histogram = np.zeros((*shape, BINS))  # weights per power of two (satool.analysis.histogram)
         self.failed: dict[str, str] = {}
 
     def add_maps(self, attn: np.ndarray, meta) -> None:
@@ -88,16 +90,17 @@ class ScoreSums:
 
         self.add(_utterance_id(meta, self.n), lambda metric: metric.per_utterance(attn, meta),
                  offset_sums(attn, (len(self.offset_queries) - 1) // 2), attn.shape[-1],
-                 has_labels=lambda: meta.get("frame_labels") is not None,
+                 histogram=weight_histogram(attn), has_labels=lambda: meta.get("frame_labels") is not None,
                  where=lambda: meta.get("id", f"utterance {self.n + 1}") if hasattr(meta, "get")
                  else f"utterance {self.n + 1}")
 
     def add(self, utterance_id: str, values_of: Callable[[HeadMetric], np.ndarray],
-            offsets: tuple[np.ndarray, np.ndarray], steps: int, *, has_labels: Callable[[], bool],
-            where: Callable[[], str]) -> None:
+            offsets: tuple[np.ndarray, np.ndarray], steps: int, *, histogram: np.ndarray,
+            has_labels: Callable[[], bool], where: Callable[[], str]) -> None:
         """One utterance: ``values_of(metric)`` gives its ``[layer, head]`` values (a metric that raises
         is reported in ``failed`` and left out from then on), ``offsets`` its (offset sums
-        ``[layer, head, offset]``, query counts ``[offset]``), ``steps`` its length."""
+        ``[layer, head, offset]``, query counts ``[offset]``), ``steps`` its length, ``histogram`` its
+        weight counts ``[layer, head, bin]``."""
         from satool.analysis.locality import uniform_diagonality
 
         weights = bootstrap_weights(utterance_id, self.replicates)
@@ -123,6 +126,7 @@ class ScoreSums:
         self.boot_offsets += weights[:, None, None, None] * sums
         self.boot_queries += weights[:, None] * queries
         self.uniform_d += uniform_diagonality(steps)
+        self.histogram += histogram
         self.n += 1
 
     def scores(self, source: dict[str, Any] | None = None) -> HeadScores:
@@ -141,6 +145,7 @@ class ScoreSums:
                         if name not in self.failed} if replicates else None),
             bootstrap_offset_profile=(profile(self.boot_offsets, self.boot_queries[:, None, None, :])
                                       if replicates else None),
+            weight_histogram=self.histogram.copy(),
         )
 
     # -- shards -------------------------------------------------------------------------------
@@ -148,7 +153,7 @@ class ScoreSums:
     def describe(self) -> dict[str, Any]:
         """What two shards' sums must share to be added (part of the partial file's settings)."""
         return {"layers": self.layers, "heads": self.heads, "replicates": self.replicates,
-                "max_offset": (len(self.offset_queries) - 1) // 2,
+                "max_offset": (len(self.offset_queries) - 1) // 2, "histogram_bins": BINS,
                 "metrics": [{"name": m.name, "prune_first": m.prune_first, "reduce": m.reduce,
                              "needs_labels": m.needs_labels} for m in self.metrics]}
 
@@ -165,7 +170,8 @@ class ScoreSums:
                 arrays[f"boot/{name}/sum"], arrays[f"boot/{name}/weight"] = self.boot_sums[name], self.boot_weights[name]
         arrays.update({"offset/sums": self.offset_totals, "offset/queries": self.offset_queries,
                        "boot/offset/sums": self.boot_offsets, "boot/offset/queries": self.boot_queries,
-                       "uniform_diagonality": np.float64(self.uniform_d), "utterances": np.float64(self.n)})
+                       "uniform_diagonality": np.float64(self.uniform_d), "utterances": np.float64(self.n),
+                       "weights/histogram": self.histogram})
         reduce.update({k: "sum" for k in arrays if k not in reduce})
         return arrays, reduce
 
@@ -182,6 +188,8 @@ class ScoreSums:
             layers = [int(v) for v in described["layers"]]
             heads = [int(v) for v in described["heads"]]
             replicates, max_offset = int(described["replicates"]), int(described["max_offset"])
+            if int(described["histogram_bins"]) != BINS:
+                raise ValueError(f"histograms of {described['histogram_bins']} bins (this satool keeps {BINS})")
             metrics_ = [HeadMetric(str(m["name"]), _not_in_a_merge, m["prune_first"], reduce=m["reduce"],
                                    needs_labels=bool(m["needs_labels"])) for m in described["metrics"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -199,7 +207,7 @@ class ScoreSums:
                 fail(f"{name} must be an array of shape {list(np.shape(template))}, found "
                      f"{'none' if got is None else list(np.shape(got))}")
         for name in expected:
-            if name.endswith(("/count", "/queries", "/weight")) and (
+            if name.endswith(("/count", "/queries", "/weight", "/histogram")) and (
                     (arrays[name] < 0).any() or (arrays[name] != np.round(arrays[name])).any()):
                 fail(f"{name} must hold whole numbers >= 0")
         n = arrays["utterances"]
@@ -217,6 +225,7 @@ class ScoreSums:
         sums.offset_totals, sums.offset_queries = arrays["offset/sums"].copy(), arrays["offset/queries"].copy()
         sums.boot_offsets, sums.boot_queries = arrays["boot/offset/sums"].copy(), arrays["boot/offset/queries"].copy()
         sums.uniform_d, sums.n = float(arrays["uniform_diagonality"]), int(n)
+        sums.histogram = arrays["weights/histogram"].copy()
         sums.failed = {str(k): str(v) for k, v in failed.items() if k in {m.name for m in metrics}}
         return sums
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from satool.analysis.histogram import BINS, weight_histogram
 from satool.analysis.metrics import (
     _LN2,
     HeadMetric,
@@ -89,6 +90,7 @@ class UtteranceReduction:
         self.distance = zeros.copy() if "diagonality" in self.names else None
         self.largest = np.full(self.shape, -np.inf) if "weight" in self.names else None
         self.offsets = np.zeros((*self.shape, 2 * max_offset + 1)) if offsets else None
+        self.histogram = np.zeros((*self.shape, BINS)) if offsets else None  # kept beside the offsets
         self.counts = counts
         self.relation = None if counts is None else np.zeros((n_layers * n_heads, counts.shape[1], counts.shape[1]))
         self.maps = np.zeros((n_layers, n_heads, steps, steps), np.float32) if full else None
@@ -113,6 +115,8 @@ class UtteranceReduction:
             if len(indices):
                 self.offsets[layer][:, present] += np.add.reduceat(np.take(flat, indices, axis=1), starts, axis=1,
                                                                    dtype=np.float64)
+        if self.histogram is not None:
+            self.histogram[layer] += weight_histogram(probs)
         if self.relation is not None:
             from satool.analysis.relations import row_normalised
 
@@ -249,7 +253,7 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
                         return reduction.values(BLOCK_FORMS[metric.per_utterance])
                     return metric.per_utterance(reduction.maps, meta)
 
-                scores.add(meta.id, values_of, reduction.offset_sums(), item.steps,
+                scores.add(meta.id, values_of, reduction.offset_sums(), item.steps, histogram=reduction.histogram,
                            has_labels=lambda meta=meta: meta.frame_labels is not None, where=lambda meta=meta: meta.id)
             if counts is not None:
                 total_frames = item.steps * meta.frames_per_step

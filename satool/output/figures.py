@@ -159,3 +159,23 @@ def offset_profiles(profile: np.ndarray, labels: Sequence[str], path: str | Path
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, ncol=2)
     return Path(path)
+
+
+def weight_histograms(shares: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str) -> Path:
+    """Every head's share of attention weights per power-of-two bin (``shares[head, bin]``, bins of
+    :mod:`satool.analysis.histogram`): one row per head, one scale (0..the largest share) with a bar."""
+    from satool.analysis.histogram import LOWER_EDGES
+
+    height = max(3.0, 0.14 * len(labels) + 1.6)
+    with figure(path, size=(8, height)) as (fig, ax):
+        vmax = float(np.nanmax(shares)) if np.isfinite(shares).any() else 1.0
+        image = ax.imshow(shares, cmap="viridis", vmin=0, vmax=vmax, aspect="auto", interpolation="nearest")
+        ticks = [0] + list(range(1, len(LOWER_EDGES), 4)) + [len(LOWER_EDGES) - 1]
+        names = ["0"] + [f"2^{int(np.log2(LOWER_EDGES[k]))}" for k in ticks[1:]]
+        ax.set_xticks(ticks, names, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=max(4, min(8, int(300 / max(len(labels), 1)))))
+        ax.set_xlabel("attention weight (bin = one power of two, from its lower edge; 0 = exactly zero)")
+        ax.set_ylabel("head")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, shrink=0.8, label=f"share of the head's weights (0..{vmax:.2g})")
+    return Path(path)

@@ -16,7 +16,7 @@ from satool.results.metrics import HeadScores
 
 def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *, k: int = 4,
          step_s: float | None = None) -> dict[str, Path]:
-    """head_distribution.png, offset_profiles.png/.csv and, with ``example`` (the maps
+    """head_distribution.png, offset_profiles.png/.csv, weight_histograms.png/.csv and, with ``example`` (the maps
     ``attn[layer, head, query, key]`` of ``scores.example``), top_heads.png + top_heads.npz (the maps
     drawn). ``step_s``: seconds per model step (axes in seconds)."""
     from satool.maps import ATTENTION, kind_of
@@ -43,6 +43,8 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
              "offset_s": None if step_s is None else round((d - max_offset) * step_s, 6),
              "weight_vs_uniform": finite_or_none(scores.offset_profile[i, j, d])}
             for h, (i, j) in zip(ranked, index) for d in range(scores.offset_profile.shape[-1])])
+    if scores.weight_histogram is not None:
+        paths.update(_weight_histograms(scores, out, of_kind))
     if example is not None:
         rows_by_metric: dict[str, list] = {}
         arrays: dict[str, np.ndarray] = {}
@@ -59,3 +61,19 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
         np.savez_compressed(out / "top_heads.npz", utterance=np.array(scores.example), **arrays)
         paths["top_heads_npz"] = out / "top_heads.npz"
     return paths
+
+
+def _weight_histograms(scores: HeadScores, out: Path, of_kind: str) -> dict[str, Path]:
+    """weight_histograms.png and .csv: every head's share of weights per power of two over the corpus."""
+    from satool.analysis.histogram import LOWER_EDGES, fractions
+
+    labels = [head_label(layer, head) for layer in scores.layers for head in scores.heads]
+    counts = scores.weight_histogram.reshape(len(labels), -1)
+    shares = fractions(counts)
+    png = figures.weight_histograms(shares, labels, out / "weight_histograms.png",
+                                    title=f"Attention weights per power of two, {scores.utterances} utterances{of_kind}")
+    csv = write_csv(out / "weight_histograms.csv", [
+        {"label": name, "bin": b, "lower_edge": float(LOWER_EDGES[b]), "count": int(counts[h, b]),
+         "share": finite_or_none(shares[h, b])}
+        for h, name in enumerate(labels) for b in range(len(LOWER_EDGES))])
+    return {"weight_histograms": png, "weight_histograms_csv": csv}

@@ -69,6 +69,9 @@ class HeadScores(StoredResult):
     # only), and the offset profile [replicate, layer, head, offset]; None when not measured
     bootstrap: dict[str, np.ndarray] | None = None
     bootstrap_offset_profile: np.ndarray | None = None
+    # [layer, head, bin]: how many weights fell in each power-of-two bin (satool.analysis.histogram);
+    # None for results saved before satool recorded it
+    weight_histogram: np.ndarray | None = None
 
     CSV: ClassVar[str] = "metrics.csv"
     JSON: ClassVar[str] = "metrics.json"
@@ -146,7 +149,7 @@ class HeadScores(StoredResult):
                 **(self.bootstrap or {})}
         return HeadScores(self.layers, self.heads, values, counts, self.utterances, prune_first, self.source,
                           self.offset_profile, self.uniform_diagonality, failed, self.example, self.step_s,
-                          boot or None, self.bootstrap_offset_profile)
+                          boot or None, self.bootstrap_offset_profile, self.weight_histogram)
 
     def pruning_order(self, name: str) -> list[tuple[int, int]]:
         """(layer, head) numbers in the order ``satool prune --by name`` removes them."""
@@ -218,6 +221,10 @@ class HeadScores(StoredResult):
             }
         if self.uniform_diagonality is not None:
             document["uniform_diagonality"] = self.uniform_diagonality
+        if self.weight_histogram is not None:
+            from satool.analysis.histogram import LOWER_EDGES
+
+            document["weight_histogram"] = {"lower_edges": LOWER_EDGES, "counts": self.weight_histogram}
         if self.failed:
             document["failed"] = self.failed
         if self.example is not None:
@@ -267,6 +274,7 @@ class HeadScores(StoredResult):
                 doc.fail("offset_profile.offsets must list an odd number of offsets (-M..M)")
             profile = offsets.grid("ratio_to_uniform", (*shape, width))
         uniform = doc.number("uniform_diagonality") if doc.has("uniform_diagonality") else None
+        histogram = _histogram(doc, shape) if doc.has("weight_histogram") else None
         failed = doc.child("failed").value if doc.has("failed") else {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in failed.items()):
             doc.fail("field 'failed' must map metric names to reasons")
@@ -276,7 +284,22 @@ class HeadScores(StoredResult):
                    source=doc.child("source").value if doc.has("source") else {},
                    offset_profile=profile, uniform_diagonality=uniform, failed=dict(failed),
                    example=doc.text("example_utterance", None), step_s=_step(doc), bootstrap=boot,
-                   bootstrap_offset_profile=boot_profile)
+                   bootstrap_offset_profile=boot_profile, weight_histogram=histogram)
+
+
+def _histogram(doc: Document, shape: tuple[int, int]) -> np.ndarray:
+    """The ``weight_histogram`` counts ``[layer, head, bin]``: whole numbers >= 0 in satool's bins."""
+    from satool.analysis.histogram import BINS, LOWER_EDGES
+
+    entry = doc.child("weight_histogram")
+    edges = entry.items("lower_edges")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in edges) \
+            or len(edges) != BINS or not np.allclose(np.array(edges, float), LOWER_EDGES, rtol=1e-12, atol=0):
+        doc.fail(f"weight_histogram.lower_edges must be satool's {BINS} power-of-two bins")
+    counts = entry.grid("counts", (*shape, BINS))
+    if np.isnan(counts).any() or (counts < 0).any() or (counts != np.round(counts)).any():
+        doc.fail("weight_histogram.counts must hold whole numbers >= 0")
+    return counts
 
 
 def rank_of(values: np.ndarray) -> np.ndarray:

@@ -42,6 +42,11 @@ def pool(maps: np.ndarray, size: int = GRID_SIZE) -> np.ndarray:
     return np.add.reduceat(rows, edges[:-1], axis=-1) / np.diff(edges)[None, :]
 
 
+def _finite_list(values: np.ndarray) -> list[float | None]:
+    """A 1-D array as JSON numbers (NaN and infinities as null)."""
+    return [None if not np.isfinite(v) else float(v) for v in values]
+
+
 def quantised(values: np.ndarray, vmax: float) -> str:
     """uint8 codes of ``values / vmax`` (0 = 0, 255 = vmax or more), base64."""
     scale = 255.0 / vmax if vmax > 0 else 0.0
@@ -108,7 +113,7 @@ class ViewData:
             "phone_set": self.cache.phone_set, "utterances": len(self.cache.utterance_ids),
             "audio": corpus is not None, "audio_note": None if corpus is not None else self._corpus_problem,
             "metrics": rows is not None, "relations": self.has_relations(),
-            "profiles": self.corpus_profiles(),
+            "profiles": self.corpus_profiles(), "histograms": self.corpus_histograms(),
         }
 
     def corpus_profiles(self) -> dict[str, list] | None:
@@ -118,8 +123,21 @@ class ViewData:
         from satool.heads import label
 
         profile = self._scores.offset_profile
-        return {label(layer, head): [None if not np.isfinite(v) else float(v) for v in profile[i, j]]
+        return {label(layer, head): _finite_list(profile[i, j])
                 for i, layer in enumerate(self._scores.layers) for j, head in enumerate(self._scores.heads)}
+
+    def corpus_histograms(self) -> dict[str, Any] | None:
+        """Every head's share of weights per power of two over the corpus (from 'satool metric' results),
+        by label, with the bins' lower edges (satool.analysis.histogram)."""
+        if self._scores is None or self._scores.weight_histogram is None:
+            return None
+        from satool.analysis.histogram import LOWER_EDGES, fractions
+        from satool.heads import label
+
+        shares = fractions(self._scores.weight_histogram)
+        return {"lower_edges": LOWER_EDGES.tolist(),
+                "shares": {label(layer, head): _finite_list(shares[i, j]) for i, layer in enumerate(self._scores.layers)
+                           for j, head in enumerate(self._scores.heads)}}
 
     def utterances(self) -> list[dict[str, Any]]:
         out = []
@@ -141,7 +159,9 @@ class ViewData:
                 "scale": "shared: 0 (dark) to vmax, the largest weight of any head after pooling"}
 
     def head(self, utt_id: str, label: str) -> dict[str, Any]:
-        """One head's full map as float32 ``[query, key]`` plus its offset profile on this utterance."""
+        """One head's full map as float32 ``[query, key]`` plus its offset profile and its share of weights
+        per power of two on this utterance."""
+        from satool.analysis.histogram import fractions, weight_histogram
         from satool.analysis.locality import offset_sums, profile
 
         layer, head = self.cache.position(label)
@@ -149,7 +169,8 @@ class ViewData:
         sums, queries = offset_sums(attn)
         return {"id": utt_id, "label": label, "n_steps": int(attn.shape[0]), "map": b64(attn),
                 "max": float(attn.max()), "offsets": list(range(-(len(queries) // 2), len(queries) // 2 + 1)),
-                "offset_profile": [None if not np.isfinite(v) else float(v) for v in profile(sums, queries)]}
+                "offset_profile": _finite_list(profile(sums, queries)),
+                "histogram": _finite_list(fractions(weight_histogram(attn)))}
 
     def labels(self, utt_id: str) -> dict[str, Any]:
         """Phone intervals (from the cache's frame labels) and, when the alignment is readable, words."""

@@ -40,6 +40,9 @@ def assert_same_scores(a: HeadScores, b: HeadScores, rtol=1e-9):
         np.testing.assert_allclose(a.bootstrap[name], b.bootstrap[name], rtol=rtol, atol=1e-12, equal_nan=True)
     np.testing.assert_allclose(a.bootstrap_offset_profile, b.bootstrap_offset_profile, rtol=rtol, atol=1e-12,
                                equal_nan=True)
+    # weights per power of two: counts of the same float16 values, so exactly equal
+    np.testing.assert_array_equal(a.weight_histogram, b.weight_histogram)
+    assert a.weight_histogram.sum() > 0
 
 
 def assert_same_relations(a, b, rtol=1e-9):

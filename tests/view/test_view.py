@@ -112,6 +112,14 @@ def test_api_serves_the_cache(server):
     head = json.loads(server.get(f"api/head/{rows[0]['id']}/L2.H1")[1])
     full = data.cache.attention(rows[0]["id"], head="L2.H1")
     assert np.allclose(np.frombuffer(__import__("base64").b64decode(head["map"]), np.float32).reshape(full.shape), full)
+    # weights per power of two: this utterance's from its map, the corpus's from the metric results
+    from satool.analysis.histogram import BINS, weight_histogram
+
+    expected = weight_histogram(full)
+    np.testing.assert_allclose(head["histogram"], expected / expected.sum())
+    corpus = info["histograms"]
+    assert len(corpus["lower_edges"]) == BINS and set(corpus["shares"]) == {"L1.H1", "L1.H2", "L2.H1", "L2.H2"}
+    assert sum(corpus["shares"]["L2.H1"]) == pytest.approx(1.0)
     status, wav, headers = server.get(f"api/audio/{rows[0]['id']}")
     assert status == 200 and headers["Content-Type"] == "audio/wav" and wav[:4] == b"RIFF"
     labels = json.loads(server.get(f"api/labels/{rows[0]['id']}")[1])
@@ -333,6 +341,7 @@ def test_the_page_in_a_real_browser(server, run):
         page.wait_for_selector("body[data-detail-head='L2.H1']", state="attached")
         assert int(page.get_attribute("body", "data-phone-count")) >= 8  # phone tier on both axes
         assert "L2.H1" in page.inner_text("#detail-title")
+        assert page.get_attribute("body", "data-histogram-bins") == "26"  # weights per power of two, drawn
         box = page.locator("#detail").bounding_box()
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.3)
         first = page.get_attribute("body", "data-hover-query")

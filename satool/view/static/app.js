@@ -120,7 +120,7 @@ async function openHead(label, switchTab) {
   state.head = label;
   state.detail = await get(`head/${enc(state.utt)}/${enc(label)}`);
   if (switchTab) showTab("detail");
-  drawDetail(); drawProfile();
+  drawDetail(); drawProfile(); drawHistogram();
   document.body.dataset.detailHead = label;
 }
 function detailMatrix() {
@@ -194,6 +194,24 @@ function drawRow(q) {
   g.fillText(`query ${((q + 0.5) * m.unit).toFixed(2)} s: weight over keys (max ${fmt(top)}; dashed: uniform 1/T)`, MARGIN, 145);
   g.fillText(fmt(top), 4, 10); g.fillText("0", 4, 128);
 }
+function drawHistogram() {
+  // bars: this utterance (left of each bin) and the corpus from 'satool metric' (right), one linear scale
+  const d = state.detail; const canvas = $("histogram"); const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height); if (!d || !d.histogram) return;
+  const corpus = state.histograms && state.histograms.shares[d.label];
+  const edges = state.histograms ? state.histograms.lower_edges : d.histogram.map((_, b) => b ? 2 ** (b - 25) : 0);
+  const series = [["this utterance", d.histogram, "#c05000"]]; if (corpus) series.push(["corpus", corpus, "#333"]);
+  const top = Math.max(1e-9, ...series.flatMap(s => s[1].filter(v => v != null)));
+  const n = d.histogram.length, w = canvas.width - MARGIN, bw = w / n; const y = v => 165 - v / top * 150;
+  series.forEach(([name, values, colour], s) => {
+    g.fillStyle = colour; values.forEach((v, b) => { if (v != null) g.fillRect(MARGIN + b * bw + s * bw / 2, y(v), bw / 2 - 1, 165 - y(v)); });
+    g.font = "11px sans-serif"; g.fillText(name, MARGIN + 5, 12 + 13 * s);
+  });
+  g.fillStyle = "#222"; g.font = "10px sans-serif"; g.fillText(fmt(top), 2, 18); g.fillText("0", 2, 165);
+  g.fillText("share of weights per bin (bars: lower edge of the weights in each bin)", MARGIN + 200, 12);
+  edges.forEach((e, b) => { if (b === 0 || b % 4 === 1 || b === n - 1) g.fillText(b === 0 ? "0" : "2^" + Math.round(Math.log2(e)), MARGIN + b * bw, 180); });
+  document.body.dataset.histogramBins = String(n);
+}
 function drawProfile() {
   const d = state.detail; const canvas = $("profile"); const g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height); if (!d) return;
@@ -264,7 +282,7 @@ async function start() {
   $("note").textContent = notes.join("; ");
   state.rows = await get("utterances");
   state.metrics = state.info.metrics ? await get("metrics").catch(() => null) : null;
-  state.profiles = state.info.profiles || null;
+  state.profiles = state.info.profiles || null; state.histograms = state.info.histograms || null;
   if (state.info.relations) {
     state.relations = await get("relations").catch(() => null);
     if (state.relations) $("rel-head").innerHTML = state.relations.labels.map(l => `<option>${l}</option>`).join("");

@@ -1,0 +1,40 @@
+"""How a head's attention weights are spread: counts per power of two (the viewer and `satool metric`).
+
+A histogram of weights with linear bins says little (almost every weight of a T-step row is near 0);
+one with a bin per octave shows at once whether a head spreads its mass (weights near 1/T) or puts it
+on a few keys (weights near 1). Bin 0 counts weights that are exactly 0 (pruned heads, masked keys);
+bin k = 1..25 counts weights in ``[2^(k-25), 2^(k-24))``, so bin 25 holds the weights equal to 1 and
+bin 1 every weight below 2^-23 (2^-24 is the smallest float16 a cache or a stream keeps). Counts are
+sums over queries and utterances, so they add up block by block, utterance by utterance and shard by
+shard: a stream and a cache give the same counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BINS = 26
+LOWER_EDGES = np.array([0.0] + [2.0 ** (k - 25) for k in range(1, BINS)])  # each bin's smallest weight
+_EXPONENT_OFFSET = 127 - 25  # float32 biased exponent E means weights in [2^(E-127), 2^(E-126)): bin E - 102
+
+
+def weight_histogram(probs: np.ndarray) -> np.ndarray:
+    """float64 counts ``[..., bin]`` of the weights of ``probs[..., query, key]`` (float32; the leading
+    axes, e.g. layer and head, are kept), one head at a time so memory stays a few times one head's."""
+    probs = np.asarray(probs, dtype=np.float32)
+    lead = probs.shape[:-2]
+    heads = probs.reshape(-1, probs.shape[-2] * probs.shape[-1])
+    counts = np.zeros((len(heads), BINS))
+    for h, weights in enumerate(heads):
+        exponent = (np.ascontiguousarray(weights).view(np.uint32) >> 23) & 0xFF  # sign bit dropped
+        bins = np.clip(exponent.astype(np.int16) - _EXPONENT_OFFSET, 1, BINS - 1)
+        bins[weights == 0] = 0
+        counts[h] = np.bincount(bins.ravel(), minlength=BINS)
+    return counts.reshape(*lead, BINS)
+
+
+def fractions(counts: np.ndarray) -> np.ndarray:
+    """Counts ``[..., bin]`` as the share of each head's weights per bin (NaN for a head without any)."""
+    total = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / np.maximum(total, 1), np.nan)
