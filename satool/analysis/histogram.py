@@ -4,7 +4,8 @@ A histogram of weights with linear bins says little (almost every weight of a T-
 one with a bin per octave shows at once whether a head spreads its mass (weights near 1/T) or puts it
 on a few keys (weights near 1). Bin 0 counts weights that are exactly 0 (pruned heads, masked keys);
 bin k = 1..25 counts weights in ``[2^(k-25), 2^(k-24))``, so bin 25 holds the weights equal to 1 and
-bin 1 every weight below 2^-23 (2^-24 is the smallest float16 a cache or a stream keeps). Counts are
+bin 1 every weight below 2^-23 (2^-24 is the smallest float16 a cache or a stream keeps; float32
+values below 2^-126, which neither keeps, would count as 0). Counts are
 sums over queries and utterances, so they add up block by block, utterance by utterance and shard by
 shard: a stream and a cache give the same counts.
 """
@@ -15,21 +16,22 @@ import numpy as np
 
 BINS = 26
 LOWER_EDGES = np.array([0.0] + [2.0 ** (k - 25) for k in range(1, BINS)])  # each bin's smallest weight
-_EXPONENT_OFFSET = 127 - 25  # float32 biased exponent E means weights in [2^(E-127), 2^(E-126)): bin E - 102
+# float32's biased exponent E (weights in [2^(E-127), 2^(E-126))) -> bin: 0 for E = 0 (exactly 0, or
+# below float32's normal range), E - 102 clipped to 1..25 otherwise
+_BIN_OF_EXPONENT = np.array([0] + [min(max(e - 102, 1), BINS - 1) for e in range(1, 256)])
 
 
 def weight_histogram(probs: np.ndarray) -> np.ndarray:
     """float64 counts ``[..., bin]`` of the weights of ``probs[..., query, key]`` (float32; the leading
-    axes, e.g. layer and head, are kept), one head at a time so memory stays a few times one head's."""
+    axes, e.g. layer and head, are kept), one head at a time so memory stays a few times one head's.
+    Read from the float's exponent bits: 256 exponent counts, then folded into the bins."""
     probs = np.asarray(probs, dtype=np.float32)
     lead = probs.shape[:-2]
     heads = probs.reshape(-1, probs.shape[-2] * probs.shape[-1])
     counts = np.zeros((len(heads), BINS))
     for h, weights in enumerate(heads):
-        exponent = (np.ascontiguousarray(weights).view(np.uint32) >> 23) & 0xFF  # sign bit dropped
-        bins = np.clip(exponent.astype(np.int16) - _EXPONENT_OFFSET, 1, BINS - 1)
-        bins[weights == 0] = 0
-        counts[h] = np.bincount(bins.ravel(), minlength=BINS)
+        exponent = (np.ascontiguousarray(weights).view(np.uint32) >> 23).astype(np.uint8)  # sign bit dropped
+        counts[h] = np.bincount(_BIN_OF_EXPONENT, weights=np.bincount(exponent, minlength=256), minlength=BINS)
     return counts.reshape(*lead, BINS)
 
 
