@@ -7,6 +7,9 @@ reduced at once into per-head sums, then dropped:
 - the built-in metrics G, V, D, W (sums over query rows: G's row entropies, V's column sums, D's
   weighted distances, W's running maximum), the offset sums (locality), and the phone relation sums
   ``c^T Â c`` of P'_h (rows normalised one block at a time) with P_U;
+- the weights per power of two (:mod:`satool.analysis.histogram`);
+- the maps of the heads a segmentation streams (:class:`~satool.analysis.segmentation.streamed.SegmentSums`),
+  assembled for one utterance at a time (T^2 per head), segmented, and counted;
 - a plugin metric sees whole maps ``[layer, head, query, key]`` as always: for an utterance where one
   is asked, the blocks are assembled (memory L x H x T^2, checked against the attention budget).
 

@@ -177,8 +177,7 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
         checkpoint=settings.checkpoint, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
         split=[settings.test_on], max_utts=settings.test_utts, aligned_only=True, max_frames=settings.max_frames,
         layers=sorted({s.layer for s in sources if s.kind == "attn"}), layers_from="--features attn:",
-        shard=settings.shard,
-        block_mb=settings.block_mb, flush_every=settings.flush_every, device=settings.device)
+        shard=settings.shard, block_mb=settings.block_mb, flush_every=settings.flush_every, device=settings.device)
     tuned: list[dict[str, Any]] = []
 
     def make_sums(model, corpus, layers):
@@ -192,7 +191,7 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
                              "baseline's rate and the tuning come from it; choose one with --tune-on)",
                              path=settings.corpus)
         progress.info(f"tuning on {len(tune)} utterances")
-        frames = _tuning_frames(model, corpus, tune, sources, inputs)
+        frames = _tuning_frames(model, corpus, tune, sources, inputs, log)
         metas = frames.pop(None)
         tuned[:] = [{"label": f"evenly spaced ({boundary_rate(metas):.1f}/s)", "kind": EVENLY, "alpha": float("nan"),
                      "beta": float("nan"), "tune_r_value": None, "n_tune": len(metas), "curve": False,
@@ -226,11 +225,14 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
     return result
 
 
-def _tuning_frames(model, corpus, utterances, sources, inputs) -> dict:
+def _tuning_frames(model, corpus, utterances, sources, inputs, log: Log) -> dict:
     """Each source's frames of the tuning utterances (and their UtteranceMeta under the key None),
-    computed as a stream computes the test utterances'."""
+    computed as a stream computes the test utterances'. An utterance the corpus or the model refuses,
+    or whose alignment gives no boundaries, is left out (and logged)."""
     from satool.analysis.segmentation.streamed import source_frames
     from satool.analysis.streaming import model_utterances, stream
+
+    skipped: list[tuple[str, str]] = []
 
     class Collect:  # what stream() feeds a SegmentSums, kept instead of counted
         def __init__(self):
@@ -243,15 +245,19 @@ def _tuning_frames(model, corpus, utterances, sources, inputs) -> dict:
             return sorted({layer for layer, _ in self.heads()})
 
         def add_utterance(self, meta, wave, head_maps):
+            if meta.boundaries is None:
+                skipped.append((meta.id, "no phone boundaries"))
+                return
             self.frames[None].append(meta)
             for s in sources:
                 self.frames[s.label].append(source_frames(s.kind, meta, wave, head_maps.get((s.layer, s.head))))
 
     collect = Collect()
-    skipped: list = []
     stream(model_utterances(model, corpus, utterances, [layer - 1 for layer in collect.layers()],
                             max_frames=inputs.max_frames, block_bytes=int(inputs.block_mb * 2**20), skipped=skipped),
            segments=collect)
+    for utt_id, reason in skipped:
+        log(f"{utt_id}: {reason} (left out of the tuning)", "skipped")
     return collect.frames
 
 
