@@ -157,6 +157,7 @@ class StreamedUtterance:
     steps: int
     blocks: Iterator[tuple[int, int, np.ndarray]]  # (layer position, first query, probs[head, query, key])
     wave: np.ndarray | None = None  # float32 [sample] at 16 kHz, as analysed
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)  # state -> float16-rounded [step, dim]
 
 
 @dataclass
@@ -171,10 +172,13 @@ class StreamResult:
 
 def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_frames: int | None = None,
                      block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False,
-                     maps: str = "attention") -> Iterator[StreamedUtterance]:
+                     maps: str = "attention", hidden_states: Sequence[int] = ()) -> Iterator[StreamedUtterance]:
     """Each utterance through ``model``, its maps of kind ``maps`` (satool.maps) of ``layers`` (0-based)
     as float16-rounded float32 query blocks of at most ``block_bytes``; audio and features are read one
     ahead. An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    ``hidden_states``: hidden states (0 = embedding output) to give too, rounded to float16 as a cache
+    stores them, from a second pass without maps (fused attention), as ``extract`` makes them when it
+    stores hidden states only.
     ``whole_maps(utt)``: the whole maps of that utterance will be assembled, so they must fit the
     attention budget."""
     import torch
@@ -206,7 +210,12 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
             for layer, first, probs in model.map_blocks(features, list(layers), maps=maps, block_bytes=block_bytes):
                 yield position[layer], first, probs.to(torch.float16).to(torch.float32).cpu().numpy()
 
-        yield StreamedUtterance(meta, steps, blocks(), loaded.wave)
+        hidden = {}
+        if hidden_states:
+            states = model.encode([features], want_attentions=False, want_hidden=True)[0].hidden_states
+            hidden = {state: states[state].to(torch.float16).to(torch.float32).cpu().numpy()
+                      for state in hidden_states}
+        yield StreamedUtterance(meta, steps, blocks(), loaded.wave, hidden)
 
 
 def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, segments=None,
@@ -249,7 +258,7 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
                 for number in wanted.get(layer, ()):
                     head_maps[number][first:first + len(probs[0])] = probs[number[1] - 1]
             if segments is not None:
-                segments.add_utterance(meta, item.wave, head_maps)
+                segments.add_utterance(meta, item.wave, head_maps, item.hidden)
             if scores is not None:
                 def values_of(metric, reduction=reduction, meta=meta):
                     if blockwise(metric):

@@ -75,7 +75,7 @@ def segment(
     pr_curve.csv/png (sweep over beta), example_<source>.png (paper Fig. 2) and,
     with --all-heads, heads_by_r_value.csv.
 
-    From a checkpoint (attn:L.H, mfcc and mel sources), alpha and beta are tuned on
+    From a checkpoint (attn:L.H, hidden:S, mfcc and mel sources), alpha and beta are tuned on
     at most --tune-utts utterances held in memory, then the test split is streamed:
     each utterance's maps are segmented and dropped, only counts are kept
     (--shard i/N and 'satool merge OUT', or --submit local|slurm; docs/scale.md).

@@ -42,7 +42,7 @@ class Settings:
     out: Path = Path("results/segment")
     allow_partial: bool = False
     maps: str | None = None  # map kind of the attn: sources (satool.maps); None = the cache's own
-    # straight from a checkpoint (satool.stages.streaming; docs/scale.md): attn:L.H, mfcc and mel sources
+    # straight from a checkpoint (satool.stages.streaming; docs/scale.md): attn:L.H, hidden:S, mfcc, mel
     checkpoint: Path | None = None
     corpus: Path | None = None
     alignments: Path | None = None
@@ -156,11 +156,13 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
 
     if settings.corpus is None:
         raise UsageError(f"{settings.checkpoint}: give the CORPUS (with alignments) to run the model on")
-    unsupported = [f for f in settings.features if f in ("attn:best", "hidden:all") or f.startswith("hidden:")]
+    if "hidden:all" in settings.features:
+        raise UsageError("hidden:all needs a cache: from a checkpoint, name the states (e.g. hidden:0,hidden:6)")
+    unsupported = [f for f in settings.features if f == "attn:best"]
     if unsupported or settings.all_heads:
         what = unsupported[0] if unsupported else "--all-heads"
-        raise UsageError(f"{what} needs a cache: from a checkpoint, segment streams attn:L.H, mfcc and mel sources "
-                         "(rank the heads on a small cache: 'satool extract --split dev --max-utts 40 "
+        raise UsageError(f"{what} needs a cache: from a checkpoint, segment streams attn:L.H, hidden:S, mfcc and mel "
+                         "sources (rank the heads on a small cache: 'satool extract --split dev --max-utts 40 "
                          "--alignments ...', 'satool segment CACHE -f attn:best'; then stream the chosen head)")
     if settings.maps not in (None, "attention"):
         raise UsageError("from a checkpoint, segment reads raw attention weights: for other map kinds extract a "
@@ -177,7 +179,8 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
         checkpoint=settings.checkpoint, corpus=settings.corpus, out=settings.out, alignments=settings.alignments,
         split=[settings.test_on], max_utts=settings.test_utts, aligned_only=True, max_frames=settings.max_frames,
         layers=sorted({s.layer for s in sources if s.kind == "attn"}), layers_from="--features attn:",
-        shard=settings.shard, block_mb=settings.block_mb, flush_every=settings.flush_every, device=settings.device)
+        shard=settings.shard, block_mb=settings.block_mb, flush_every=settings.flush_every, device=settings.device,
+        hidden_states=sorted({s.layer for s in sources if s.kind == "hidden"}))
     tuned: list[dict[str, Any]] = []
 
     def make_sums(model, corpus, layers):
@@ -185,6 +188,11 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
 
         check([(s.layer, s.head) for s in sources if s.kind == "attn"], range(1, model.num_layers + 1),
               range(1, model.num_heads + 1))
+        states = len(model.hidden_state_names)
+        bad = [s.label for s in sources if s.kind == "hidden" and not 0 <= s.layer < states]
+        if bad:
+            raise UsageError(f"--features {bad[0]}: this model has hidden states 0..{states - 1} "
+                             f"({model.hidden_state_names[0]} .. {model.hidden_state_names[-1]})")
         tune = select_utterances(corpus, [settings.tune_on], settings.tune_utts or STREAM_TUNE_UTTS, aligned_only=True)
         if not tune:
             raise InputError(f"split {settings.tune_on!r} has no utterances with phone alignments (the evenly spaced "
@@ -202,8 +210,9 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
                                               where=settings.corpus)
             tuned.append({"label": source.label, "kind": source.kind, "alpha": alpha, "beta": beta,
                           "tune_r_value": tune_r, "n_tune": 0 if fixed else len(metas),
-                          "curve": True,  # hidden states, whose sweep is optional, are not streamed
-                          **({"layer": source.layer, "head": source.head} if source.kind == "attn" else {})})
+                          "curve": settings.curve_hidden or source.kind != "hidden",
+                          **({"layer": source.layer, "head": source.head} if source.kind == "attn" else {}),
+                          **({"state": source.layer} if source.kind == "hidden" else {})})
         del frames
         test = select_utterances(corpus, [settings.test_on], settings.test_utts, aligned_only=True)
         return {"segments": SegmentSums(tuned, [u.id for u in test], DEFAULT_BETAS, settings.tolerance,
@@ -244,17 +253,19 @@ def _tuning_frames(model, corpus, utterances, sources, inputs, log: Log) -> dict
         def layers(self):
             return sorted({layer for layer, _ in self.heads()})
 
-        def add_utterance(self, meta, wave, head_maps):
+        def add_utterance(self, meta, wave, head_maps, hidden):
             if meta.boundaries is None:
                 skipped.append((meta.id, "no phone boundaries"))
                 return
             self.frames[None].append(meta)
             for s in sources:
-                self.frames[s.label].append(source_frames(s.kind, meta, wave, head_maps.get((s.layer, s.head))))
+                self.frames[s.label].append(source_frames(s.kind, meta, wave, head_maps.get((s.layer, s.head)),
+                                                          hidden.get(s.layer)))
 
     collect = Collect()
     stream(model_utterances(model, corpus, utterances, [layer - 1 for layer in collect.layers()],
-                            max_frames=inputs.max_frames, block_bytes=int(inputs.block_mb * 2**20), skipped=skipped),
+                            max_frames=inputs.max_frames, block_bytes=int(inputs.block_mb * 2**20), skipped=skipped,
+                            hidden_states=inputs.hidden_states),
            segments=collect)
     for utt_id, reason in skipped:
         log(f"{utt_id}: {reason} (left out of the tuning)", "skipped")
@@ -278,7 +289,10 @@ def finish(partial, out: Path, log: Log = quiet, where: Path | None = None) -> O
         log(f"{utt_id}: {reason}", "skipped")
     if not sums.seen.any():
         raise InputError(f"no test utterance of split {test_on!r} could be segmented", path=where)
-    results = SegmentResults(sums.results(), sums.tolerance, None, tune_on, test_on, None, None, None,
+    scored = sums.results()
+    hidden = [r for r in scored if r.source.startswith("hidden:") and r.tune_r_value is not None]
+    best_hidden = max(hidden, key=lambda r: r.tune_r_value).source if hidden else None  # chosen on tuning
+    results = SegmentResults(scored, sums.tolerance, None, tune_on, test_on, None, best_hidden, None,
                              sums.scored_ids(), "attention")
     return Outputs(results, {**results.save(out), **figures.draw(results, out)})
 

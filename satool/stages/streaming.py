@@ -49,6 +49,7 @@ class StreamInputs:
     maps: str = "attention"  # map kind reduced (satool.maps)
     aligned_only: bool = False  # select only utterances with phone alignments (max_utts counts those)
     layers_from: str = "--layers"  # the option that chose ``layers`` (named when one is out of range)
+    hidden_states: list[int] = field(default_factory=list)  # hidden states a stage needs too (0 = embedding)
 
 
 @dataclass
@@ -170,6 +171,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
 
         items = model_utterances(model, corpus, todo, [layer - 1 for layer in layers], max_frames=inputs.max_frames,
                                  block_bytes=int(inputs.block_mb * 2**20), skipped=new_skips, maps=inputs.maps,
+                                 hidden_states=inputs.hidden_states,
                                  whole_maps=lambda utt: utt.id in keep or _needs_whole_maps(scores))
 
         def counted(items):

@@ -333,6 +333,20 @@ def test_segmentation_from_a_stream_gives_the_cache_scores_and_three_shards_merg
     assert sum(f.stat().st_size for f in shard_files(tmp_path / "three")) < 100_000
 
 
+def test_hidden_states_streamed_give_the_cache_scores(setup, tmp_path, monkeypatch):
+    from satool.stages import segment
+
+    root, ckpt = setup
+    monkeypatch.chdir(tmp_path)
+    extract.run(extract.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "cache", hidden_states=[0, 2]))
+    common = dict(features=["hidden:0", "hidden:2", "attn:L2.H1"], tune_on="dev-clean", test_on="dev-clean",
+                  tune_utts=5)
+    cached = segment.run(segment.Settings(cache=tmp_path / "cache", examples=[], out=tmp_path / "c", **common))
+    streamed = segment.run(segment.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "s", **common))
+    assert _segment_rows(streamed.results) == _segment_rows(cached.results)
+    assert streamed.results.best_hidden == cached.results.best_hidden is not None
+
+
 def test_segmentation_shards_resume_and_a_crafted_count_is_refused(setup, tmp_path, monkeypatch):
     from satool.stages import segment
 
@@ -377,7 +391,8 @@ def test_segmentation_shards_resume_and_a_crafted_count_is_refused(setup, tmp_pa
 def test_segmentation_from_a_checkpoint_refuses_what_needs_a_cache(setup, tmp_path, satool_cli):
     root, ckpt = setup
     for extra, message in ((["-f", "attn:best"], "attn:best needs a cache"),
-                           (["-f", "hidden:2"], "hidden:2 needs a cache"),
+                           (["-f", "hidden:all"], "hidden:all needs a cache"),
+                           (["-f", "hidden:9"], "hidden states 0..2"),
                            (["-f", "mfcc", "--all-heads"], "--all-heads needs a cache"),
                            (["-f", "attn:L9.H1"], "layer 9")):
         result = satool_cli("segment", ckpt, root / "LS", *extra, "--tune-on", "dev-clean", "--test-on", "dev-clean",

@@ -42,8 +42,8 @@ class SegmentSums:
 
     ``sources``: one dict per source, in the results' order: ``label``, ``kind`` (``attn``, ``hidden``,
     ``mfcc``, ``mel`` or :data:`EVENLY`), ``alpha``, ``beta``, ``tune_r_value``, ``n_tune``, ``curve``
-    (sweep beta too), ``layer`` and ``head`` (1-based, ``attn`` only) and ``rate`` (boundaries per
-    second, the baseline only). ``test_ids``: the test
+    (sweep beta too), ``layer`` and ``head`` (1-based, ``attn`` only), ``state`` (``hidden`` only) and
+    ``rate`` (boundaries per second, the baseline only). ``test_ids``: the test
     selection (the per-utterance counts' order). Arrays: ``point [source, mode, 4]``,
     ``curve [source, beta, mode, 4]``, ``per_utterance [source, utterance, 3]`` (strict hits, n_ref,
     n_pred), ``seen [utterance]``.
@@ -71,13 +71,20 @@ class SegmentSums:
         """The layers whose maps a stream must compute, 1-based, sorted."""
         return sorted({layer for layer, _ in self.heads()})
 
-    def add_utterance(self, meta, wave: np.ndarray | None, head_maps: dict[tuple[int, int], np.ndarray]) -> None:
+    def hidden_states(self) -> list[int]:
+        """The hidden states of the ``hidden`` sources (0 = embedding output), sorted."""
+        return sorted({s["state"] for s in self.sources if s["kind"] == "hidden"})
+
+    def add_utterance(self, meta, wave: np.ndarray | None, head_maps: dict[tuple[int, int], np.ndarray],
+                      hidden: dict[int, np.ndarray]) -> None:
         """Count one streamed test utterance (``meta``: its UtteranceMeta; ``head_maps``: ``[step, step]``
-        float32 maps of :meth:`heads`). An utterance without alignment is not a test utterance: skipped."""
+        float32 maps of :meth:`heads`; ``hidden``: ``[step, dim]`` states of :meth:`hidden_states`). An
+        utterance without alignment is not a test utterance: skipped."""
         if meta.boundaries is None:
             return
         self.add(meta.id, meta.boundaries, int(meta.n_samples), lambda source: source_frames(
-            source["kind"], meta, wave, head_maps.get((source.get("layer"), source.get("head")))))
+            source["kind"], meta, wave, head_maps.get((source.get("layer"), source.get("head"))),
+            hidden.get(source.get("state"))))
 
     def add(self, utt_id: str, reference: np.ndarray, n_samples: int,
             frames: Callable[[dict[str, Any]], np.ndarray]) -> None:
@@ -168,14 +175,18 @@ class SegmentSums:
         return out
 
 
-def source_frames(kind: str, meta, wave: np.ndarray | None, head_map: np.ndarray | None) -> np.ndarray:
+def source_frames(kind: str, meta, wave: np.ndarray | None, head_map: np.ndarray | None,
+                  hidden: np.ndarray | None = None) -> np.ndarray:
     """A streamed utterance's ``[frame, dim]`` frames of one source at the 10 ms label rate: the head's
-    map ``[step, step]`` up-sampled (``attn``), or MFCC / log-Mel of its samples, as a cache gives them."""
-    from satool.analysis.segmentation.algorithm import upsample_attention
+    map ``[step, step]`` up-sampled (``attn``), the hidden state ``[step, dim]`` repeated (``hidden``),
+    or MFCC / log-Mel of its samples, as a cache gives them."""
+    from satool.analysis.segmentation.algorithm import upsample_attention, upsample_frames
     from satool.analysis.segmentation.study import audio_frames
 
     if kind == "attn":
         return upsample_attention(head_map, meta.frames_per_step)
+    if kind == "hidden":
+        return upsample_frames(hidden, meta.frames_per_step)
     return audio_frames(kind, wave)
 
 
@@ -197,7 +208,9 @@ def _checked_source(source: Any) -> dict[str, Any]:
         if not (1 <= where["layer"] <= 10_000 and 1 <= where["head"] <= 10_000):
             raise ValueError("layer and head")
     elif kind == "hidden":
-        raise ValueError("hidden states are not streamed")
+        where = {"state": int(source["state"])}
+        if not 0 <= where["state"] <= 10_000:
+            raise ValueError("state")
     rate = float(source.get("rate", 1.0))
     if kind == EVENLY and not (np.isfinite(rate) and rate > 0):
         raise ValueError("rate")
