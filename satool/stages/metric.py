@@ -109,12 +109,10 @@ def _run(settings: Settings, progress: Progress | None = None, log: Log = quiet)
             from satool.stages.submit import run_array
 
             return finish(run_array("metric", settings, progress, log), settings.out, log)
+        from satool.stages.streaming import one_of_several
+
         outcome = stream_pass(settings, metrics, progress, log)
-        if outcome.shard[1] > 1:
-            index, count = outcome.shard
-            log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
-                f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are "
-                f"done: satool merge {settings.out}", "note:")
+        if one_of_several(outcome, settings.out, log):
             return Outputs(None, {"partial": outcome.file}, [], False, outcome)
         result = finish(outcome.partial, settings.out, log, where=outcome.file)
         result.stream = outcome

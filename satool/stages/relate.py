@@ -89,7 +89,7 @@ def _from_checkpoint(settings: Settings, progress, log) -> Outputs:
     from satool.analysis.relations import RelationSums
     from satool.errors import UsageError
     from satool.heads import check
-    from satool.stages.streaming import StreamInputs, run_stream
+    from satool.stages.streaming import StreamInputs, one_of_several, run_stream
 
     if settings.corpus is None:
         raise UsageError(f"{settings.checkpoint}: give the CORPUS (with alignments) to run the model on")
@@ -119,11 +119,7 @@ def _from_checkpoint(settings: Settings, progress, log) -> Outputs:
         shard=settings.shard, block_mb=settings.block_mb, keep_maps=settings.keep_maps,
         keep_ids=list(settings.keep or []), flush_every=settings.flush_every, device=settings.device, maps=kind)
     outcome = run_stream("relate", inputs, make_sums, restore, draw, progress, log)
-    if outcome.shard[1] > 1:
-        index, count = outcome.shard
-        log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
-            f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are done: "
-            f"satool merge {settings.out}", "note:")
+    if one_of_several(outcome, settings.out, log):
         return Outputs(None, [], {"partial": outcome.file}, outcome)
     result = finish(outcome.partial, settings.out, log, where=outcome.file)
     result.stream = outcome

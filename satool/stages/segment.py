@@ -152,7 +152,7 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
     from satool.analysis.segmentation.streamed import EVENLY, SegmentSums
     from satool.analysis.segmentation.study import boundary_rate, parse_sources, tune_source
     from satool.errors import InputError, UsageError
-    from satool.stages.streaming import StreamInputs, run_stream, select_utterances
+    from satool.stages.streaming import StreamInputs, one_of_several, run_stream, select_utterances
 
     if settings.corpus is None:
         raise UsageError(f"{settings.checkpoint}: give the CORPUS (with alignments) to run the model on")
@@ -223,11 +223,7 @@ def _from_checkpoint(settings: Settings, progress: Progress, log: Log) -> Output
 
     draw = {"tune_on": settings.tune_on, "test_on": settings.test_on}
     outcome = run_stream("segment", inputs, make_sums, restore, draw, progress, log)
-    if outcome.shard[1] > 1:
-        index, count = outcome.shard
-        log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
-            f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are done: "
-            f"satool merge {settings.out}", "note:")
+    if one_of_several(outcome, settings.out, log):
         return Outputs(None, {"partial": outcome.file}, outcome)
     result = finish(outcome.partial, settings.out, log, where=outcome.file)
     result.stream = outcome

@@ -199,6 +199,17 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
                          time.perf_counter() - began, audio[0])
 
 
+def one_of_several(outcome: StreamOutcome, out: Path, log: Log) -> bool:
+    """True when ``outcome`` is one shard of several (its results wait for ``satool merge``); says so."""
+    index, count = outcome.shard
+    if count == 1:
+        return False
+    log(f"shard {index}/{count}: {'already finished' if outcome.already_finished else 'finished'}, "
+        f"{len(outcome.partial.utterances)} utterances in {outcome.file}; once all {count} shards are done: "
+        f"satool merge {out}", "note:")
+    return True
+
+
 def select_utterances(corpus, split: list[str] | None, max_utts: int | None, *, aligned_only: bool = False) -> list:
     """The utterances of ``split`` (all if None) a pass covers, in the corpus's order: the first
     ``max_utts`` of them, or of those with phone alignments (``aligned_only``)."""

@@ -99,27 +99,32 @@ def test_query_blocks_and_chosen_layers_give_the_same_numbers(setup, tmp_path, m
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "100"
 
 
+class Killed(Exception):
+    pass
+
+
+class DiesAfterTwo:
+    """A progress bar that kills its shard during the third utterance (its state is saved after each one)."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def total(self, total, completed=None):
+        pass
+
+    def advance(self, n=1):
+        self.seen += n
+        if self.seen == 3:
+            raise Killed
+
+    def info(self, text):
+        pass
+
+
 def test_a_finished_shard_is_skipped_and_an_interrupted_one_resumes(setup, tmp_path, monkeypatch):
     root, ckpt = setup
     monkeypatch.chdir(tmp_path)
     settings = dict(source=ckpt, corpus=root / "LS", out=tmp_path / "r", flush_every=0.0)
-
-    class Killed(Exception):
-        pass
-
-    class DiesAfterTwo:  # a shard killed during its third utterance (its state is saved after each one)
-        seen = 0
-
-        def total(self, total, completed=None):
-            pass
-
-        def advance(self, n=1):
-            DiesAfterTwo.seen += n
-            if DiesAfterTwo.seen == 3:
-                raise Killed
-
-        def info(self, text):
-            pass
 
     with pytest.raises(Killed):
         metric.run(metric.Settings(**settings, shard=(0, 2)), DiesAfterTwo())
@@ -354,23 +359,6 @@ def test_segmentation_shards_resume_and_a_crafted_count_is_refused(setup, tmp_pa
     monkeypatch.chdir(tmp_path)
     common = dict(checkpoint=ckpt, corpus=root / "LS", features=["attn:L1.H1"], tune_on="dev-clean",
                   test_on="dev-clean", tune_utts=3, out=tmp_path / "r", flush_every=0.0)
-
-    class Killed(Exception):
-        pass
-
-    class DiesAfterTwo:
-        seen = 0
-
-        def total(self, total, completed=None):
-            pass
-
-        def advance(self, n=1):
-            DiesAfterTwo.seen += n
-            if DiesAfterTwo.seen == 3:
-                raise Killed
-
-        def info(self, text):
-            pass
 
     with pytest.raises(Killed):
         segment.run(segment.Settings(**common, shard=(0, 2)), DiesAfterTwo())
