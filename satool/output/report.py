@@ -221,6 +221,8 @@ def _heads_section(scores: HeadScores, metrics_dir: Path) -> str:
                      {"locality": ".2f", "diagonality_vs_uniform": ".3f"})
             + img(metrics_dir / "offset_profiles.png", "Offset profiles: mean weight by relative offset, in units "
                    "of uniform attention", "70%")
+            + (img(metrics_dir / "weight_histograms.png", "Attention weights per power of two: each head's share "
+                   "of its weights in each bin, over the corpus", "80%") if scores.weight_histogram is not None else "")
             + img(metrics_dir / "head_distribution.png", "Head distribution, coloured by layer"))
 
 
