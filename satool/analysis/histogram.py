@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-BINS = 26
-LOWER_EDGES = np.array([0.0] + [2.0 ** (k - 25) for k in range(1, BINS)])  # each bin's smallest weight
+from satool.results.metrics import HISTOGRAM_BINS as BINS
+from satool.results.metrics import HISTOGRAM_LOWER_EDGES as LOWER_EDGES  # noqa: F401  (each bin's smallest weight)
+from satool.results.metrics import histogram_shares as fractions  # noqa: F401  (counts as shares per head)
+
 # float32's biased exponent E (weights in [2^(E-127), 2^(E-126))) -> bin: 0 for E = 0 (exactly 0, or
 # below float32's normal range), E - 102 clipped to 1..25 otherwise
 _BIN_OF_EXPONENT = np.array([0] + [min(max(e - 102, 1), BINS - 1) for e in range(1, 256)])
@@ -33,10 +35,3 @@ def weight_histogram(probs: np.ndarray) -> np.ndarray:
         exponent = (np.ascontiguousarray(weights).view(np.uint32) >> 23).astype(np.uint8)  # sign bit dropped
         counts[h] = np.bincount(_BIN_OF_EXPONENT, weights=np.bincount(exponent, minlength=256), minlength=BINS)
     return counts.reshape(*lead, BINS)
-
-
-def fractions(counts: np.ndarray) -> np.ndarray:
-    """Counts ``[..., bin]`` as the share of each head's weights per bin (NaN for a head without any)."""
-    total = counts.sum(axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, counts / np.maximum(total, 1), np.nan)

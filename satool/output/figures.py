@@ -163,8 +163,8 @@ def offset_profiles(profile: np.ndarray, labels: Sequence[str], path: str | Path
 
 def weight_histograms(shares: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str) -> Path:
     """Every head's share of attention weights per power-of-two bin (``shares[head, bin]``, bins of
-    :mod:`satool.analysis.histogram`): one row per head, one scale (0..the largest share) with a bar."""
-    from satool.analysis.histogram import LOWER_EDGES
+    ``HISTOGRAM_LOWER_EDGES``): one row per head, one scale (0..the largest share) with a bar."""
+    from satool.results.metrics import HISTOGRAM_LOWER_EDGES as LOWER_EDGES
 
     height = max(3.0, 0.14 * len(labels) + 1.6)
     with figure(path, size=(8, height)) as (fig, ax):

@@ -65,7 +65,8 @@ def draw(scores: HeadScores, out_dir: str | Path, example: np.ndarray | None, *,
 
 def _weight_histograms(scores: HeadScores, out: Path, of_kind: str) -> dict[str, Path]:
     """weight_histograms.png and .csv: every head's share of weights per power of two over the corpus."""
-    from satool.analysis.histogram import LOWER_EDGES, fractions
+    from satool.results.metrics import HISTOGRAM_LOWER_EDGES as LOWER_EDGES
+    from satool.results.metrics import histogram_shares as fractions
 
     labels = [head_label(layer, head) for layer in scores.layers for head in scores.heads]
     counts = scores.weight_histogram.reshape(len(labels), -1)

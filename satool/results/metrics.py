@@ -43,6 +43,19 @@ def locality(offset_profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(np.isfinite(ratio), ratio, np.nan), best - max_offset
 
 
+# attention weights per power of two (counted by satool.analysis.histogram): bin 0 = exactly 0, bin k =
+# 1..25 = [2^(k-25), 2^(k-24)); each bin's smallest weight
+HISTOGRAM_BINS = 26
+HISTOGRAM_LOWER_EDGES = np.array([0.0] + [2.0 ** (k - 25) for k in range(1, HISTOGRAM_BINS)])
+
+
+def histogram_shares(counts: np.ndarray) -> np.ndarray:
+    """Counts ``[..., bin]`` as the share of each head's weights per bin (NaN for a head without any)."""
+    total = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / np.maximum(total, 1), np.nan)
+
+
 @dataclass
 class HeadScores(StoredResult):
     """Corpus-level metric values per head.
@@ -222,9 +235,7 @@ class HeadScores(StoredResult):
         if self.uniform_diagonality is not None:
             document["uniform_diagonality"] = self.uniform_diagonality
         if self.weight_histogram is not None:
-            from satool.analysis.histogram import LOWER_EDGES
-
-            document["weight_histogram"] = {"lower_edges": LOWER_EDGES, "counts": self.weight_histogram}
+            document["weight_histogram"] = {"lower_edges": HISTOGRAM_LOWER_EDGES, "counts": self.weight_histogram}
         if self.failed:
             document["failed"] = self.failed
         if self.example is not None:
@@ -289,14 +300,13 @@ class HeadScores(StoredResult):
 
 def _histogram(doc: Document, shape: tuple[int, int]) -> np.ndarray:
     """The ``weight_histogram`` counts ``[layer, head, bin]``: whole numbers >= 0 in satool's bins."""
-    from satool.analysis.histogram import BINS, LOWER_EDGES
-
     entry = doc.child("weight_histogram")
     edges = entry.items("lower_edges")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in edges) \
-            or len(edges) != BINS or not np.allclose(np.array(edges, float), LOWER_EDGES, rtol=1e-12, atol=0):
-        doc.fail(f"weight_histogram.lower_edges must be satool's {BINS} power-of-two bins")
-    counts = entry.grid("counts", (*shape, BINS))
+            or len(edges) != HISTOGRAM_BINS or not np.allclose(np.array(edges, float), HISTOGRAM_LOWER_EDGES,
+                                                              rtol=1e-12, atol=0):
+        doc.fail(f"weight_histogram.lower_edges must be satool's {HISTOGRAM_BINS} power-of-two bins")
+    counts = entry.grid("counts", (*shape, HISTOGRAM_BINS))
     if np.isnan(counts).any() or (counts < 0).any() or (counts != np.round(counts)).any():
         doc.fail("weight_histogram.counts must hold whole numbers >= 0")
     return counts
