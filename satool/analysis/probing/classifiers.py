@@ -156,8 +156,7 @@ class _Stack:
     """The stacked weights of a group of probes (one MLP or linear layer each), ``[probe, out, in]``
     like ``torch.nn.Linear``'s, with their Adam optimiser."""
 
-    def __init__(self, kind: str, in_dim: int, n_classes: int, hidden_units: int, copies: int, settings, device,
-                 fused: bool = False):
+    def __init__(self, kind: str, in_dim: int, n_classes: int, hidden_units: int, copies: int, settings, device):
         import torch
 
         proto = _make_classifier(kind, in_dim, n_classes, hidden_units)  # the seeded initial weights
@@ -167,16 +166,14 @@ class _Stack:
             self.params.append(torch.nn.Parameter(layer.weight.detach()[None].repeat(copies, 1, 1).to(device)))
             self.params.append(torch.nn.Parameter(layer.bias.detach()[None, None].repeat(copies, 1, 1).to(device)))
         self.settings = settings
-        # float32: the for-each Adam, bit-for-bit the per-tensor one (and so one probe trained alone); in
-        # bfloat16, where training is not bit-exact anyway, the fused one (3x faster than for-each here)
-        self.fused = fused
         self.optimiser = self._adam(self.params)
 
     def _adam(self, params):
+        """Adam over the stacked weights, for-each (bit-for-bit the per-tensor loop, and faster)."""
         import torch
 
         return torch.optim.Adam(params, lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay,
-                                **({"fused": True} if self.fused else {"foreach": True}))
+                                foreach=True)
 
     def __call__(self, x):
         """Float32 logits ``[probe, row, class]`` of inputs ``[probe, row, dim]``, multiplied in the
@@ -244,8 +241,7 @@ def _train_group(problems: Sequence[ClassifierProblem], seed: int, settings, dev
     yt = torch.from_numpy(first.y_train[fit].astype(np.int64)).to(device)
     xv = x[:, torch.from_numpy(first.rows_train[held].astype(np.int64)).to(device)]  # [probe, held row, dim]
     yv = torch.from_numpy(first.y_train[held].astype(np.int64)).to(device)
-    stack = _Stack(first.kind, x.shape[-1], first.n_classes, settings.hidden_units, len(problems), settings, device,
-                   fused=precision != "float32")
+    stack = _Stack(first.kind, x.shape[-1], first.n_classes, settings.hidden_units, len(problems), settings, device)
     n = len(fit_rows)
     batch = min(settings.batch_size, n)
     count = len(problems)
