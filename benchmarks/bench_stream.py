@@ -229,8 +229,23 @@ def child(directory: str, corpus_path: str, count: str, block_mb: str, out: str)
                                         by=["globalness", "verticality", "diagonality", "weight"]))
     seconds = time.perf_counter() - start
     partial = result.stream.file
-    print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds,
+    print(json.dumps({"rss_mb": peak_rss_mb(), "seconds": seconds,
                       "partial_bytes": partial.stat().st_size, "utterances": result.scores.utterances}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux from /proc (VmHWM, the high-water mark of this
+    process's own memory map): ``getrusage``'s ``ru_maxrss`` keeps, across ``exec``, the peak of the
+    process that forked it, so a child of a benchmark that had loaded a large model reported that
+    model's memory as its own."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
