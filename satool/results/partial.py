@@ -1,4 +1,5 @@
-"""Partial sums of one shard of a streaming pass (``satool metric|relate CKPT CORPUS --shard i/N``).
+"""Partial sums of one shard of a streaming pass (``satool metric|relate|segment CKPT CORPUS --shard
+i/N``).
 
 A streaming pass never keeps attention maps: every analysis accumulates per-head sums as each
 utterance's maps are made and dropped (:mod:`satool.analysis.streaming`). What one shard has
@@ -6,8 +7,8 @@ accumulated is a :class:`PartialSums`: named arrays, each with how it merges (``
 ``min``), the ids of the utterances it covers, and the settings every shard of the same run must
 share. ``satool merge`` combines the N shards' partial sums into exactly the arrays one process
 would have accumulated (sums are sums: the bootstrap replicates too, since each utterance's
-replicate weights are seeded by its id), and the analysis turns them into the same ``HeadScores``
-or ``Relations`` a cache gives.
+replicate weights are seeded by its id), and the analysis turns them into the same ``HeadScores``,
+``Relations`` or segmentation scores a cache gives.
 
 Files: ``OUT/partial/KIND-IIIII-of-NNNNN.npz``, written atomically (temporary name, fsync, rename),
 so a file is either a whole earlier state or the new one. A shard saves its state every
