@@ -97,11 +97,10 @@ class SegmentSums:
             if source["kind"] == EVENLY:
                 predicted = evenly_spaced_boundaries(n_samples / SAMPLE_RATE, source["rate"])
             else:
-                features = frames(source)
-                predicted = SegmentationWork(features, source["alpha"]).boundaries(source["beta"])
+                work = SegmentationWork(frames(source), source["alpha"])  # K once, for the point and the curve
+                predicted = work.boundaries(source["beta"])
                 if source["curve"]:
-                    self.curve[s] += pr_curve_counts(features, reference, source["alpha"], self.betas,
-                                                     tolerance=self.tolerance)
+                    self.curve[s] += pr_curve_counts(work, reference, self.betas, tolerance=self.tolerance)
             counts = [boundary_counts(reference, predicted, self.tolerance, mode) for mode in MODES]
             self.point[s] += counts
             hits, _, n_ref, n_pred = counts[0]

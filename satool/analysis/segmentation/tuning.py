@@ -102,21 +102,26 @@ def _sweep(
         found = distances(features)
         n_ref += len(ref)
         for a, alpha in enumerate(alphas):
-            work = SegmentationWork.from_distances(found, alpha)
-            for b, frames in enumerate(work.boundary_frames_for(betas)):
-                pred = frames * frame_shift_s
-                counts[a]["n_pred"][b] += len(pred)
-                counts[a]["hits"][b] += _strict_hits(ref, pred, tol)
-                if lenient:
-                    counts[a]["l_hits"][b] += _near_count(pred, ref, tol)
-                    counts[a]["l_hits_ref"][b] += _near_count(ref, pred, tol)
-            del work
+            _count_betas(SegmentationWork.from_distances(found, alpha), ref, betas, tol, frame_shift_s, lenient,
+                         counts[a])
             if progress is not None:
                 progress()
         del found
     for c in counts:
         c["n_ref"] = np.full(nb, n_ref, dtype=np.int64)
     return counts
+
+
+def _count_betas(work: SegmentationWork, ref: np.ndarray, betas: list[float], tol: float, frame_shift_s: float,
+                 lenient: bool, counts: dict[str, np.ndarray]) -> None:
+    """Add one utterance's counts at every beta of ``betas`` (its K in ``work``) to ``counts``."""
+    for b, frames in enumerate(work.boundary_frames_for(betas)):
+        pred = frames * frame_shift_s
+        counts["n_pred"][b] += len(pred)
+        counts["hits"][b] += _strict_hits(ref, pred, tol)
+        if lenient:
+            counts["l_hits"][b] += _near_count(pred, ref, tol)
+            counts["l_hits_ref"][b] += _near_count(ref, pred, tol)
 
 
 def _progress_counter(progress: Callable[[int, int], Any] | None, total: int) -> Callable[[], None] | None:
@@ -208,13 +213,17 @@ def pr_curve(
             for b, beta in enumerate(beta_list)]
 
 
-def pr_curve_counts(features: np.ndarray, reference: Any, alpha: float, betas: Sequence[float], *,
+def pr_curve_counts(work: SegmentationWork, reference: Any, betas: Sequence[float], *,
                     tolerance: float = DEFAULT_TOLERANCE_S, frame_shift_s: float = 0.01) -> np.ndarray:
-    """One utterance's counts of :func:`pr_curve`, ``[beta, mode (strict, lenient), 4]`` with
-    ``[hits, hits_ref, n_ref, n_pred]`` (int64): the counts of several utterances add up to theirs."""
-    prepared = [(np.asarray(features), _sorted_times(reference, "reference"))]
-    c = _sweep(prepared, [alpha], list(betas), tolerance + TOLERANCE_SLACK_S, frame_shift_s, lenient=True)[0]
-    return _curve_counts(c)
+    """One utterance's counts of :func:`pr_curve` at the alpha of ``work`` (its SegmentationWork),
+    ``[beta, mode (strict, lenient), 4]`` with ``[hits, hits_ref, n_ref, n_pred]`` (int64): the counts
+    of several utterances add up to theirs."""
+    ref = _sorted_times(reference, "reference")
+    betas = list(betas)
+    counts = {k: np.zeros(len(betas), dtype=np.int64) for k in ("hits", "n_pred", "l_hits", "l_hits_ref")}
+    _count_betas(work, ref, betas, tolerance + TOLERANCE_SLACK_S, frame_shift_s, True, counts)
+    counts["n_ref"] = np.full(len(betas), len(ref), dtype=np.int64)
+    return _curve_counts(counts)
 
 
 def _curve_counts(c: dict[str, np.ndarray]) -> np.ndarray:
