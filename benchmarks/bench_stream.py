@@ -15,6 +15,9 @@ noise). Every ratio is measured in the same run:
 - **alternative**: transformers' own ``HubertModel`` with ``attn_implementation="eager"`` and
   ``output_attentions=True`` (every layer's maps at once), then the same numpy reductions
   (``ScoreSums.add_maps``: G, V, D, W, offset sums, 200 bootstrap replicates);
+- **heads**: the forward a segmentation of two heads needs (the middle and the last layer's first
+  head), with every head's weights of those layers (1) against the two heads' only (fused attention
+  for the others);
 - **satool**: ``satool metric CKPT CORPUS``'s pass (the stream: query blocks, float16 rounding,
   block-wise reductions, the same replicates), audio reading included;
 - **memory**: peak RSS of a streaming pass over 10 and over 1,000 utterances (a fresh process each;
@@ -177,6 +180,19 @@ def measure_size(size: str, root: Path, utts: int, rate: float, block_mb: float)
                 pass
 
     t_maps = best_time(forward_with_maps, repeats=2, warmup=1)
+    # a segmentation of two heads (the middle layer's first, the last layer's first): every head's
+    # weights of those layers, as before, against the asked heads' only (fused attention for the rest)
+    chosen = {model.num_layers // 2 - 1: [0], model.num_layers - 1: [0]}
+
+    def two_layers(heads):
+        def run():
+            for f in features:
+                for _ in model.attention_blocks(f, sorted(chosen), block_bytes=int(block_mb * 2**20), heads=heads):
+                    pass
+        return run
+
+    t_layers = best_time(two_layers(None), repeats=2, warmup=1)
+    t_heads = best_time(two_layers(chosen), repeats=2, warmup=1)
     t_stream, _ = min(time_stream(model, corpus, utterances, block_mb) for _ in range(2))
     reference = HubertModel.from_pretrained(directory, attn_implementation="eager").eval()
     phones: list[str] = []
@@ -196,6 +212,9 @@ def measure_size(size: str, root: Path, utts: int, rate: float, block_mb: float)
         [size, "satool stream (forward, float16, reductions, audio)", audio / t_stream, flops / t_stream / rate,
          t_alt / t_stream],
         [size, "transformers eager output_attentions + numpy", audio / t_alt, flops / t_alt / rate, 1.0],
+        [size, "2 heads' layers, every head's weights (1)", audio / t_layers, flops / t_layers / rate, 1.0],
+        [size, "2 heads' layers, the 2 heads' weights only", audio / t_heads, flops / t_heads / rate,
+         t_layers / t_heads],
     ]
     print(f"  {size}: {utts} utterances, {audio:.1f} s of audio, mean T = {np.mean(steps):.0f} steps, "
           f"{flops / 1e12:.2f} TFLOP; stream {t_stream:.1f} s, maps-only forward {t_maps:.1f} s, "

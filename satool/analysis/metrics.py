@@ -64,10 +64,11 @@ _TINY = np.float32(1e-30)  # p * log(p + tiny) is exactly 0 where p = 0, and log
 _LN2 = np.log(2.0)
 
 
-def _log_p(p: np.ndarray) -> np.ndarray:
-    """log2(p + tiny) as float32: finite at p = 0. (np.add then np.log2 is about 2.5x faster
+def _log_p(p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """log2(p + tiny) as float32: finite at p = 0 (into ``out`` when given: a buffer reused between
+    blocks saves touching fresh memory each time). (np.add then np.log2 is about 2.5x faster
     than np.maximum then np.log here; the factor ln 2 is applied to the sums.)"""
-    logs = np.add(p, _TINY)
+    logs = np.add(p, _TINY, out=out)
     np.log2(logs, out=logs)
     return logs
 

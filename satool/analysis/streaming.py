@@ -23,7 +23,7 @@ stores them: a stream and a cache of the same model then reduce the same numbers
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from satool.analysis.histogram import BINS, weight_histogram
 from satool.analysis.metrics import (
     _LN2,
     HeadMetric,
+    _distances,
     _log_p,
     _xlogx_sum,
     diagonality,
@@ -73,17 +74,38 @@ def _band_rows(first: int, rows: int, steps: int, max_offset: int) -> tuple[np.n
     return arrays
 
 
+class Scratch:
+    """Work memory reused from block to block (and utterance to utterance) of a stream: a block
+    is tens of MB, and memory freed and taken again costs page faults each time (measured: log2 of a
+    fresh 12 x 778^2 block took 3x its time on reused memory)."""
+
+    def __init__(self):
+        self._memory: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype``, a view of the buffer ``name`` (valid until the
+        next call with that name)."""
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        memory = self._memory.get(name)
+        if memory is None or memory.size < size:
+            memory = self._memory[name] = np.empty(size, np.uint8)
+        return memory[:size].view(dtype).reshape(shape)
+
+
 class UtteranceReduction:
     """One utterance's per-head values, from its maps given as query blocks of one layer at a time.
 
     ``names``: built-in metrics to compute; ``offsets``: the offset sums (``max_offset``);
     ``counts``: step label counts ``[step, phone]`` for the relation sums (None: none);
-    ``full``: also assemble the whole maps (for plugin metrics and kept utterances).
+    ``full``: also assemble the whole maps (for plugin metrics and kept utterances); ``scratch``: work
+    memory to reuse (:class:`Scratch`).
     """
 
     def __init__(self, n_layers: int, n_heads: int, steps: int, *, names: Iterable[str] = (), offsets: bool = True,
-                 max_offset: int = 10, counts: np.ndarray | None = None, full: bool = False):
+                 max_offset: int = 10, counts: np.ndarray | None = None, full: bool = False,
+                 scratch: Scratch | None = None):
         self.shape, self.steps, self.max_offset = (n_layers, n_heads), steps, max_offset
+        self.scratch = scratch or Scratch()
         self.names = set(names)
         if counts is not None:
             self.names.add("verticality")
@@ -103,13 +125,16 @@ class UtteranceReduction:
         heads, rows, steps = probs.shape
         flat = probs.reshape(heads, rows * steps)
         if self.entropy is not None:
-            logs = _log_p(flat)
+            logs = _log_p(flat, out=self.scratch.array("logs", flat.shape))
             self.entropy[layer] += np.matmul(flat[:, None, :], logs[:, :, None])[:, 0, 0]
         if self.columns is not None:
             self.columns[layer] += np.matmul(np.full((1, rows), 1 / steps, np.float32), probs)[:, 0, :]
         if self.distance is not None:
-            q = np.arange(first, first + rows, dtype=np.float32)
-            dist = np.abs(q[:, None] - np.arange(steps, dtype=np.float32)[None, :]).reshape(-1)
+            if first == 0 and rows == steps:
+                dist = _distances(steps)
+            else:
+                q = np.arange(first, first + rows, dtype=np.float32)
+                dist = np.abs(q[:, None] - np.arange(steps, dtype=np.float32)[None, :]).reshape(-1)
             self.distance[layer] += np.dot(flat, dist)
         if self.largest is not None:
             self.largest[layer] = np.maximum(self.largest[layer], flat.max(axis=1))
@@ -158,6 +183,7 @@ class StreamedUtterance:
     blocks: Iterator[tuple[int, int, np.ndarray]]  # (layer position, first query, probs[head, query, key])
     wave: np.ndarray | None = None  # float32 [sample] at 16 kHz, as analysed
     hidden: dict[int, np.ndarray] = field(default_factory=dict)  # state -> float16-rounded [step, dim]
+    block_heads: dict[int, list[int]] = field(default_factory=dict)  # layer position -> its blocks' heads (0-based)
 
 
 @dataclass
@@ -172,10 +198,12 @@ class StreamResult:
 
 def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_frames: int | None = None,
                      block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False,
-                     maps: str = "attention", hidden_states: Sequence[int] = ()) -> Iterator[StreamedUtterance]:
+                     maps: str = "attention", hidden_states: Sequence[int] = (),
+                     heads: Mapping[int, Sequence[int]] | None = None) -> Iterator[StreamedUtterance]:
     """Each utterance through ``model``, its maps of kind ``maps`` (satool.maps) of ``layers`` (0-based)
     as float16-rounded float32 query blocks of at most ``block_bytes``; audio and features are read one
-    ahead. An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    ahead. ``heads`` (layer -> 0-based heads) limits a layer's blocks to those heads (ascending): the
+    model computes only their weights (``AttentionModel.attention_blocks``). An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
     ``hidden_states``: hidden states (0 = embedding output) to give too, rounded to float16 as a cache
     stores them, from a second pass without maps (fused attention), as ``extract`` makes them when it
     stores hidden states only.
@@ -194,8 +222,23 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
             model.check_attention_size(features, made)
         return features
 
+    scratch = Scratch()
+
+    def rounded(probs: torch.Tensor) -> np.ndarray:
+        """``probs`` rounded to float16 as a cache stores them, as float32 in reused memory (valid until
+        the next block)."""
+        if probs.device.type != "cpu":
+            probs = probs.to(torch.float16).cpu()
+        half = torch.from_numpy(scratch.array("half", tuple(probs.shape), np.float16))
+        half.copy_(probs)
+        out = scratch.array("block", tuple(probs.shape))
+        torch.from_numpy(out).copy_(half)
+        return out
+
     phone_set = list(corpus.phone_set.names)
     position = {layer: i for i, layer in enumerate(layers)}
+    block_heads = {position[layer]: sorted({int(h) for h in chosen}) for layer, chosen in (heads or {}).items()
+                   if layer in position}
     for utt, loaded, features in corpus.prepared(utterances, prepare, max_seconds=max_seconds):
         if loaded is None:  # features holds the reason
             skipped.append((utt.id, features))
@@ -207,15 +250,24 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
         def blocks(features=features):
             if not layers:  # no maps asked for (e.g. segmentation of MFCC only)
                 return
-            for layer, first, probs in model.map_blocks(features, list(layers), maps=maps, block_bytes=block_bytes):
-                yield position[layer], first, probs.to(torch.float16).to(torch.float32).cpu().numpy()
+            for layer, first, probs in model.map_blocks(features, list(layers), maps=maps, block_bytes=block_bytes,
+                                                        heads=heads):
+                yield position[layer], first, rounded(probs)
 
         hidden = {}
         if hidden_states:
             states = model.encode([features], want_attentions=False, want_hidden=True)[0].hidden_states
             hidden = {state: states[state].to(torch.float16).to(torch.float32).cpu().numpy()
                       for state in hidden_states}
-        yield StreamedUtterance(meta, steps, blocks(), loaded.wave, hidden)
+        yield StreamedUtterance(meta, steps, blocks(), loaded.wave, hidden, block_heads)
+
+
+def segmented_heads(segments) -> dict[int, list[int]]:
+    """The heads a segmentation streams, as ``model_utterances``'s ``heads``: layer -> heads, 0-based."""
+    heads: dict[int, list[int]] = {}
+    for layer, head in segments.heads():
+        heads.setdefault(layer - 1, []).append(head - 1)
+    return heads
 
 
 def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, segments=None,
@@ -239,6 +291,7 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
     wanted: dict[int, list[tuple[int, int]]] = {}  # layer position -> the segmented heads (layer, head) in it
     for layer, head in ([] if segments is None else segments.heads()):
         wanted.setdefault(segments.layers().index(layer), []).append((layer, head))
+    scratch = Scratch()
     with threadpool_limits(limits=1, user_api="blas"):
         for item in items:
             meta = item.meta
@@ -249,14 +302,18 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
             kept = keep(meta)
             reduction = UtteranceReduction(n_layers, n_heads, item.steps, names=names, offsets=scores is not None,
                                            max_offset=(len(scores.offset_queries) - 1) // 2 if scores else 10,
-                                           counts=counts, full=bool(plugins) or kept)
+                                           counts=counts, full=bool(plugins) or kept, scratch=scratch)
             head_maps = {head: np.zeros((item.steps, item.steps), np.float32) for heads in wanted.values()
                          for head in heads}
+            if owner is not None and item.block_heads:
+                raise ValueError("per-head sums need every head's weights: stream them without choosing heads")
             for layer, first, probs in item.blocks:
                 if owner is not None:
                     reduction.add(layer, first, probs)
+                chosen = item.block_heads.get(layer)
                 for number in wanted.get(layer, ()):
-                    head_maps[number][first:first + len(probs[0])] = probs[number[1] - 1]
+                    index = number[1] - 1 if chosen is None else chosen.index(number[1] - 1)
+                    head_maps[number][first:first + len(probs[0])] = probs[index]
             if segments is not None:
                 segments.add_utterance(meta, item.wave, head_maps, item.hidden)
             if scores is not None:

@@ -15,7 +15,7 @@ current s3prl checkpoints, 2 for 20 ms wav2vec 2.0-style models).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,6 +41,63 @@ def rows_per_block(block_bytes: int, heads: int, steps: int) -> int:
     """Query rows per block so that ``probs[head, rows, key]`` (float32) stays within ``block_bytes``
     (at least one row)."""
     return max(1, min(steps, int(block_bytes) // max(1, heads * steps * 4)))
+
+
+def asked_heads(heads: Mapping[int, Sequence[int]] | None, layer: int, n_heads: int) -> list[int] | None:
+    """The heads (0-based, ascending) of ``layer`` whose weights are asked for in ``heads`` (layer ->
+    heads; a layer it does not name, or ``heads`` None, asks for all): None when that is all of them."""
+    if heads is None or layer not in heads:
+        return None
+    chosen = sorted({int(h) for h in heads[layer]})
+    if not chosen or chosen[0] < 0 or chosen[-1] >= n_heads:
+        raise ValueError(f"heads {chosen} of layer {layer} out of range 0..{n_heads - 1}")
+    return None if len(chosen) == n_heads else chosen
+
+
+def attention_in_blocks(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, heads: list[int] | None,
+                        block_bytes: int, scores: Callable, fused_mask: Callable | None = None,
+                        weigh: Callable | None = None, want_context: bool = True):
+    """One layer's attention computed eagerly, one query block at a time, for the asked ``heads`` only.
+
+    ``q, k, v[head, step, d]`` of every head; ``heads``: the asked ones (0-based; None: all).
+    ``scores(q_rows, keys, first, index)`` gives the pre-softmax scores ``[asked, rows, key]`` of the
+    rows ``q_rows[asked, rows, d]`` starting at query ``first`` against ``keys[asked, d, key]`` (scaling and
+    any bias; ``index`` the asked heads' tensor, None for all). ``weigh(probs, index)``, if given, maps
+    each block before it is yielded (value-norm maps). Yields ``(first, probs[asked, rows, key])`` with at
+    most ``block_bytes`` of float32 each, valid until the next; returns the context ``[head, step, d]``
+    (None without ``want_context``): the asked heads' from their blocks, the other heads' from fused
+    attention (``fused_mask(index)``: their additive mask ``[other, step, step]``, or None)."""
+    import torch
+
+    n_heads, steps, d = q.shape
+    index = None if heads is None else torch.tensor(heads, device=q.device)
+    qs, vs = (q, v) if index is None else (q[index], v[index])
+    keys = (k if index is None else k[index]).transpose(-1, -2)
+    rows = rows_per_block(block_bytes, len(qs), steps)
+    context = torch.empty(len(qs), steps, d, device=q.device, dtype=q.dtype) if want_context else None
+    for first in range(0, steps, rows):
+        probs = torch.softmax(scores(qs[:, first:first + rows], keys, first, index), dim=-1)
+        yield first, probs if weigh is None else weigh(probs, index)
+        if context is not None:
+            torch.matmul(probs, vs, out=context[:, first:first + rows])
+    if context is None or index is None:
+        return context
+    others = torch.tensor([h for h in range(n_heads) if h not in set(heads)], device=q.device)
+    whole = torch.empty(n_heads, steps, d, device=q.device, dtype=q.dtype)
+    whole[index] = context
+    mask = None if fused_mask is None else fused_mask(others)
+    whole[others] = torch.nn.functional.scaled_dot_product_attention(q[others], k[others], v[others], attn_mask=mask)
+    return whole
+
+
+def labelled(layer: int, blocks: Iterator) -> Iterator:
+    """``blocks`` of ``(first, probs)`` as ``(layer, first, probs)``; returns what ``blocks`` returns."""
+    while True:
+        try:
+            first, probs = next(blocks)
+        except StopIteration as done:
+            return done.value
+        yield layer, first, probs
 
 
 def max_attention_bytes() -> int:
@@ -222,20 +279,21 @@ class AttentionModel(ABC):
         return encoded
 
     def map_blocks(self, features: torch.Tensor, layers: list[int], *, maps: str = "attention",
-                   block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20)) -> Iterator[tuple[int, int, torch.Tensor]]:
+                   block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20),
+                   heads: Mapping[int, Sequence[int]] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
         """:meth:`attention_blocks` for any map kind: value-norm blocks are weighted by the norms of their
         layer's keys; rollout needs every layer's head-mean map, so it keeps two T x T matrices (the mean
         being summed and the rollout so far) and yields the rollout of the asked layers in row blocks
-        ``[1, query, key]``."""
+        ``[1, query, key]`` (``heads`` must then be None)."""
         from satool import maps as kinds
 
         self.require_maps(maps)
-        if maps == kinds.ATTENTION:
-            yield from self.attention_blocks(features, layers, block_bytes=block_bytes)
+        if maps in (kinds.ATTENTION, kinds.VALUE_NORM):
+            yield from self.attention_blocks(features, layers, block_bytes=block_bytes,
+                                             value_norms=maps == kinds.VALUE_NORM, heads=heads)
             return
-        if maps == kinds.VALUE_NORM:
-            yield from self.attention_blocks(features, layers, block_bytes=block_bytes, value_norms=True)
-            return
+        if heads is not None:
+            raise ValueError("rollout maps are made from every head: no heads can be chosen")
         wanted = sorted({int(i) for i in layers})
         if not wanted:
             return
@@ -264,19 +322,25 @@ class AttentionModel(ABC):
 
     def attention_blocks(self, features: torch.Tensor, layers: list[int], *,
                          block_bytes: int = int(DEFAULT_BLOCK_MB * 2**20),
-                         value_norms: bool = False) -> Iterator[tuple[int, int, torch.Tensor]]:
+                         value_norms: bool = False,
+                         heads: Mapping[int, Sequence[int]] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
         """One utterance's maps of ``layers`` (0-based, ascending) in query blocks: ``(layer, first
         query, probs[head, query, key])`` with at most ``block_bytes`` of float32 per block, layer by
-        layer. A block is only valid until the next one is asked for.
+        layer. A block is only valid until the next one is asked for. ``heads`` (layer -> 0-based heads,
+        see :func:`asked_heads`) limits a layer's blocks to those heads, in ascending order.
 
         This default encodes the whole utterance first (every asked layer's maps at once); models with
-        ``blockwise_attention`` compute each block as it is asked for (fused attention in the layers
-        not asked for), so peak memory is one block plus the model's activations. With
-        ``value_norms`` (models with :attr:`gives_value_norms`) the blocks are value-norm maps."""
+        ``blockwise_attention`` compute each block as it is asked for, eagerly only for the asked
+        heads of the asked layers (fused attention elsewhere), so peak memory is one block plus the
+        model's activations. With ``value_norms`` (models with :attr:`gives_value_norms`) the blocks
+        are value-norm maps."""
         layers = sorted(layers)
         encoded = self.encode_maps(features, maps="value-norm" if value_norms else "attention", layers=layers)
         for position, layer in enumerate(layers):
             maps = encoded.attentions[position]
+            chosen = asked_heads(heads, layer, maps.shape[0])
+            if chosen is not None:
+                maps = maps[chosen]
             rows = rows_per_block(block_bytes, maps.shape[0], maps.shape[-1])
             for first in range(0, maps.shape[1], rows):
                 yield layer, first, maps[:, first:first + rows]

@@ -235,7 +235,7 @@ def _tuning_frames(model, corpus, utterances, sources, inputs, log: Log) -> dict
     computed as a stream computes the test utterances'. An utterance the corpus or the model refuses,
     or whose alignment gives no boundaries, is left out (and logged)."""
     from satool.analysis.segmentation.streamed import source_frames
-    from satool.analysis.streaming import model_utterances, stream
+    from satool.analysis.streaming import model_utterances, segmented_heads, stream
 
     skipped: list[tuple[str, str]] = []
 
@@ -261,7 +261,7 @@ def _tuning_frames(model, corpus, utterances, sources, inputs, log: Log) -> dict
     collect = Collect()
     stream(model_utterances(model, corpus, utterances, [layer - 1 for layer in collect.layers()],
                             max_frames=inputs.max_frames, block_bytes=int(inputs.block_mb * 2**20), skipped=skipped,
-                            hidden_states=inputs.hidden_states),
+                            hidden_states=inputs.hidden_states, heads=segmented_heads(collect)),
            segments=collect)
     for utt_id, reason in skipped:
         log(f"{utt_id}: {reason} (left out of the tuning)", "skipped")

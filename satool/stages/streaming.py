@@ -74,7 +74,7 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
     ``make_sums(model, corpus, layers) -> {"scores": ScoreSums, "relations": RelationSums, "segments":
     SegmentSums}`` (any of them) builds empty accumulators; ``restore(settings, partial)`` rebuilds them from a saved state.
     ``draw``: settings the final results need (the same in every shard)."""
-    from satool.analysis.streaming import model_utterances, stream
+    from satool.analysis.streaming import model_utterances, segmented_heads, stream
     from satool.data.corpus import open_corpus
     from satool.errors import InputError, UsageError
     from satool.models.loading import load_model
@@ -169,9 +169,11 @@ def run_stream(kind: str, inputs: StreamInputs, make_sums: Callable[[Any, Any], 
         def on_maps(meta, maps) -> None:
             writer.add(meta, maps)
 
+        only_segments = scores is None and relations is None and segments is not None and not keep
         items = model_utterances(model, corpus, todo, [layer - 1 for layer in layers], max_frames=inputs.max_frames,
                                  block_bytes=int(inputs.block_mb * 2**20), skipped=new_skips, maps=inputs.maps,
                                  hidden_states=inputs.hidden_states,
+                                 heads=segmented_heads(segments) if only_segments else None,
                                  whole_maps=lambda utt: utt.id in keep or _needs_whole_maps(scores))
 
         def counted(items):

@@ -11,10 +11,11 @@ from satool.models.base import rows_per_block
 from satool.models.loading import load_model
 
 
-def collect(model, features, layers, block_bytes):
+def collect(model, features, layers, block_bytes, heads=None):
     got, largest = {}, 0
-    for layer, first, probs in model.attention_blocks(features, layers, block_bytes=block_bytes):
-        assert probs.shape[0] == model.num_heads and probs.shape[1] >= 1
+    for layer, first, probs in model.attention_blocks(features, layers, block_bytes=block_bytes, heads=heads):
+        asked = model.num_heads if heads is None or layer not in heads else len(set(heads[layer]))
+        assert probs.shape[0] == asked and probs.shape[1] >= 1
         largest = max(largest, probs.numel() * 4)
         got.setdefault(layer, []).append((first, probs.clone()))
     maps = {}
@@ -33,6 +34,17 @@ def check_blocks(model, features, steps):
             for layer in layers:
                 torch.testing.assert_close(maps[layer], whole[layer], rtol=1e-5, atol=1e-6)
             assert largest <= max(budget, model.num_heads * steps * 4)  # one query row at least
+    # weights of some heads only: those heads' maps (later layers' to float rounding: the other heads of an
+    # earlier layer run fused attention); a layer left out of ``heads`` gives every head
+    for heads in ({0: [1]}, {0: [0, 0], 1: [1]}, {1: [model.num_heads - 1]}, {0: list(range(model.num_heads))}):
+        for budget in (10**9, 2 * steps * 4 * 3, 1):
+            maps, largest = collect(model, features, [0, 1], budget, heads)
+            for layer in (0, 1):
+                chosen = sorted(set(heads.get(layer, range(model.num_heads))))
+                torch.testing.assert_close(maps[layer], whole[layer][chosen], rtol=1e-5, atol=1e-6)
+            assert largest <= max(budget, model.num_heads * steps * 4)
+    with pytest.raises(ValueError, match="out of range"):
+        collect(model, features, [0], 10**9, {0: [model.num_heads]})
 
 
 def test_rows_per_block_respects_the_budget():

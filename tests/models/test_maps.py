@@ -85,9 +85,9 @@ def slow_rollout(maps):
     return out
 
 
-def blocks(model, features, layers, kind, block_bytes):
+def blocks(model, features, layers, kind, block_bytes, heads=None):
     got = {}
-    for layer, first, probs in model.map_blocks(features, layers, maps=kind, block_bytes=block_bytes):
+    for layer, first, probs in model.map_blocks(features, layers, maps=kind, block_bytes=block_bytes, heads=heads):
         got.setdefault(layer, []).append((first, probs.clone()))
     return {layer: torch.cat([b for _, b in sorted(parts, key=lambda p: p[0])], dim=1).double().numpy()
             for layer, parts in got.items()}
@@ -114,6 +114,12 @@ def check_family(model, features, report: dict | None = None):
         assert max(np.abs(got[i] - slow[i]).max() for i in every) < TOL
         got = blocks(model, features, [model.num_layers - 1], "rollout", budget)
         assert list(got) == [model.num_layers - 1] and np.abs(got[model.num_layers - 1] - rolled[-1]).max() < TOL
+        # only some heads' weights asked for: their value-norm maps, the others' context from fused attention
+        chosen = {i: [model.num_heads - 1 - i % model.num_heads, 0] for i in every}
+        got = blocks(model, features, every, "value-norm", budget, heads=chosen)
+        assert max(np.abs(got[i] - slow[i][sorted(set(chosen[i]))]).max() for i in every) < TOL
+    with pytest.raises(ValueError, match="every head"):
+        next(model.map_blocks(features, [0], maps="rollout", heads={0: [0]}))
     if report is not None:
         report.update(norms=norm_error, value_norm=value_error, rollout=rollout_error)
     return slow, maps

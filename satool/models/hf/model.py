@@ -44,9 +44,11 @@ from satool.models.base import (
     DEFAULT_BLOCK_MB,
     AttentionModel,
     EncodedUtterance,
+    asked_heads,
+    attention_in_blocks,
     conv_receptive_field,
     conv_steps,
-    rows_per_block,
+    labelled,
 )
 from satool.models.hf.checks import strict_flag
 from satool.models.hf.directory import HFDirectory
@@ -312,11 +314,12 @@ class HFSpeechModel(AttentionModel):
         v = layer.attention.v_proj(attn_in).view(t, self.num_heads, self.head_dim).transpose(0, 1)
         return head_value_norms(v, layer.attention.out_proj.weight)
 
-    def _layer_blocks(self, index: int, x: torch.Tensor, position_bias, rows: int, last: bool,
-                      value_norms: bool = False):
-        """One layer with its weights computed one query block of ``rows`` at a time: yields
-        ``(first query, probs[head, query, key])``, returns (output, position_bias) (output None
-        when ``last``: nothing after the weights is needed)."""
+    def _layer_blocks(self, index: int, x: torch.Tensor, position_bias, block_bytes: int, last: bool,
+                      value_norms: bool = False, heads: list[int] | None = None):
+        """One layer with the weights of its ``heads`` (0-based; None: all) computed one query block at a
+        time within ``block_bytes``, fused attention for its other heads: yields ``(first query,
+        probs[asked head, query, key])``, returns (output, position_bias) (output None when ``last``:
+        nothing after the weights is needed)."""
         layer = self.layers[index]
         attention = layer.attention
         attn_in = layer.layer_norm(x) if self.stable_layer_norm else x
@@ -330,56 +333,61 @@ class HFSpeechModel(AttentionModel):
             gate_a, gate_b = torch.sigmoid(gates).chunk(2, dim=-1)
             gate = (gate_a * (gate_b * attention.gru_rel_pos_const - 1.0) + 2.0)[0]  # [head, t, 1]
 
-        def heads(linear: nn.Module) -> torch.Tensor:
+        def split(linear: nn.Module) -> torch.Tensor:
             return linear(attn_in).view(t, self.num_heads, self.head_dim).transpose(0, 1)  # [head, t, d]
 
-        q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
-        keys = k.transpose(-1, -2)
-        norms = None
+        q, k, v = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
+
+        def scores(rows: torch.Tensor, keys: torch.Tensor, first: int, chosen) -> torch.Tensor:
+            raw = torch.matmul(rows, keys) * (self.head_dim ** -0.5)
+            if gate is None:
+                return raw
+            end = first + rows.shape[1]
+            if chosen is None:
+                return raw + gate[:, first:end] * position_bias[:, first:end]
+            return raw + gate[chosen, first:end] * position_bias[chosen, first:end]
+
+        def fused_mask(others):
+            return None if gate is None else gate[others] * position_bias[others]
+
+        weigh = None
         if value_norms:
             from satool.maps import head_value_norms, value_weighted
 
             norms = head_value_norms(v, attention.out_proj.weight)
-        context = None if last else torch.empty(self.num_heads, t, self.head_dim, device=x.device, dtype=x.dtype)
-        for first in range(0, t, rows):
-            scores = torch.matmul(q[:, first:first + rows], keys) * (self.head_dim ** -0.5)
-            if gate is not None:
-                scores = scores + gate[:, first:first + rows] * position_bias[:, first:first + rows]
-            probs = torch.softmax(scores, dim=-1)
-            yield first, probs if norms is None else value_weighted(probs, norms)
-            if context is not None:
-                torch.matmul(probs, v, out=context[:, first:first + rows])
+
+            def weigh(probs, chosen):
+                return value_weighted(probs, norms if chosen is None else norms[chosen])
+
+        context = yield from attention_in_blocks(q, k, v, heads=heads, block_bytes=block_bytes, scores=scores,
+                                                 fused_mask=fused_mask, weigh=weigh, want_context=not last)
         if last:
             return None, position_bias
         out = attention.out_proj(context.transpose(0, 1).reshape(1, t, self.hidden_size))
         return self._feed_forward(layer, x, out), position_bias
 
     @torch.no_grad()
-    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False):
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False,
+                         heads=None):
         """Maps of ``layers`` in query blocks within ``block_bytes`` (see
-        :meth:`AttentionModel.attention_blocks`); fused attention in the other layers, and the pass
-        stops after the last asked layer's weights. WavLM keeps its relative position bias
-        ``[head, T, T]`` whole, as its layers share it. ``value_norms``: value-norm maps (satool.maps)."""
+        :meth:`AttentionModel.attention_blocks`), eagerly for the asked ``heads`` only; fused attention
+        elsewhere, and the pass stops after the last asked layer's weights. WavLM keeps its relative
+        position bias ``[head, T, T]`` whole, as its layers share it. ``value_norms``: value-norm maps
+        (satool.maps)."""
         wanted = sorted({int(i) for i in layers})
         if not wanted:
             return
         if wanted[0] < 0 or wanted[-1] >= self.num_layers:
             raise ValueError(f"layers {wanted} out of range 0..{self.num_layers - 1}")
         x = self._embed(features.reshape(1, -1).to(self.device, torch.float32))
-        rows = rows_per_block(block_bytes, self.num_heads, x.shape[1])
         position_bias = None
         for i in range(wanted[-1] + 1):
             if i not in wanted:
                 x, _, position_bias = self._layer(i, x, None, None, position_bias, want_probs=False)
                 continue
-            blocks = self._layer_blocks(i, x, position_bias, rows, i == wanted[-1], value_norms)
-            while True:
-                try:
-                    first, probs = next(blocks)
-                except StopIteration as done:
-                    x, position_bias = done.value
-                    break
-                yield i, first, probs
+            blocks = self._layer_blocks(i, x, position_bias, block_bytes, i == wanted[-1], value_norms,
+                                        asked_heads(heads, i, self.num_heads))
+            x, position_bias = yield from labelled(i, blocks)
 
     def _feed_forward(self, layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The rest of a layer after its attention output ``out`` (residuals, layer norms, feed-forward)."""

@@ -21,7 +21,9 @@ from satool.models.base import (
     ProbeInput,
     Reconstruction,
     Representation,
-    rows_per_block,
+    asked_heads,
+    attention_in_blocks,
+    labelled,
 )
 from satool.models.mockingjay.checkpoint import MockingjayCheckpoint
 from satool.models.mockingjay.network import position_encoding, stack_frames
@@ -88,12 +90,14 @@ class MockingjayModel(AttentionModel):
         return results
 
     @torch.no_grad()
-    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False):
+    def attention_blocks(self, features, layers, *, block_bytes=int(DEFAULT_BLOCK_MB * 2**20), value_norms=False,
+                         heads=None):
         """Maps of ``layers`` in query blocks within ``block_bytes`` (see
         :meth:`AttentionModel.attention_blocks`): layers not asked for run fused attention; an asked
-        layer computes its weights one query block at a time, and each block's context rows from
-        it; the pass stops after the last asked layer's weights. ``value_norms``: each block
-        weighted by its keys' value norms (value-norm maps, satool.maps)."""
+        layer computes the weights of its asked ``heads`` one query block at a time, and their context
+        rows from them (fused attention for its other heads); the pass stops after the last asked
+        layer's weights. ``value_norms``: each block weighted by its keys' value norms (value-norm maps,
+        satool.maps)."""
         import math
 
         from satool.maps import head_value_norms, value_weighted
@@ -108,8 +112,11 @@ class MockingjayModel(AttentionModel):
         steps = x.shape[1]
         positions = position_encoding(steps, config.hidden_size).to(device=x.device, dtype=x.dtype)
         x = encoder.input_representations(x, positions)
-        rows = rows_per_block(block_bytes, self.num_heads, steps)
         scale = math.sqrt(config.head_size)
+
+        def scores(rows, keys, first, chosen):
+            return torch.matmul(rows, keys).div_(scale)
+
         for i, layer in enumerate(encoder.encoder.layer[: wanted[-1] + 1]):
             if i not in wanted:
                 x, _ = layer(x, None, None, None, False)
@@ -123,17 +130,16 @@ class MockingjayModel(AttentionModel):
 
             q, k, v = split(sa.query(normed)), split(sa.key(normed)), split(sa.value(normed))
             last = i == wanted[-1]
-            context = None if last else torch.empty(self.num_heads, steps, config.head_size, device=x.device,
-                                                     dtype=x.dtype)
-            keys = k.transpose(-1, -2)
-            norms = head_value_norms(v, attention.output.dense.weight) if value_norms else None
-            for first in range(0, steps, rows):
-                scores = torch.matmul(q[:, first:first + rows], keys)
-                scores.div_(scale)
-                probs = scores.softmax(dim=-1)
-                yield i, first, probs if norms is None else value_weighted(probs, norms)
-                if context is not None:
-                    torch.matmul(probs, v, out=context[:, first:first + rows])
+            weigh = None
+            if value_norms:
+                norms = head_value_norms(v, attention.output.dense.weight)
+
+                def weigh(probs, chosen, norms=norms):
+                    return value_weighted(probs, norms if chosen is None else norms[chosen])
+
+            blocks = attention_in_blocks(q, k, v, heads=asked_heads(heads, i, self.num_heads), block_bytes=block_bytes,
+                                         scores=scores, weigh=weigh, want_context=not last)
+            context = yield from labelled(i, blocks)
             if last:
                 return
             merged = context.transpose(0, 1).reshape(1, steps, config.hidden_size)
