@@ -35,3 +35,16 @@ def weight_histogram(probs: np.ndarray) -> np.ndarray:
         exponent = (np.ascontiguousarray(weights).view(np.uint32) >> 23).astype(np.uint8)  # sign bit dropped
         counts[h] = np.bincount(_BIN_OF_EXPONENT, weights=np.bincount(exponent, minlength=256), minlength=BINS)
     return counts.reshape(*lead, BINS)
+
+
+def weight_histogram_tensor(probs) -> np.ndarray:
+    """:func:`weight_histogram` of a torch tensor ``probs[head, query, key]`` (float32), counted where it
+    lies (e.g. on the GPU): float64 counts ``[head, bin]`` on the host. Memory: one int64 per weight."""
+    import torch
+
+    heads = probs.shape[0]
+    exponent = (probs.reshape(heads, -1).view(torch.int32) >> 23) & 0xFF  # sign bit dropped
+    table = torch.as_tensor(_BIN_OF_EXPONENT, device=probs.device)
+    bins = table[exponent] + BINS * torch.arange(heads, device=probs.device)[:, None]
+    counts = torch.bincount(bins.reshape(-1), minlength=heads * BINS)
+    return counts.reshape(heads, BINS).cpu().to(torch.float64).numpy()

@@ -17,7 +17,9 @@ Per utterance the values are the same as those of the whole-map functions (up to
 and go into the same accumulators (:class:`~satool.analysis.scoring.ScoreSums`,
 :class:`~satool.analysis.relations.RelationSums`), so a stream and a cache give the same
 ``HeadScores`` and ``Relations``. Maps are rounded to float16 before they are reduced, as a cache
-stores them: a stream and a cache of the same model then reduce the same numbers.
+stores them: a stream and a cache of the same model then reduce the same numbers. A model on a GPU
+gives its blocks as torch tensors, reduced there (:meth:`UtteranceReduction.add_tensor`), so only
+per-head sums come back to the host.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from satool.analysis.histogram import BINS, weight_histogram
 from satool.analysis.metrics import (
     _LN2,
+    _TINY,
     HeadMetric,
     _distances,
     _log_p,
@@ -120,8 +123,12 @@ class UtteranceReduction:
         self.relation = None if counts is None else np.zeros((n_layers * n_heads, counts.shape[1], counts.shape[1]))
         self.maps = np.zeros((n_layers, n_heads, steps, steps), np.float32) if full else None
 
-    def add(self, layer: int, first: int, probs: np.ndarray) -> None:
-        """``probs[head, query, key]`` (float32) of queries ``first ..`` of layer position ``layer``."""
+    def add(self, layer: int, first: int, probs) -> None:
+        """``probs[head, query, key]`` (float32) of queries ``first ..`` of layer position ``layer``: a numpy
+        array, or a torch tensor (reduced where it lies, e.g. on the GPU: :meth:`add_tensor`)."""
+        if not isinstance(probs, np.ndarray):
+            self.add_tensor(layer, first, probs)
+            return
         heads, rows, steps = probs.shape
         flat = probs.reshape(heads, rows * steps)
         if self.entropy is not None:
@@ -155,6 +162,47 @@ class UtteranceReduction:
         if self.maps is not None:
             self.maps[layer, :, first:first + rows] = probs
 
+    def add_tensor(self, layer: int, first: int, probs) -> None:
+        """:meth:`add` for a torch tensor ``probs[head, query, key]`` (float32, on any device), in torch where
+        it lies: only the per-head sums (and any maps to assemble) come back to the host. The same sums
+        as :meth:`add` up to float rounding (sums in float64; the histogram's counts exactly)."""
+        import torch
+
+        from satool.analysis.histogram import weight_histogram_tensor
+
+        heads, rows, steps = probs.shape
+        flat = probs.reshape(heads, rows * steps)
+        double = torch.float64 if probs.device.type != "mps" else torch.float32  # MPS has no float64
+
+        def host(t) -> np.ndarray:
+            return t.cpu().to(torch.float64).numpy()
+
+        if self.entropy is not None:
+            self.entropy[layer] += host((flat * torch.log2(flat + float(_TINY))).sum(1, dtype=double))
+        if self.columns is not None:
+            self.columns[layer] += host(probs.sum(1, dtype=double)) / steps
+        if self.distance is not None:
+            q = torch.arange(first, first + rows, device=probs.device, dtype=probs.dtype)
+            dist = (q[:, None] - torch.arange(steps, device=probs.device, dtype=probs.dtype)[None, :]).abs_()
+            self.distance[layer] += host((flat * dist.reshape(1, -1)).sum(1, dtype=double))
+        if self.largest is not None:
+            self.largest[layer] = np.maximum(self.largest[layer], host(flat.amax(1)))
+        if self.offsets is not None:  # (q, q + d) lies on the block's diagonal first + d
+            sums = torch.stack([torch.diagonal(probs, first + d, dim1=1, dim2=2).sum(-1, dtype=double)
+                                for d in range(-self.max_offset, self.max_offset + 1)], dim=1)
+            self.offsets[layer] += host(sums)
+        if self.histogram is not None:
+            self.histogram[layer] += weight_histogram_tensor(probs)
+        if self.relation is not None:
+            n_heads = self.shape[1]
+            counts = torch.as_tensor(self.counts, device=probs.device, dtype=double)
+            sums = probs.sum(-1, keepdim=True, dtype=double)
+            normalised = torch.where(sums > 0, probs / torch.where(sums > 0, sums, 1.0), 0.0)
+            self.relation[layer * n_heads:(layer + 1) * n_heads] += host(torch.einsum(
+                "sm,hst,tn->hmn", counts[first:first + rows], normalised, counts))
+        if self.maps is not None:
+            self.maps[layer, :, first:first + rows] = probs.cpu().numpy()
+
     def values(self, name: str) -> np.ndarray:
         """``[layer, head]`` values of a built-in metric for this utterance."""
         steps = self.steps
@@ -180,7 +228,7 @@ class StreamedUtterance:
 
     meta: UtteranceMeta
     steps: int
-    blocks: Iterator[tuple[int, int, np.ndarray]]  # (layer position, first query, probs[head, query, key])
+    blocks: Iterator[tuple[int, int, Any]]  # (layer position, first query, probs[head, query, key]: numpy or torch)
     wave: np.ndarray | None = None  # float32 [sample] at 16 kHz, as analysed
     hidden: dict[int, np.ndarray] = field(default_factory=dict)  # state -> float16-rounded [step, dim]
     block_heads: dict[int, list[int]] = field(default_factory=dict)  # layer position -> its blocks' heads (0-based)
@@ -199,11 +247,14 @@ class StreamResult:
 def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_frames: int | None = None,
                      block_bytes: int, skipped: list, whole_maps: Callable[[Any], bool] = lambda utt: False,
                      maps: str = "attention", hidden_states: Sequence[int] = (),
-                     heads: Mapping[int, Sequence[int]] | None = None) -> Iterator[StreamedUtterance]:
+                     heads: Mapping[int, Sequence[int]] | None = None,
+                     on_device: bool | None = None) -> Iterator[StreamedUtterance]:
     """Each utterance through ``model``, its maps of kind ``maps`` (satool.maps) of ``layers`` (0-based)
     as float16-rounded float32 query blocks of at most ``block_bytes``; audio and features are read one
     ahead. ``heads`` (layer -> 0-based heads) limits a layer's blocks to those heads (ascending): the
-    model computes only their weights (``AttentionModel.attention_blocks``). An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    model computes only their weights (``AttentionModel.attention_blocks``). ``on_device``: give the
+    blocks as torch tensors where the model made them, so that :func:`stream` reduces them there
+    (default: when the model is not on the CPU, where numpy's reductions are faster). An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
     ``hidden_states``: hidden states (0 = embedding output) to give too, rounded to float16 as a cache
     stores them, from a second pass without maps (fused attention), as ``extract`` makes them when it
     stores hidden states only.
@@ -223,10 +274,14 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
         return features
 
     scratch = Scratch()
+    if on_device is None:
+        on_device = getattr(model, "device", torch.device("cpu")).type != "cpu"
 
-    def rounded(probs: torch.Tensor) -> np.ndarray:
-        """``probs`` rounded to float16 as a cache stores them, as float32 in reused memory (valid until
-        the next block)."""
+    def rounded(probs: torch.Tensor):
+        """``probs`` rounded to float16 as a cache stores them, as float32: a tensor where it lies
+        (``on_device``), else a numpy array in reused memory (valid until the next block)."""
+        if on_device:
+            return probs.to(torch.float16).to(torch.float32)
         if probs.device.type != "cpu":
             probs = probs.to(torch.float16).cpu()
         half = torch.from_numpy(scratch.array("half", tuple(probs.shape), np.float16))
@@ -313,7 +368,8 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
                 chosen = item.block_heads.get(layer)
                 for number in wanted.get(layer, ()):
                     index = number[1] - 1 if chosen is None else chosen.index(number[1] - 1)
-                    head_maps[number][first:first + len(probs[0])] = probs[index]
+                    rows = probs[index]
+                    head_maps[number][first:first + len(rows)] = rows if isinstance(rows, np.ndarray) else rows.cpu().numpy()
             if segments is not None:
                 segments.add_utterance(meta, item.wave, head_maps, item.hidden)
             if scores is not None:

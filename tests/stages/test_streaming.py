@@ -99,6 +99,41 @@ def test_query_blocks_and_chosen_layers_give_the_same_numbers(setup, tmp_path, m
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "100"
 
 
+def test_blocks_reduced_where_the_model_runs_give_the_host_numbers(setup, tmp_path, monkeypatch):
+    """On a GPU the blocks stay torch tensors and are reduced where they lie (only sums come back to the
+    host); here the same code runs on CPU tensors and must give what numpy's reductions give."""
+    from satool.analysis import streaming
+    from satool.stages import segment
+
+    root, ckpt = setup
+    monkeypatch.chdir(tmp_path)
+    by = ["globalness", "verticality", "diagonality", "weight"]
+    seg = dict(features=["attn:L1.H2", "attn:L2.H1"], tune_on="dev-clean", test_on="dev-clean", tune_utts=4)
+    host = {block: metric.run(metric.Settings(source=ckpt, corpus=root / "LS", out=tmp_path / f"host{block}",
+                                              block_mb=block, by=by)).scores for block in (1e-5, 256.0)}
+    host_rel = relate.run(relate.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "host-rel",
+                                          block_mb=1e-4)).relations
+    host_seg = segment.run(segment.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "host-seg", **seg))
+    original = streaming.model_utterances
+    calls = []
+
+    def on_device(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs, on_device=True)
+
+    monkeypatch.setattr(streaming, "model_utterances", on_device)
+    for block in (1e-5, 256.0):  # one query row per block (diagonals away from the block's corner), whole maps
+        device = metric.run(metric.Settings(source=ckpt, corpus=root / "LS", out=tmp_path / f"dev{block}",
+                                            block_mb=block, by=by)).scores
+        assert_same_scores(device, host[block], rtol=1e-5)
+    device_rel = relate.run(relate.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "dev-rel",
+                                            block_mb=1e-4)).relations
+    assert_same_relations(device_rel, host_rel, rtol=1e-6)
+    device_seg = segment.run(segment.Settings(checkpoint=ckpt, corpus=root / "LS", out=tmp_path / "dev-seg", **seg))
+    assert _segment_rows(device_seg.results) == _segment_rows(host_seg.results)
+    assert len(calls) >= 5  # every pass above went through the torch reductions
+
+
 class Killed(Exception):
     pass
 
