@@ -3,6 +3,7 @@ alternative, memory against corpus size, bytes kept per utterance (docs/scale.md
 
     python benchmarks/bench_stream.py [--sizes base,large] [--utts 3] [--memory-utts 10,1000]
                                       [--memory-seconds 10,20] [--long 60] [--cores-per-node 32] [--quick]
+                                      [--device cuda]
 
 Models are HuBERT-shaped and randomly initialised from local configs (base: 12 x 12 heads, 768;
 large: 24 x 16 heads, 1024, pre-LN), saved as transformers directories and loaded by satool's
@@ -115,15 +116,27 @@ def forward_flops(config: dict, samples: int, steps: int) -> float:
     return total
 
 
+DEVICE = "cpu"  # --device: where the models run (the floor is measured there too)
+
+
+def synced(fn):
+    """``fn`` that returns only once the device has finished (GPU work is asynchronous)."""
+    def run():
+        fn()
+        if DEVICE.startswith("cuda"):
+            torch.cuda.synchronize()
+    return run
+
+
 def matmul_rate(n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / best_time(lambda: a @ b, repeats=10, warmup=3)
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
+    return 2 * n**3 / best_time(synced(lambda: a @ b), repeats=10, warmup=3)
 
 
 def _load(directory: Path):
     from satool.models.loading import load_model
 
-    return load_model(directory)
+    return load_model(directory, device=DEVICE)
 
 
 def _utterances(corpus_path: Path, count: int):
@@ -179,7 +192,7 @@ def measure_size(size: str, root: Path, utts: int, rate: float, block_mb: float)
             for _ in model.attention_blocks(f, layers, block_bytes=int(block_mb * 2**20)):
                 pass
 
-    t_maps = best_time(forward_with_maps, repeats=2, warmup=1)
+    t_maps = best_time(synced(forward_with_maps), repeats=2, warmup=1)
     # a segmentation of two heads (the middle layer's first, the last layer's first): every head's
     # weights of those layers, as before, against the asked heads' only (fused attention for the rest)
     chosen = {model.num_layers // 2 - 1: [0], model.num_layers - 1: [0]}
@@ -191,18 +204,18 @@ def measure_size(size: str, root: Path, utts: int, rate: float, block_mb: float)
                     pass
         return run
 
-    t_layers = best_time(two_layers(None), repeats=2, warmup=1)
-    t_heads = best_time(two_layers(chosen), repeats=2, warmup=1)
+    t_layers = best_time(synced(two_layers(None)), repeats=2, warmup=1)
+    t_heads = best_time(synced(two_layers(chosen)), repeats=2, warmup=1)
     t_stream, _ = min(time_stream(model, corpus, utterances, block_mb) for _ in range(2))
-    reference = HubertModel.from_pretrained(directory, attn_implementation="eager").eval()
+    reference = HubertModel.from_pretrained(directory, attn_implementation="eager").eval().to(DEVICE)
     phones: list[str] = []
 
     def alternative():
         sums = ScoreSums(BUILTIN_METRICS, [i + 1 for i in layers], list(range(1, model.num_heads + 1)))
         for u, f in zip(utterances, features):
             with torch.no_grad():
-                out = reference(f.reshape(1, -1), output_attentions=True)
-            maps = np.stack([a[0].numpy() for a in out.attentions])
+                out = reference(f.reshape(1, -1).to(DEVICE), output_attentions=True)
+            maps = np.stack([a[0].cpu().numpy() for a in out.attentions])
             del out
             sums.add_maps(maps, {"id": u.id, "phone_set": phones})
 
@@ -277,10 +290,14 @@ def main() -> None:
     parser.add_argument("--long", type=float, default=0.0, help="also one utterance this long (s) on --long-size")
     parser.add_argument("--long-size", default="large")
     parser.add_argument("--block-mb", type=float, default=256.0)
+    parser.add_argument("--device", default="cpu", help="where the models run, e.g. cuda (the floor is measured "
+                        "there; satool's stream then reduces its blocks on the device)")
     parser.add_argument("--cores-per-node", type=int, default=32)
     parser.add_argument("--keep", type=Path, default=None, help="keep models and corpora here between runs")
     parser.add_argument("--quick", action="store_true", help="base size only, 10 vs 100 short utterances")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
     if args.quick:
         args.sizes, args.utts, args.memory_utts, args.memory_seconds = "base", 2, "10,100", "1,2"
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-stream-"))
