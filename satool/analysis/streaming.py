@@ -251,10 +251,11 @@ def model_utterances(model, corpus, utterances, layers: Sequence[int], *, max_fr
                      on_device: bool | None = None) -> Iterator[StreamedUtterance]:
     """Each utterance through ``model``, its maps of kind ``maps`` (satool.maps) of ``layers`` (0-based)
     as float16-rounded float32 query blocks of at most ``block_bytes``; audio and features are read one
-    ahead. ``heads`` (layer -> 0-based heads) limits a layer's blocks to those heads (ascending): the
-    model computes only their weights (``AttentionModel.attention_blocks``). ``on_device``: give the
-    blocks as torch tensors where the model made them, so that :func:`stream` reduces them there
-    (default: when the model is not on the CPU, where numpy's reductions are faster). An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    ahead. An utterance the corpus or the model refuses is appended to ``skipped`` as (id, reason).
+    ``heads`` (layer -> 0-based heads) limits a layer's blocks to those heads (ascending): the model
+    computes only their weights (``AttentionModel.attention_blocks``). ``on_device``: give the blocks as
+    torch tensors where the model made them, so that :func:`stream` reduces them there (default: when
+    the model is not on the CPU, where numpy's reductions are faster).
     ``hidden_states``: hidden states (0 = embedding output) to give too, rounded to float16 as a cache
     stores them, from a second pass without maps (fused attention), as ``extract`` makes them when it
     stores hidden states only.
@@ -368,8 +369,8 @@ def stream(items: Iterable[StreamedUtterance], *, scores=None, relations=None, s
                 chosen = item.block_heads.get(layer)
                 for number in wanted.get(layer, ()):
                     index = number[1] - 1 if chosen is None else chosen.index(number[1] - 1)
-                    rows = probs[index]
-                    head_maps[number][first:first + len(rows)] = rows if isinstance(rows, np.ndarray) else rows.cpu().numpy()
+                    rows = probs[index] if isinstance(probs, np.ndarray) else probs[index].cpu().numpy()
+                    head_maps[number][first:first + len(rows)] = rows
             if segments is not None:
                 segments.add_utterance(meta, item.wave, head_maps, item.hidden)
             if scores is not None:
